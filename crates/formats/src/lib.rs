@@ -1,0 +1,21 @@
+//! Model file formats: reading GGUF files and Hugging Face safetensors directories into one
+//! view of named tensors, and the reference (scalar) dequantization of every block format.
+//!
+//! Tensor names everywhere in lowbit are llama.cpp's GGUF names (`blk.0.attn_q.weight`);
+//! `names` maps Hugging Face names onto them. Shapes are row-major, outermost first
+//! (`[rows, cols]`), as in safetensors and numpy; GGUF's reversed `ne` order stays inside `gguf`.
+
+pub mod config;
+pub mod dequant;
+pub mod dtype;
+pub mod error;
+pub mod gguf;
+pub mod hf_config;
+pub mod names;
+pub mod params;
+pub mod safetensors;
+pub mod source;
+
+pub use config::ModelConfig;
+pub use dtype::DType;
+pub use error::{FormatError, Result};
