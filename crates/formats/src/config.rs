@@ -125,10 +125,7 @@ impl ModelConfig {
     /// Reads the hyperparameters of a GGUF file from its `{arch}.*` metadata.
     pub fn from_gguf(file: &GgufFile) -> Result<ModelConfig> {
         let path = file.path();
-        let err = |what: String| FormatError::InFile {
-            path: path.to_path_buf(),
-            what,
-        };
+        let err = |what: String| FormatError::InFile { path: path.to_path_buf(), what };
         let arch_name = file.get_str("general.architecture")?;
         let arch = match arch_name {
             "llama" | "mistral" => Arch::Llama,
@@ -146,16 +143,8 @@ impl ModelConfig {
         let hidden_size = usize_key("embedding_length")?;
         let n_layers = usize_key("block_count")?;
         let n_heads = usize_key("attention.head_count")?;
-        let n_kv_heads = file
-            .get_u64(&key("attention.head_count_kv"))
-            .map(|v| v as usize)
-            .unwrap_or(n_heads);
-        if n_heads == 0
-            || n_kv_heads == 0
-            || n_heads % n_kv_heads != 0
-            || n_layers == 0
-            || hidden_size == 0
-        {
+        let n_kv_heads = file.get_u64(&key("attention.head_count_kv")).map(|v| v as usize).unwrap_or(n_heads);
+        if n_heads == 0 || n_kv_heads == 0 || n_heads % n_kv_heads != 0 || n_layers == 0 || hidden_size == 0 {
             return Err(err(format!(
                 "inconsistent attention shape: {n_heads} heads, {n_kv_heads} kv heads, {n_layers} layers, width {hidden_size}"
             )));
@@ -163,33 +152,20 @@ impl ModelConfig {
         let head_dim = match file.get_u64(&key("attention.key_length")) {
             Ok(v) => v as usize,
             Err(_) if hidden_size % n_heads == 0 => hidden_size / n_heads,
-            Err(_) => {
-                return Err(err(format!(
-                    "width {hidden_size} is not divisible by {n_heads} heads"
-                )))
-            }
+            Err(_) => return Err(err(format!("width {hidden_size} is not divisible by {n_heads} heads"))),
         };
         let vocab_size = match file.get_u64(&key("vocab_size")) {
             Ok(v) => v as usize,
             Err(_) => file.get_array_len("tokenizer.ggml.tokens")?,
         };
-        let rope_dim = file
-            .get_u64(&key("rope.dimension_count"))
-            .map(|v| v as usize)
-            .unwrap_or(head_dim);
+        let rope_dim = file.get_u64(&key("rope.dimension_count")).map(|v| v as usize).unwrap_or(head_dim);
         let rms_eps = file.get_f32(&key("attention.layer_norm_rms_epsilon"))?;
         let rope_theta = file.get_f32(&key("rope.freq_base")).unwrap_or(10_000.0);
         let context_length = usize_key("context_length")?;
         let tie_embeddings = file.tensor_info("output.weight").is_none();
-        let bos_token_id = file
-            .get_u64("tokenizer.ggml.bos_token_id")
-            .ok()
-            .map(|v| v as u32);
-        let eos_token_ids = file
-            .get_u64("tokenizer.ggml.eos_token_id")
-            .ok()
-            .map(|v| vec![v as u32])
-            .unwrap_or_default();
+        let bos_token_id = file.get_u64("tokenizer.ggml.bos_token_id").ok().map(|v| v as u32);
+        let eos_token_ids =
+            file.get_u64("tokenizer.ggml.eos_token_id").ok().map(|v| vec![v as u32]).unwrap_or_default();
 
         let mut cfg = ModelConfig {
             arch,
@@ -203,11 +179,7 @@ impl ModelConfig {
             rms_eps,
             rope_theta,
             rope_theta_sliding: None,
-            rope_style: if arch == Arch::Llama {
-                RopeStyle::Interleaved
-            } else {
-                RopeStyle::Neox
-            },
+            rope_style: if arch == Arch::Llama { RopeStyle::Interleaved } else { RopeStyle::Neox },
             rope_dim,
             yarn: None,
             context_length,
@@ -228,13 +200,7 @@ impl ModelConfig {
             // slide; sliding layers use base 10,000 (`rope.freq_base` is the global base).
             let window = usize_key("attention.sliding_window")?;
             cfg.layer_attention = (0..n_layers)
-                .map(|i| {
-                    if (i + 1) % 6 == 0 {
-                        AttentionKind::Full
-                    } else {
-                        AttentionKind::Sliding { window }
-                    }
-                })
+                .map(|i| if (i + 1) % 6 == 0 { AttentionKind::Full } else { AttentionKind::Sliding { window } })
                 .collect();
             cfg.rope_theta_sliding = Some(10_000.0);
             cfg.embedding_scale = Some((hidden_size as f32).sqrt());

@@ -129,13 +129,7 @@ impl DType {
         }
         (n_elements / bl)
             .checked_mul(self.block_bytes() as u64)
-            .ok_or_else(|| {
-                FormatError::Invalid(format!(
-                    "{} elements of {} overflow",
-                    n_elements,
-                    self.name()
-                ))
-            })
+            .ok_or_else(|| FormatError::Invalid(format!("{} elements of {} overflow", n_elements, self.name())))
     }
 
     /// Bits per weight of the storage format.

@@ -6,10 +6,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     /// A problem located in a file: `what` names the field, tensor or key.
     #[error("{path}: {what}")]
     InFile { path: PathBuf, what: String },
@@ -25,10 +22,7 @@ pub enum FormatError {
 impl FormatError {
     pub fn in_file(self, path: &std::path::Path) -> FormatError {
         match self {
-            FormatError::Invalid(what) => FormatError::InFile {
-                path: path.to_path_buf(),
-                what,
-            },
+            FormatError::Invalid(what) => FormatError::InFile { path: path.to_path_buf(), what },
             other => other,
         }
     }

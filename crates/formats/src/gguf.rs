@@ -148,17 +148,11 @@ impl Value {
             }
             Value::String(s) => format!("{s:?}"),
             Value::Array(t, v) if v.len() > 8 => format!("[{:?}; {}]", t, v.len()),
-            Value::Array(_, v) => format!(
-                "[{}]",
-                v.iter().map(Value::summary).collect::<Vec<_>>().join(", ")
-            ),
+            Value::Array(_, v) => format!("[{}]", v.iter().map(Value::summary).collect::<Vec<_>>().join(", ")),
             Value::F32(x) => format!("{x}"),
             Value::F64(x) => format!("{x}"),
             Value::Bool(b) => format!("{b}"),
-            other => other
-                .as_i64()
-                .map(|v| v.to_string())
-                .unwrap_or_else(|| format!("{other:?}")),
+            other => other.as_i64().map(|v| v.to_string()).unwrap_or_else(|| format!("{other:?}")),
         }
     }
 }
@@ -274,8 +268,7 @@ impl<'a> Cursor<'a> {
     fn string(&mut self, what: &str) -> Result<String> {
         let len = self.u64(what)?;
         let s = self.take(len, what)?;
-        String::from_utf8(s.to_vec())
-            .map_err(|_| FormatError::Invalid(format!("{what}: string is not UTF-8")))
+        String::from_utf8(s.to_vec()).map_err(|_| FormatError::Invalid(format!("{what}: string is not UTF-8")))
     }
 
     fn value(&mut self, t: ValueType, what: &str, depth: u32) -> Result<Value> {
@@ -293,23 +286,16 @@ impl<'a> Cursor<'a> {
             ValueType::Bool => match self.array::<1>(what)?[0] {
                 0 => Value::Bool(false),
                 1 => Value::Bool(true),
-                b => {
-                    return Err(FormatError::Invalid(format!(
-                        "{what}: bool byte {b} is neither 0 nor 1"
-                    )))
-                }
+                b => return Err(FormatError::Invalid(format!("{what}: bool byte {b} is neither 0 nor 1"))),
             },
             ValueType::String => Value::String(self.string(what)?),
             ValueType::Array => {
                 if depth >= MAX_ARRAY_DEPTH {
-                    return Err(FormatError::Invalid(format!(
-                        "{what}: arrays nested deeper than {MAX_ARRAY_DEPTH}"
-                    )));
+                    return Err(FormatError::Invalid(format!("{what}: arrays nested deeper than {MAX_ARRAY_DEPTH}")));
                 }
                 let raw = self.u32(what)?;
-                let et = ValueType::from_u32(raw).ok_or_else(|| {
-                    FormatError::Invalid(format!("{what}: unknown array element type {raw}"))
-                })?;
+                let et = ValueType::from_u32(raw)
+                    .ok_or_else(|| FormatError::Invalid(format!("{what}: unknown array element type {raw}")))?;
                 let n = self.count(et.min_size(), what)?;
                 let mut v = Vec::with_capacity(n as usize);
                 for _ in 0..n {
@@ -325,10 +311,7 @@ impl GgufFile {
     /// Memory-maps and parses `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile> {
         let path = path.as_ref();
-        let io = |source| FormatError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io = |source| FormatError::Io { path: path.to_path_buf(), source };
         let file = std::fs::File::open(path).map_err(io)?;
         // SAFETY: the map is read-only; lowbit never writes to a model file it has open. A
         // file truncated by another process while mapped is outside what any reader can defend.
@@ -344,53 +327,27 @@ impl GgufFile {
     fn parse(path: PathBuf, backing: Backing) -> Result<GgufFile> {
         let parsed = Self::parse_header(backing.bytes()).map_err(|e| e.in_file(&path))?;
         let (version, metadata, tensors, alignment, data_offset) = parsed;
-        let meta_index = metadata
-            .iter()
-            .enumerate()
-            .map(|(i, (k, _))| (k.clone(), i))
-            .collect();
-        let tensor_index = tensors
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.name.clone(), i))
-            .collect();
-        Ok(GgufFile {
-            path,
-            backing,
-            version,
-            metadata,
-            meta_index,
-            tensors,
-            tensor_index,
-            alignment,
-            data_offset,
-        })
+        let meta_index = metadata.iter().enumerate().map(|(i, (k, _))| (k.clone(), i)).collect();
+        let tensor_index = tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
+        Ok(GgufFile { path, backing, version, metadata, meta_index, tensors, tensor_index, alignment, data_offset })
     }
 
     #[allow(clippy::type_complexity)]
-    fn parse_header(
-        bytes: &[u8],
-    ) -> Result<(u32, Vec<(String, Value)>, Vec<TensorInfo>, u64, u64)> {
+    fn parse_header(bytes: &[u8]) -> Result<(u32, Vec<(String, Value)>, Vec<TensorInfo>, u64, u64)> {
         let mut c = Cursor { bytes, pos: 0 };
         let magic = c.take(4, "magic")?;
         if magic != MAGIC {
-            return Err(FormatError::Invalid(format!(
-                "bad magic {magic:02x?}: not a GGUF file"
-            )));
+            return Err(FormatError::Invalid(format!("bad magic {magic:02x?}: not a GGUF file")));
         }
         let version = c.u32("version")?;
         if !(2..=3).contains(&version) {
-            return Err(FormatError::Invalid(format!(
-                "GGUF version {version} is not supported (2 and 3 are)"
-            )));
+            return Err(FormatError::Invalid(format!("GGUF version {version} is not supported (2 and 3 are)")));
         }
         // A tensor info is at least name length (8) + n_dims (4) + one dim (8) + type (4) + offset (8).
         let n_tensors = c.u64("tensor count")?;
         let n_kv = c.count(8 + 4 + 1, "metadata count")?;
         if n_tensors.saturating_mul(32) > c.remaining() {
-            return Err(FormatError::Invalid(format!(
-                "tensor count {n_tensors} cannot fit in the file"
-            )));
+            return Err(FormatError::Invalid(format!("tensor count {n_tensors} cannot fit in the file")));
         }
 
         let mut metadata = Vec::with_capacity(n_kv as usize);
@@ -398,14 +355,11 @@ impl GgufFile {
         for i in 0..n_kv {
             let key = c.string(&format!("metadata key #{i}"))?;
             let raw = c.u32(&format!("type of metadata {key:?}"))?;
-            let t = ValueType::from_u32(raw).ok_or_else(|| {
-                FormatError::Invalid(format!("metadata {key:?}: unknown value type {raw}"))
-            })?;
+            let t = ValueType::from_u32(raw)
+                .ok_or_else(|| FormatError::Invalid(format!("metadata {key:?}: unknown value type {raw}")))?;
             let v = c.value(t, &format!("metadata {key:?}"), 0)?;
             if seen.insert(key.clone(), ()).is_some() {
-                return Err(FormatError::Invalid(format!(
-                    "metadata key {key:?} appears twice"
-                )));
+                return Err(FormatError::Invalid(format!("metadata key {key:?} appears twice")));
             }
             metadata.push((key, v));
         }
@@ -414,11 +368,7 @@ impl GgufFile {
             None => DEFAULT_ALIGNMENT,
             Some((_, v)) => match v.as_u64() {
                 Some(a) if a > 0 && a.is_power_of_two() && a <= 1 << 20 => a,
-                _ => {
-                    return Err(FormatError::Invalid(format!(
-                        "general.alignment {v:?} is not a power of two"
-                    )))
-                }
+                _ => return Err(FormatError::Invalid(format!("general.alignment {v:?} is not a power of two"))),
             },
         };
 
@@ -429,9 +379,7 @@ impl GgufFile {
             let what = format!("tensor {name:?}");
             let n_dims = c.u32(&what)?;
             if n_dims == 0 || n_dims > MAX_DIMS {
-                return Err(FormatError::Invalid(format!(
-                    "{what}: {n_dims} dimensions (1 to {MAX_DIMS} allowed)"
-                )));
+                return Err(FormatError::Invalid(format!("{what}: {n_dims} dimensions (1 to {MAX_DIMS} allowed)")));
             }
             let mut dims = Vec::with_capacity(n_dims as usize);
             let mut n_elements: u64 = 1;
@@ -440,15 +388,12 @@ impl GgufFile {
                 n_elements = n_elements
                     .checked_mul(d)
                     .filter(|&n| n <= i64::MAX as u64)
-                    .ok_or_else(|| {
-                        FormatError::Invalid(format!("{what}: element count overflows"))
-                    })?;
+                    .ok_or_else(|| FormatError::Invalid(format!("{what}: element count overflows")))?;
                 dims.push(d);
             }
             let raw = c.u32(&what)?;
-            let dtype = DType::from_ggml(raw).ok_or_else(|| {
-                FormatError::Invalid(format!("{what}: unknown tensor type {raw}"))
-            })?;
+            let dtype = DType::from_ggml(raw)
+                .ok_or_else(|| FormatError::Invalid(format!("{what}: unknown tensor type {raw}")))?;
             if dims[0] % dtype.block_len() as u64 != 0 {
                 return Err(FormatError::Invalid(format!(
                     "{what}: row of {} elements is not a multiple of the {} block length {}",
@@ -457,36 +402,21 @@ impl GgufFile {
                     dtype.block_len()
                 )));
             }
-            let n_bytes = dtype
-                .storage_bytes(n_elements)
-                .map_err(|e| FormatError::Invalid(format!("{what}: {e}")))?;
+            let n_bytes = dtype.storage_bytes(n_elements).map_err(|e| FormatError::Invalid(format!("{what}: {e}")))?;
             let offset = c.u64(&what)?;
             if offset % alignment != 0 {
-                return Err(FormatError::Invalid(format!(
-                    "{what}: offset {offset} is not aligned to {alignment}"
-                )));
+                return Err(FormatError::Invalid(format!("{what}: offset {offset} is not aligned to {alignment}")));
             }
             if names.insert(name.clone(), ()).is_some() {
-                return Err(FormatError::Invalid(format!(
-                    "tensor name {name:?} appears twice"
-                )));
+                return Err(FormatError::Invalid(format!("tensor name {name:?} appears twice")));
             }
-            tensors.push(TensorInfo {
-                name,
-                dims,
-                dtype,
-                offset,
-                n_elements,
-                n_bytes,
-            });
+            tensors.push(TensorInfo { name, dims, dtype, offset, n_elements, n_bytes });
         }
 
         let data_offset = (c.pos as u64).div_ceil(alignment) * alignment;
         let file_len = bytes.len() as u64;
         for t in &tensors {
-            let end = data_offset
-                .checked_add(t.offset)
-                .and_then(|s| s.checked_add(t.n_bytes));
+            let end = data_offset.checked_add(t.offset).and_then(|s| s.checked_add(t.n_bytes));
             match end {
                 Some(end) if end <= file_len => {}
                 _ => {
@@ -514,10 +444,7 @@ impl GgufFile {
     }
 
     fn field_err(&self, key: &str, problem: &str) -> FormatError {
-        FormatError::InFile {
-            path: self.path.clone(),
-            what: format!("metadata {key:?}: {problem}"),
-        }
+        FormatError::InFile { path: self.path.clone(), what: format!("metadata {key:?}: {problem}") }
     }
 
     fn require(&self, key: &str) -> Result<&Value> {
@@ -525,34 +452,23 @@ impl GgufFile {
     }
 
     pub fn get_str(&self, key: &str) -> Result<&str> {
-        self.require(key)?
-            .as_str()
-            .ok_or_else(|| self.field_err(key, "not a string"))
+        self.require(key)?.as_str().ok_or_else(|| self.field_err(key, "not a string"))
     }
 
     pub fn get_u64(&self, key: &str) -> Result<u64> {
-        self.require(key)?
-            .as_u64()
-            .ok_or_else(|| self.field_err(key, "not a non-negative integer"))
+        self.require(key)?.as_u64().ok_or_else(|| self.field_err(key, "not a non-negative integer"))
     }
 
     pub fn get_f32(&self, key: &str) -> Result<f32> {
-        self.require(key)?
-            .as_f64()
-            .map(|v| v as f32)
-            .ok_or_else(|| self.field_err(key, "not a number"))
+        self.require(key)?.as_f64().map(|v| v as f32).ok_or_else(|| self.field_err(key, "not a number"))
     }
 
     pub fn get_bool(&self, key: &str) -> Result<bool> {
-        self.require(key)?
-            .as_bool()
-            .ok_or_else(|| self.field_err(key, "not a bool"))
+        self.require(key)?.as_bool().ok_or_else(|| self.field_err(key, "not a bool"))
     }
 
     pub fn get_array(&self, key: &str) -> Result<&[Value]> {
-        self.require(key)?
-            .as_array()
-            .ok_or_else(|| self.field_err(key, "not an array"))
+        self.require(key)?.as_array().ok_or_else(|| self.field_err(key, "not an array"))
     }
 
     pub fn get_array_len(&self, key: &str) -> Result<usize> {
@@ -562,31 +478,21 @@ impl GgufFile {
     pub fn get_str_array(&self, key: &str) -> Result<Vec<&str>> {
         self.get_array(key)?
             .iter()
-            .map(|v| {
-                v.as_str()
-                    .ok_or_else(|| self.field_err(key, "array element is not a string"))
-            })
+            .map(|v| v.as_str().ok_or_else(|| self.field_err(key, "array element is not a string")))
             .collect()
     }
 
     pub fn get_f32_array(&self, key: &str) -> Result<Vec<f32>> {
         self.get_array(key)?
             .iter()
-            .map(|v| {
-                v.as_f64()
-                    .map(|x| x as f32)
-                    .ok_or_else(|| self.field_err(key, "array element is not a number"))
-            })
+            .map(|v| v.as_f64().map(|x| x as f32).ok_or_else(|| self.field_err(key, "array element is not a number")))
             .collect()
     }
 
     pub fn get_i64_array(&self, key: &str) -> Result<Vec<i64>> {
         self.get_array(key)?
             .iter()
-            .map(|v| {
-                v.as_i64()
-                    .ok_or_else(|| self.field_err(key, "array element is not an integer"))
-            })
+            .map(|v| v.as_i64().ok_or_else(|| self.field_err(key, "array element is not an integer")))
             .collect()
     }
 
@@ -667,13 +573,8 @@ mod tests {
         assert!(e.contains("bad.gguf") && e.contains("magic"), "{e}");
 
         let b = tiny();
-        let e = GgufFile::from_bytes("short.gguf", b[..b.len() - 1].to_vec())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("short.gguf") && e.contains("past the end"),
-            "{e}"
-        );
+        let e = GgufFile::from_bytes("short.gguf", b[..b.len() - 1].to_vec()).unwrap_err().to_string();
+        assert!(e.contains("short.gguf") && e.contains("past the end"), "{e}");
     }
 
     #[test]
@@ -681,9 +582,7 @@ mod tests {
         let mut b = tiny();
         // The first key's length field sits right after the 24-byte header.
         b[24..32].copy_from_slice(&(1u64 << 60).to_le_bytes());
-        let e = GgufFile::from_bytes("huge.gguf", b)
-            .unwrap_err()
-            .to_string();
+        let e = GgufFile::from_bytes("huge.gguf", b).unwrap_err().to_string();
         assert!(e.contains("only") && e.contains("remain"), "{e}");
     }
 }
