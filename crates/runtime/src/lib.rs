@@ -1,1 +1,4 @@
-//! placeholder
+//! Everything between a model and a user: tokenizers, chat templates, sampling, the generation loop.
+
+pub mod chat_template;
+pub mod tokenizer;
