@@ -1,1 +1,46 @@
-fn main() {}
+//! The `lowbit` command line: one verb per job, a table for people, `--json` for programs.
+
+mod eval_cmd;
+mod generate_cmd;
+mod inspect_cmd;
+mod load;
+mod table;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "lowbit", version, about = "Make large language models small and run them fast on CPUs")]
+struct Cli {
+    /// Worker threads for the kernels (default: all cores).
+    #[arg(long, short = 't', global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Structure, parameter counts and bytes per storage format (a bare config.json is enough).
+    Inspect(inspect_cmd::Args),
+    /// Generate text from a prompt, streamed as it is produced.
+    Generate(generate_cmd::Args),
+    /// Perplexity on a text corpus, by llama.cpp's method.
+    Eval(eval_cmd::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let threads = cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    lowbit_kernels::set_threads(threads);
+    // The kernels and the attention loop share rayon's global pool.
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
+    let result = match cli.command {
+        Command::Inspect(a) => inspect_cmd::run(a),
+        Command::Generate(a) => generate_cmd::run(a),
+        Command::Eval(a) => eval_cmd::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,1 +1,121 @@
-//! (in progress)
+//! The one way every verb opens a model: a GGUF file, a Hugging Face directory, or a bare
+//! `config.json` (structure only), all seen as canonical tensor names plus a `ModelConfig`.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::ModelConfig;
+use crate::dtype::DType;
+use crate::error::{FormatError, Result};
+use crate::gguf::GgufFile;
+use crate::hf_config::read_json;
+use crate::safetensors::HfModel;
+
+#[derive(Debug)]
+pub enum ModelSource {
+    Gguf(GgufFile),
+    Hf(HfModel),
+    /// A bare config.json: structure only, no tensors.
+    ConfigOnly {
+        path: PathBuf,
+        config: ModelConfig,
+    },
+}
+
+/// A tensor borrowed from an open model.
+#[derive(Clone, Debug)]
+pub struct TensorRef<'a> {
+    /// Canonical (GGUF) name.
+    pub name: &'a str,
+    pub dtype: DType,
+    /// Row-major, outermost first.
+    pub shape: Vec<usize>,
+    pub data: &'a [u8],
+}
+
+impl TensorRef<'_> {
+    pub fn n_elements(&self) -> usize {
+        // The readers checked the product when they opened the file.
+        self.shape.iter().product()
+    }
+}
+
+impl ModelSource {
+    /// Opens a `.gguf` file, a Hugging Face model directory, or a `config.json` file.
+    pub fn open(path: &Path) -> Result<ModelSource> {
+        let meta = std::fs::metadata(path).map_err(|source| FormatError::Io { path: path.to_path_buf(), source })?;
+        if meta.is_dir() {
+            return Ok(ModelSource::Hf(HfModel::open(path)?));
+        }
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("json") => {
+                let config = ModelConfig::from_hf_json(path, &read_json(path)?)?;
+                Ok(ModelSource::ConfigOnly { path: path.to_path_buf(), config })
+            }
+            Some("safetensors") => Err(FormatError::Unsupported {
+                path: path.to_path_buf(),
+                what: "a lone .safetensors file: open its directory, which holds config.json".to_string(),
+            }),
+            _ => Ok(ModelSource::Gguf(GgufFile::open(path)?)),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        match self {
+            ModelSource::Gguf(f) => f.path(),
+            ModelSource::Hf(m) => m.dir(),
+            ModelSource::ConfigOnly { path, .. } => path,
+        }
+    }
+
+    pub fn config(&self) -> Result<ModelConfig> {
+        match self {
+            ModelSource::Gguf(f) => ModelConfig::from_gguf(f),
+            ModelSource::Hf(m) => Ok(m.config().clone()),
+            ModelSource::ConfigOnly { config, .. } => Ok(config.clone()),
+        }
+    }
+
+    /// Canonical names in file order (shard by shard for a sharded directory).
+    pub fn tensor_names(&self) -> Vec<&str> {
+        match self {
+            ModelSource::Gguf(f) => f.tensors().iter().map(|t| t.name.as_str()).collect(),
+            ModelSource::Hf(m) => m.tensors().iter().map(|t| t.canonical.as_str()).collect(),
+            ModelSource::ConfigOnly { .. } => Vec::new(),
+        }
+    }
+
+    /// The tensor with canonical name `name`; `FormatError::MissingTensor` when there is none.
+    pub fn tensor(&self, name: &str) -> Result<TensorRef<'_>> {
+        let missing = || FormatError::MissingTensor(name.to_string());
+        match self {
+            ModelSource::Gguf(f) => {
+                let t = f.tensor_info(name).ok_or_else(missing)?;
+                Ok(TensorRef { name: &t.name, dtype: t.dtype, shape: t.shape(), data: f.tensor_data(t) })
+            }
+            ModelSource::Hf(m) => {
+                let t = m.tensor(name).ok_or_else(missing)?;
+                Ok(TensorRef { name: &t.canonical, dtype: t.dtype, shape: t.shape.clone(), data: m.data(t) })
+            }
+            ModelSource::ConfigOnly { .. } => Err(missing()),
+        }
+    }
+
+    /// The tensor's shape and its values dequantized to f32.
+    pub fn tensor_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+        let t = self.tensor(name)?;
+        let values = crate::dequant::dequantize(t.dtype, t.data, t.n_elements()).map_err(|e| match e {
+            FormatError::Invalid(what) => {
+                FormatError::InFile { path: self.path().to_path_buf(), what: format!("tensor {name:?}: {what}") }
+            }
+            other => other,
+        })?;
+        Ok((t.shape, values))
+    }
+
+    pub fn gguf(&self) -> Option<&GgufFile> {
+        match self {
+            ModelSource::Gguf(f) => Some(f),
+            _ => None,
+        }
+    }
+}

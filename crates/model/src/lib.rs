@@ -1,1 +1,12 @@
-//! placeholder
+//! Architectures and the pieces they share: the `Linear` seam, rotary embeddings, the KV cache.
+
+pub mod error;
+pub mod kv_cache;
+pub mod linear;
+pub mod rope;
+pub mod transformer;
+
+pub use error::ModelError;
+pub use kv_cache::KvCache;
+pub use linear::{DenseF32, F32Factory, Linear, LinearFactory};
+pub use transformer::{Logits, Model};

@@ -1,4 +1,6 @@
 //! Everything between a model and a user: tokenizers, chat templates, sampling, the generation loop.
 
 pub mod chat_template;
+pub mod generate;
+pub mod sampler;
 pub mod tokenizer;

@@ -1,0 +1,118 @@
+//! `lowbit generate`: one prompt, text streamed to stdout as it is produced.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use lowbit_runtime::chat_template::{ChatMessage, ChatTemplate};
+use lowbit_runtime::generate::{generate, GenerateOptions};
+use lowbit_runtime::sampler::SamplingParams;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// GGUF file, Hugging Face directory or lowbit output directory.
+    model: PathBuf,
+    /// The prompt.
+    #[arg(long, short = 'p')]
+    prompt: String,
+    /// Wrap the prompt as a user message in the model's chat template.
+    #[arg(long)]
+    chat: bool,
+    /// System message (with --chat).
+    #[arg(long)]
+    system: Option<String>,
+    /// Tokens to generate at most.
+    #[arg(long, short = 'n', default_value_t = 128)]
+    max_tokens: usize,
+    /// 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// 0 disables.
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0.05)]
+    min_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    repeat_penalty: f32,
+    /// Tokens the repetition penalty looks back over.
+    #[arg(long, default_value_t = 64)]
+    repeat_last_n: usize,
+    #[arg(long, default_value_t = 0x5EED)]
+    seed: u64,
+    /// Stop where this string appears (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// KV-cache size in tokens (prompt + generation).
+    #[arg(long, default_value_t = 4096)]
+    ctx: usize,
+    /// Print the token ids and timings as JSON after the text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let loaded = crate::load::load(&args.model)?;
+    let tok = &loaded.tokenizer;
+    let prompt_text = if args.chat {
+        let template = ChatTemplate::from_tokenizer(tok)?.ok_or_else(|| {
+            anyhow::anyhow!("{} has no chat template; drop --chat to use a plain prompt", args.model.display())
+        })?;
+        let mut messages = Vec::new();
+        if let Some(s) = &args.system {
+            messages.push(ChatMessage::new("system", s));
+        }
+        messages.push(ChatMessage::new("user", &args.prompt));
+        template.render(&messages, true, &Default::default())?
+    } else {
+        args.prompt.clone()
+    };
+    // A chat template writes BOS itself where the model wants one.
+    let prompt = tok.encode(&prompt_text, tok.adds_bos() && !args.chat)?;
+    let opts = GenerateOptions {
+        max_tokens: args.max_tokens,
+        sampling: SamplingParams {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            min_p: args.min_p,
+            repetition_penalty: args.repeat_penalty,
+            penalty_last_n: args.repeat_last_n,
+            seed: args.seed,
+        },
+        stop: args.stop.clone(),
+        ctx: args.ctx.min(loaded.model.config.context_length),
+    };
+    let mut stdout = std::io::stdout();
+    if !args.chat && !args.json {
+        print!("{}", args.prompt);
+    }
+    let out = generate(&loaded.model, tok, &prompt, &opts, &mut |piece| {
+        let _ = write!(stdout, "{piece}");
+        let _ = stdout.flush();
+    })?;
+    println!();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "prompt_tokens": prompt,
+                "generation": out,
+                "load_seconds": loaded.load_seconds,
+                "threads": lowbit_kernels::threads(),
+            }))?
+        );
+    } else {
+        eprintln!(
+            "[{} prompt tokens, {} generated, finish: {:?} | TTFT {:.3}s, prefill {:.1} tok/s, decode {:.1} tok/s, {} threads]",
+            out.prompt_tokens,
+            out.tokens.len(),
+            out.finish,
+            out.time_to_first_token,
+            out.prefill_tokens_per_second,
+            out.decode_tokens_per_second,
+            lowbit_kernels::threads()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,205 @@
+//! `lowbit inspect`: what a model is made of.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use lowbit_formats::config::{AttentionKind, ModelConfig};
+use lowbit_formats::params::{self, ParamCount};
+use lowbit_formats::source::ModelSource;
+use serde::Serialize;
+
+use crate::table::{thousands, Table};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// GGUF file, Hugging Face directory, lowbit output directory, or a bare config.json.
+    model: PathBuf,
+    /// Leave out the per-tensor table.
+    #[arg(long)]
+    summary: bool,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct TensorRow {
+    name: String,
+    shape: Vec<usize>,
+    dtype: String,
+    bytes: u64,
+}
+
+#[derive(Serialize, Default)]
+struct FormatRow {
+    tensors: usize,
+    parameters: u64,
+    bytes: u64,
+}
+
+#[derive(Serialize)]
+struct Params {
+    total: u64,
+    /// Multiplied with per token: everything but the input embedding and the unrouted experts.
+    active: u64,
+    embedding: u64,
+    lm_head: u64,
+    experts: u64,
+}
+
+impl From<ParamCount> for Params {
+    fn from(p: ParamCount) -> Params {
+        Params { total: p.total(), active: p.active(), embedding: p.embedding, lm_head: p.lm_head, experts: p.experts }
+    }
+}
+
+#[derive(Serialize)]
+struct Report {
+    path: String,
+    source: &'static str,
+    architecture: &'static str,
+    config: ConfigSummary,
+    parameters: Params,
+    /// Per storage type; empty for a bare config.json.
+    formats: BTreeMap<String, FormatRow>,
+    tensors: Vec<TensorRow>,
+}
+
+#[derive(Serialize)]
+struct ConfigSummary {
+    layers: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    vocab_size: usize,
+    context_length: usize,
+    rope_theta: f32,
+    sliding_layers: usize,
+    tied_embeddings: bool,
+    experts: Option<(usize, usize)>,
+}
+
+fn summarize(c: &ModelConfig) -> ConfigSummary {
+    ConfigSummary {
+        layers: c.n_layers,
+        hidden_size: c.hidden_size,
+        intermediate_size: c.intermediate_size,
+        heads: c.n_heads,
+        kv_heads: c.n_kv_heads,
+        head_dim: c.head_dim,
+        vocab_size: c.vocab_size,
+        context_length: c.context_length,
+        rope_theta: c.rope_theta,
+        sliding_layers: c.layer_attention.iter().filter(|a| matches!(a, AttentionKind::Sliding { .. })).count(),
+        tied_embeddings: c.tie_embeddings,
+        experts: c.moe.as_ref().map(|m| (m.n_experts, m.experts_per_token)),
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let source = ModelSource::open(&args.model)?;
+    let config = source.config()?;
+    let counts = match &source {
+        ModelSource::ConfigOnly { .. } => params::from_config(&config)?,
+        _ => params::from_tensors(&source, &config)?,
+    };
+    let mut tensors = Vec::new();
+    let mut formats: BTreeMap<String, FormatRow> = BTreeMap::new();
+    for name in source.tensor_names() {
+        let t = source.tensor(name)?;
+        let bytes = t.data.len() as u64;
+        let row = formats.entry(t.dtype.name().to_string()).or_default();
+        row.tensors += 1;
+        row.parameters += t.n_elements() as u64;
+        row.bytes += bytes;
+        tensors.push(TensorRow { name: name.to_string(), shape: t.shape.clone(), dtype: t.dtype.name().into(), bytes });
+    }
+    let report = Report {
+        path: args.model.display().to_string(),
+        source: match source {
+            ModelSource::Gguf(_) => "gguf",
+            ModelSource::Hf(_) => "huggingface",
+            ModelSource::ConfigOnly { .. } => "config.json",
+        },
+        architecture: config.arch.name(),
+        config: summarize(&config),
+        parameters: counts.into(),
+        formats,
+        tensors,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report, args.summary);
+    }
+    Ok(())
+}
+
+fn print_report(r: &Report, summary: bool) {
+    let c = &r.config;
+    println!("{} ({}, {})", r.path, r.source, r.architecture);
+    println!(
+        "{} layers, width {}, MLP {}, {} heads / {} kv heads of {}, vocab {}, context {}, rope base {}{}{}",
+        c.layers,
+        c.hidden_size,
+        c.intermediate_size,
+        c.heads,
+        c.kv_heads,
+        c.head_dim,
+        c.vocab_size,
+        c.context_length,
+        c.rope_theta,
+        if c.sliding_layers > 0 { format!(", {} sliding-window layers", c.sliding_layers) } else { String::new() },
+        c.experts.map_or(String::new(), |(n, k)| format!(", {k} of {n} experts per token")),
+    );
+    let p = &r.parameters;
+    println!();
+    let mut t = Table::new(&["parameters", "count"], &[false, true]);
+    t.row(vec!["total".into(), thousands(p.total)]);
+    t.row(vec!["active per token (excl. input embedding)".into(), thousands(p.active)]);
+    t.row(vec!["input embedding".into(), thousands(p.embedding)]);
+    t.row(vec![
+        if c.tied_embeddings { "output projection (tied)".into() } else { "output projection".into() },
+        thousands(p.lm_head),
+    ]);
+    if p.experts > 0 {
+        t.row(vec!["routed experts (all)".into(), thousands(p.experts)]);
+    }
+    print!("{}", t.render());
+    if r.formats.is_empty() {
+        println!("\n(no tensors: structure from config.json only)");
+        return;
+    }
+    println!();
+    let mut t = Table::new(&["storage", "tensors", "parameters", "bytes", "bits/weight"], &[false, true, true, true, true]);
+    let (mut n, mut params, mut bytes) = (0, 0, 0);
+    for (name, f) in &r.formats {
+        t.row(vec![
+            name.clone(),
+            f.tensors.to_string(),
+            thousands(f.parameters),
+            thousands(f.bytes),
+            format!("{:.3}", f.bytes as f64 * 8.0 / f.parameters.max(1) as f64),
+        ]);
+        (n, params, bytes) = (n + f.tensors, params + f.parameters, bytes + f.bytes);
+    }
+    t.row(vec![
+        "all".into(),
+        n.to_string(),
+        thousands(params),
+        thousands(bytes),
+        format!("{:.3}", bytes as f64 * 8.0 / params.max(1) as f64),
+    ]);
+    print!("{}", t.render());
+    if summary {
+        return;
+    }
+    println!();
+    let mut t = Table::new(&["tensor", "shape", "storage", "bytes"], &[false, false, false, true]);
+    for row in &r.tensors {
+        t.row(vec![row.name.clone(), format!("{:?}", row.shape), row.dtype.clone(), thousands(row.bytes)]);
+    }
+    print!("{}", t.render());
+}

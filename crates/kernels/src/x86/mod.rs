@@ -1,0 +1,3 @@
+//! x86-64 SIMD paths.
+
+pub mod avx2;

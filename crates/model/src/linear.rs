@@ -1,0 +1,101 @@
+//! The `Linear` seam: model code multiplies by weights only through this trait, so a quantized
+//! storage format plugs in by implementing it, without touching any architecture.
+
+use std::sync::Arc;
+
+use lowbit_formats::source::TensorRef;
+use lowbit_formats::{DType, FormatError};
+
+pub trait Linear: Send + Sync {
+    fn in_features(&self) -> usize;
+    fn out_features(&self) -> usize;
+    /// `out[t·out_features + o] = Σ_i x[t·in_features + i] · W[o, i]` for `n` tokens.
+    fn forward(&self, x: &[f32], n: usize, out: &mut [f32]);
+    /// How the weight is stored, for reports.
+    fn storage(&self) -> String;
+    /// Bytes the weight occupies in memory.
+    fn weight_bytes(&self) -> usize;
+}
+
+/// An f32 weight matrix `[out_features, in_features]`. The data is shared so that a tied
+/// output projection and the embedding table are one allocation.
+pub struct DenseF32 {
+    weight: Arc<[f32]>,
+    rows: usize,
+    cols: usize,
+}
+
+impl DenseF32 {
+    pub fn new(weight: Arc<[f32]>, rows: usize, cols: usize) -> DenseF32 {
+        assert_eq!(weight.len(), rows * cols, "DenseF32: weight length does not match its shape");
+        DenseF32 { weight, rows, cols }
+    }
+
+    pub fn weight(&self) -> &Arc<[f32]> {
+        &self.weight
+    }
+}
+
+impl Linear for DenseF32 {
+    fn in_features(&self) -> usize {
+        self.cols
+    }
+
+    fn out_features(&self) -> usize {
+        self.rows
+    }
+
+    fn forward(&self, x: &[f32], n: usize, out: &mut [f32]) {
+        lowbit_kernels::matmul_f32(x, &self.weight, out, n, self.cols, self.rows);
+    }
+
+    fn storage(&self) -> String {
+        "F32".into()
+    }
+
+    fn weight_bytes(&self) -> usize {
+        self.weight.len() * 4
+    }
+}
+
+/// Turns a stored weight tensor into a `Linear`. The loader calls this for every projection;
+/// quantized runtimes supply their own implementation.
+pub trait LinearFactory {
+    fn build(&self, tensor: &TensorRef<'_>) -> Result<Box<dyn Linear>, FormatError>;
+
+    /// The output projection of a model whose embedding table doubles as it; `dequantized`
+    /// is that table already in f32, which an f32 runtime shares instead of copying.
+    fn build_tied(&self, tensor: &TensorRef<'_>, dequantized: &Arc<[f32]>) -> Result<Box<dyn Linear>, FormatError> {
+        let _ = dequantized;
+        self.build(tensor)
+    }
+}
+
+/// Dequantizes every weight to f32: the reference runtime.
+pub struct F32Factory;
+
+impl LinearFactory for F32Factory {
+    fn build(&self, tensor: &TensorRef<'_>) -> Result<Box<dyn Linear>, FormatError> {
+        let (rows, cols) = matrix_shape(tensor)?;
+        let w = lowbit_formats::dequant::dequantize(tensor.dtype, tensor.data, rows * cols)?;
+        Ok(Box::new(DenseF32::new(w.into(), rows, cols)))
+    }
+
+    fn build_tied(&self, tensor: &TensorRef<'_>, dequantized: &Arc<[f32]>) -> Result<Box<dyn Linear>, FormatError> {
+        let (rows, cols) = matrix_shape(tensor)?;
+        Ok(Box::new(DenseF32::new(dequantized.clone(), rows, cols)))
+    }
+}
+
+/// `[rows, cols]` of a 2-D tensor, or a typed error naming it.
+pub fn matrix_shape(tensor: &TensorRef<'_>) -> Result<(usize, usize), FormatError> {
+    match tensor.shape[..] {
+        [rows, cols] if rows > 0 && cols > 0 => Ok((rows, cols)),
+        _ => Err(FormatError::Invalid(format!(
+            "tensor {}: expected a 2-D weight, found shape {:?} ({})",
+            tensor.name,
+            tensor.shape,
+            if tensor.dtype == DType::F32 { "F32" } else { tensor.dtype.name() }
+        ))),
+    }
+}

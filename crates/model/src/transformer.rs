@@ -1,0 +1,312 @@
+//! The decoder-only transformer of the Llama family (Llama, Mistral, SmolLM2, Qwen2) and Gemma 3.
+//!
+//! One code path serves both: Gemma 3 differs only in switches carried by `ModelConfig` and in
+//! tensors that exist or not (QK-norm, post-attention and post-MLP norms). Every projection is
+//! a `Linear`, so the storage format of the weights is invisible here.
+
+use std::sync::Arc;
+
+use lowbit_formats::config::{Activation, AttentionKind, ModelConfig};
+use lowbit_formats::source::ModelSource;
+use lowbit_kernels as k;
+use rayon::prelude::*;
+
+use crate::error::ModelError;
+use crate::kv_cache::KvCache;
+use crate::linear::{Linear, LinearFactory};
+use crate::rope::Rope;
+
+/// Longest run of tokens pushed through the layers at once; longer inputs are split so the
+/// activation buffers stay bounded (llama.cpp's micro-batch).
+pub const MAX_BATCH: usize = 512;
+
+/// Which positions of a forward pass need logits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last token's (generation).
+    Last,
+    /// Tokens at index `i` and later within the call (perplexity scores the second half).
+    From(usize),
+}
+
+struct Block {
+    attn_norm: Vec<f32>,
+    q: Box<dyn Linear>,
+    k: Box<dyn Linear>,
+    v: Box<dyn Linear>,
+    o: Box<dyn Linear>,
+    q_bias: Option<Vec<f32>>,
+    k_bias: Option<Vec<f32>>,
+    v_bias: Option<Vec<f32>>,
+    q_norm: Option<Vec<f32>>,
+    k_norm: Option<Vec<f32>>,
+    post_attention_norm: Option<Vec<f32>>,
+    ffn_norm: Vec<f32>,
+    gate: Box<dyn Linear>,
+    up: Box<dyn Linear>,
+    down: Box<dyn Linear>,
+    post_ffw_norm: Option<Vec<f32>>,
+    attention: AttentionKind,
+    rope: Arc<Rope>,
+}
+
+pub struct Model {
+    pub config: ModelConfig,
+    /// `[vocab, hidden]`, row per token.
+    embedding: Arc<[f32]>,
+    blocks: Vec<Block>,
+    output_norm: Vec<f32>,
+    lm_head: Box<dyn Linear>,
+}
+
+/// Reads tensors by canonical name and checks their shapes against the config.
+struct Loader<'a> {
+    source: &'a ModelSource,
+    factory: &'a dyn LinearFactory,
+}
+
+impl Loader<'_> {
+    fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
+        let (shape, data) = self.source.tensor_f32(name)?;
+        if data.len() != len {
+            return Err(ModelError::Shape { tensor: name.into(), expected: vec![len], found: shape });
+        }
+        Ok(data)
+    }
+
+    fn optional_vector(&self, name: &str, len: usize) -> Result<Option<Vec<f32>>, ModelError> {
+        if self.source.tensor_names().contains(&name) {
+            self.vector(name, len).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn linear(&self, name: &str, rows: usize, cols: usize) -> Result<Box<dyn Linear>, ModelError> {
+        let t = self.source.tensor(name)?;
+        if t.shape != [rows, cols] {
+            return Err(ModelError::Shape { tensor: name.into(), expected: vec![rows, cols], found: t.shape });
+        }
+        Ok(self.factory.build(&t)?)
+    }
+}
+
+impl Model {
+    /// Builds the model from any source; `factory` decides how projection weights are stored.
+    pub fn load(source: &ModelSource, factory: &dyn LinearFactory) -> Result<Model, ModelError> {
+        let config = source.config()?;
+        let arch = config.arch;
+        if config.moe.is_some() || config.attention_sinks {
+            return Err(ModelError::Unsupported(format!("architecture {} (mixture of experts)", arch.name())));
+        }
+        let l = Loader { source, factory };
+        let (d, ff, vocab) = (config.hidden_size, config.intermediate_size, config.vocab_size);
+        let (qd, kvd, hd) = (config.q_dim(), config.kv_dim(), config.head_dim);
+
+        let embd = source.tensor("token_embd.weight")?;
+        if embd.shape != [vocab, d] {
+            return Err(ModelError::Shape { tensor: embd.name.into(), expected: vec![vocab, d], found: embd.shape });
+        }
+        let embedding: Arc<[f32]> = lowbit_formats::dequant::dequantize(embd.dtype, embd.data, vocab * d)?.into();
+        let lm_head = if config.tie_embeddings {
+            factory.build_tied(&embd, &embedding)?
+        } else {
+            l.linear("output.weight", vocab, d)?
+        };
+
+        let full_rope = Arc::new(Rope::new(&config, config.rope_theta));
+        let sliding_rope = Arc::new(Rope::new(&config, config.rope_theta_sliding.unwrap_or(config.rope_theta)));
+        let mut blocks = Vec::with_capacity(config.n_layers);
+        for i in 0..config.n_layers {
+            let n = |s: &str| format!("blk.{i}.{s}");
+            let attention = config.layer_attention[i];
+            let bias = |s: &str, len| if config.qkv_bias { l.vector(&n(s), len).map(Some) } else { Ok(None) };
+            blocks.push(Block {
+                attn_norm: l.vector(&n("attn_norm.weight"), d)?,
+                q: l.linear(&n("attn_q.weight"), qd, d)?,
+                k: l.linear(&n("attn_k.weight"), kvd, d)?,
+                v: l.linear(&n("attn_v.weight"), kvd, d)?,
+                o: l.linear(&n("attn_output.weight"), d, qd)?,
+                q_bias: bias("attn_q.bias", qd)?,
+                k_bias: bias("attn_k.bias", kvd)?,
+                v_bias: bias("attn_v.bias", kvd)?,
+                q_norm: l.optional_vector(&n("attn_q_norm.weight"), hd)?,
+                k_norm: l.optional_vector(&n("attn_k_norm.weight"), hd)?,
+                post_attention_norm: l.optional_vector(&n("post_attention_norm.weight"), d)?,
+                ffn_norm: l.vector(&n("ffn_norm.weight"), d)?,
+                gate: l.linear(&n("ffn_gate.weight"), ff, d)?,
+                up: l.linear(&n("ffn_up.weight"), ff, d)?,
+                down: l.linear(&n("ffn_down.weight"), d, ff)?,
+                post_ffw_norm: l.optional_vector(&n("post_ffw_norm.weight"), d)?,
+                attention,
+                rope: match attention {
+                    AttentionKind::Full => full_rope.clone(),
+                    AttentionKind::Sliding { .. } => sliding_rope.clone(),
+                },
+            });
+        }
+        let output_norm = l.vector("output_norm.weight", d)?;
+        Ok(Model { config, embedding, blocks, output_norm, lm_head })
+    }
+
+    /// A KV cache for up to `capacity` positions (at most the model's context length).
+    pub fn new_cache(&self, capacity: usize) -> Result<KvCache, ModelError> {
+        KvCache::new(&self.config, capacity)
+    }
+
+    /// Bytes of weights held in memory.
+    pub fn weight_bytes(&self) -> usize {
+        let blocks: usize = self
+            .blocks
+            .iter()
+            .map(|b| [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down].iter().map(|l| l.weight_bytes()).sum::<usize>())
+            .sum();
+        let head = if self.config.tie_embeddings { 0 } else { self.lm_head.weight_bytes() };
+        blocks + head + self.embedding.len() * 4
+    }
+
+    /// Runs `tokens` after what `cache` already holds and returns the logits that `want`
+    /// asks for, row-major `[rows, vocab]`.
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, want: Logits) -> Result<Vec<f32>, ModelError> {
+        let vocab = self.config.vocab_size;
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
+            return Err(ModelError::TokenOutOfRange { token: bad, vocab });
+        }
+        if cache.len() + tokens.len() > cache.capacity() {
+            return Err(ModelError::ContextFull { needed: cache.len() + tokens.len(), capacity: cache.capacity() });
+        }
+        let first_wanted = match want {
+            Logits::Last => tokens.len().saturating_sub(1),
+            Logits::From(i) => i.min(tokens.len()),
+        };
+        let mut logits = Vec::with_capacity((tokens.len() - first_wanted) * vocab);
+        for (c, chunk) in tokens.chunks(MAX_BATCH).enumerate() {
+            let start = c * MAX_BATCH;
+            let hidden = self.run_blocks(chunk, cache);
+            let from = first_wanted.saturating_sub(start).min(chunk.len());
+            if from < chunk.len() {
+                logits.extend(self.head(&hidden[from * self.config.hidden_size..], chunk.len() - from));
+            }
+        }
+        Ok(logits)
+    }
+
+    /// The hidden states after the last block, `[n, hidden]`, advancing the cache by `n`.
+    fn run_blocks(&self, tokens: &[u32], cache: &mut KvCache) -> Vec<f32> {
+        let cfg = &self.config;
+        let (n, d) = (tokens.len(), cfg.hidden_size);
+        let mut x = vec![0f32; n * d];
+        for (row, &t) in x.chunks_exact_mut(d).zip(tokens) {
+            let e = &self.embedding[t as usize * d..(t as usize + 1) * d];
+            match cfg.embedding_scale {
+                Some(s) => row.iter_mut().zip(e).for_each(|(o, &v)| *o = v * s),
+                None => row.copy_from_slice(e),
+            }
+        }
+        let pos0 = cache.len();
+        let mut h = vec![0f32; n * d];
+        for (li, b) in self.blocks.iter().enumerate() {
+            k::rmsnorm(&x, &b.attn_norm, cfg.rms_eps, cfg.norm_weight_offset, &mut h);
+            let mut attn = self.attention(li, b, &h, n, pos0, cache);
+            if let Some(w) = &b.post_attention_norm {
+                let raw = attn.clone();
+                k::rmsnorm(&raw, w, cfg.rms_eps, cfg.norm_weight_offset, &mut attn);
+            }
+            add_assign(&mut x, &attn);
+
+            k::rmsnorm(&x, &b.ffn_norm, cfg.rms_eps, cfg.norm_weight_offset, &mut h);
+            let mut mlp = self.mlp(b, &h, n);
+            if let Some(w) = &b.post_ffw_norm {
+                let raw = mlp.clone();
+                k::rmsnorm(&raw, w, cfg.rms_eps, cfg.norm_weight_offset, &mut mlp);
+            }
+            add_assign(&mut x, &mlp);
+        }
+        cache.advance(n);
+        x
+    }
+
+    /// Self-attention of block `li` for `n` tokens at positions `pos0..pos0+n`; writes their
+    /// keys and values into the cache and returns the output projection, `[n, hidden]`.
+    fn attention(&self, li: usize, b: &Block, h: &[f32], n: usize, pos0: usize, cache: &mut KvCache) -> Vec<f32> {
+        let cfg = &self.config;
+        let (hd, nh, nkv) = (cfg.head_dim, cfg.n_heads, cfg.n_kv_heads);
+        let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
+        let mut q = vec![0f32; n * qd];
+        let mut kk = vec![0f32; n * kvd];
+        let mut v = vec![0f32; n * kvd];
+        b.q.forward(h, n, &mut q);
+        b.k.forward(h, n, &mut kk);
+        b.v.forward(h, n, &mut v);
+        for (buf, bias) in [(&mut q, &b.q_bias), (&mut kk, &b.k_bias), (&mut v, &b.v_bias)] {
+            if let Some(bias) = bias {
+                buf.chunks_exact_mut(bias.len()).for_each(|row| add_assign(row, bias));
+            }
+        }
+        for (buf, norm) in [(&mut q, &b.q_norm), (&mut kk, &b.k_norm)] {
+            if let Some(w) = norm {
+                let raw = buf.clone();
+                k::rmsnorm(&raw, w, cfg.rms_eps, cfg.norm_weight_offset, buf);
+            }
+        }
+        for t in 0..n {
+            b.rope.apply(&mut q[t * qd..(t + 1) * qd], pos0 + t);
+            b.rope.apply(&mut kk[t * kvd..(t + 1) * kvd], pos0 + t);
+        }
+        cache.write(li, pos0, &kk, &v);
+
+        let (keys, values) = cache.layer(li, pos0 + n);
+        let group = nh / nkv;
+        let scale = cfg.attention_scale;
+        let window = match b.attention {
+            AttentionKind::Full => usize::MAX,
+            AttentionKind::Sliding { window } => window,
+        };
+        let mut out = vec![0f32; n * qd];
+        out.par_chunks_mut(hd).enumerate().for_each(|(idx, o)| {
+            let (t, head) = (idx / nh, idx % nh);
+            let pos = pos0 + t;
+            let first = (pos + 1).saturating_sub(window);
+            let qv = &q[t * qd + head * hd..t * qd + (head + 1) * hd];
+            let kv_off = (head / group) * hd;
+            let mut scores: Vec<f32> =
+                (first..=pos).map(|j| k::dot_f32(qv, &keys[j * kvd + kv_off..j * kvd + kv_off + hd]) * scale).collect();
+            k::softmax_inplace(&mut scores);
+            for (j, &p) in (first..=pos).zip(&scores) {
+                k::axpy_f32(p, &values[j * kvd + kv_off..j * kvd + kv_off + hd], o);
+            }
+        });
+        let mut proj = vec![0f32; n * cfg.hidden_size];
+        b.o.forward(&out, n, &mut proj);
+        proj
+    }
+
+    fn mlp(&self, b: &Block, h: &[f32], n: usize) -> Vec<f32> {
+        let ff = self.config.intermediate_size;
+        let mut gate = vec![0f32; n * ff];
+        let mut up = vec![0f32; n * ff];
+        b.gate.forward(h, n, &mut gate);
+        b.up.forward(h, n, &mut up);
+        match self.config.activation {
+            Activation::Silu => k::silu_mul(&mut gate, &up),
+            Activation::GeluTanh => k::gelu_tanh_mul(&mut gate, &up),
+        }
+        let mut out = vec![0f32; n * self.config.hidden_size];
+        b.down.forward(&gate, n, &mut out);
+        out
+    }
+
+    /// Final norm and output projection for `n` hidden rows.
+    fn head(&self, hidden: &[f32], n: usize) -> Vec<f32> {
+        let cfg = &self.config;
+        let mut normed = vec![0f32; n * cfg.hidden_size];
+        k::rmsnorm(&hidden[..n * cfg.hidden_size], &self.output_norm, cfg.rms_eps, cfg.norm_weight_offset, &mut normed);
+        let mut logits = vec![0f32; n * cfg.vocab_size];
+        self.lm_head.forward(&normed, n, &mut logits);
+        logits
+    }
+}
+
+fn add_assign(x: &mut [f32], y: &[f32]) {
+    x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
+}
