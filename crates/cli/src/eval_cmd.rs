@@ -50,9 +50,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bos: if tok.adds_bos() { tok.bos_id() } else { None },
     };
     let total = opts.max_chunks.map_or(tokens.len() / args.ctx, |m| m.min(tokens.len() / args.ctx));
-    let bar = ProgressBar::new(total as u64).with_style(ProgressStyle::with_template(
-        "{bar:30} chunk {pos}/{len} {msg}  [{elapsed} < {eta}]",
-    )?);
+    let bar = ProgressBar::new(total as u64)
+        .with_style(ProgressStyle::with_template("{bar:30} chunk {pos}/{len} {msg}  [{elapsed} < {eta}]")?);
     let report = perplexity(&loaded.model, &tokens, &opts, |p| {
         bar.set_position(p.done as u64);
         bar.set_message(format!("PPL {:.4}", p.ppl));
@@ -71,9 +70,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    let mut t = Table::new(&["model", "ctx", "chunks", "scored", "PPL", "± stderr", "tokens/s", "threads"], &[
-        false, true, true, true, true, true, true, true,
-    ]);
+    let mut t = Table::new(
+        &["model", "ctx", "chunks", "scored", "PPL", "± stderr", "tokens/s", "threads"],
+        &[false, true, true, true, true, true, true, true],
+    );
     t.row(vec![
         out.model.clone(),
         report.ctx.to_string(),

@@ -173,7 +173,8 @@ fn print_report(r: &Report, summary: bool) {
         return;
     }
     println!();
-    let mut t = Table::new(&["storage", "tensors", "parameters", "bytes", "bits/weight"], &[false, true, true, true, true]);
+    let mut t =
+        Table::new(&["storage", "tensors", "parameters", "bytes", "bits/weight"], &[false, true, true, true, true]);
     let (mut n, mut params, mut bytes) = (0, 0, 0);
     for (name, f) in &r.formats {
         t.row(vec![

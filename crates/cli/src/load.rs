@@ -10,7 +10,6 @@ use lowbit_model::{F32Factory, Model};
 use lowbit_runtime::tokenizer::Tokenizer;
 
 pub struct Loaded {
-    pub source: ModelSource,
     pub model: Model,
     pub tokenizer: Tokenizer,
     pub load_seconds: f64,
@@ -37,5 +36,5 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
     let model = Model::load(&source, &F32Factory).with_context(|| format!("loading {}", path.display()))?;
     let load_seconds = start.elapsed().as_secs_f64();
     spinner.finish_and_clear();
-    Ok(Loaded { source, model, tokenizer, load_seconds })
+    Ok(Loaded { model, tokenizer, load_seconds })
 }

@@ -144,7 +144,10 @@ impl ModelConfig {
         let n_layers = usize_key("block_count")?;
         let n_heads = usize_key("attention.head_count")?;
         let n_kv_heads = file.get_u64(&key("attention.head_count_kv")).map(|v| v as usize).unwrap_or(n_heads);
-        if n_heads == 0 || n_kv_heads == 0 || n_heads % n_kv_heads != 0 || n_layers == 0 || hidden_size == 0 {
+        if n_layers == 0 || n_layers > crate::hf_config::MAX_LAYERS {
+            return Err(err(format!("block_count {n_layers} is outside 1..={}", crate::hf_config::MAX_LAYERS)));
+        }
+        if n_heads == 0 || n_kv_heads == 0 || n_heads % n_kv_heads != 0 || hidden_size == 0 {
             return Err(err(format!(
                 "inconsistent attention shape: {n_heads} heads, {n_kv_heads} kv heads, {n_layers} layers, width {hidden_size}"
             )));

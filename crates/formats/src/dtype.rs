@@ -119,7 +119,7 @@ impl DType {
     /// blocks or the byte count overflows.
     pub fn storage_bytes(self, n_elements: u64) -> Result<u64, FormatError> {
         let bl = self.block_len() as u64;
-        if n_elements % bl != 0 {
+        if !n_elements.is_multiple_of(bl) {
             return Err(FormatError::Invalid(format!(
                 "{} elements is not a multiple of the {} block length {}",
                 n_elements,

@@ -253,6 +253,14 @@ impl<'a> Cursor<'a> {
         Ok(u64::from_le_bytes(self.array(what)?))
     }
 
+    /// An empty vector with room for `n` items, but never more than the remaining bytes could
+    /// hold: items are larger in memory than on disk, so the header's count alone must not
+    /// size the reservation.
+    fn reserve<T>(&self, n: u64) -> Vec<T> {
+        let fits = self.remaining() / std::mem::size_of::<T>().max(1) as u64;
+        Vec::with_capacity(n.min(fits) as usize)
+    }
+
     /// A count that must be satisfiable by the remaining bytes at `min_item` bytes per item.
     fn count(&mut self, min_item: u64, what: &str) -> Result<u64> {
         let n = self.u64(what)?;
@@ -297,7 +305,7 @@ impl<'a> Cursor<'a> {
                 let et = ValueType::from_u32(raw)
                     .ok_or_else(|| FormatError::Invalid(format!("{what}: unknown array element type {raw}")))?;
                 let n = self.count(et.min_size(), what)?;
-                let mut v = Vec::with_capacity(n as usize);
+                let mut v = self.reserve(n);
                 for _ in 0..n {
                     v.push(self.value(et, what, depth + 1)?);
                 }
@@ -350,7 +358,7 @@ impl GgufFile {
             return Err(FormatError::Invalid(format!("tensor count {n_tensors} cannot fit in the file")));
         }
 
-        let mut metadata = Vec::with_capacity(n_kv as usize);
+        let mut metadata = c.reserve(n_kv);
         let mut seen = HashMap::new();
         for i in 0..n_kv {
             let key = c.string(&format!("metadata key #{i}"))?;
@@ -368,11 +376,15 @@ impl GgufFile {
             None => DEFAULT_ALIGNMENT,
             Some((_, v)) => match v.as_u64() {
                 Some(a) if a > 0 && a.is_power_of_two() && a <= 1 << 20 => a,
-                _ => return Err(FormatError::Invalid(format!("general.alignment {v:?} is not a power of two"))),
+                _ => {
+                    return Err(FormatError::Invalid(format!(
+                        "general.alignment {v:?} must be a power of two up to 1 MiB"
+                    )))
+                }
             },
         };
 
-        let mut tensors = Vec::with_capacity(n_tensors as usize);
+        let mut tensors = c.reserve(n_tensors);
         let mut names = HashMap::new();
         for i in 0..n_tensors {
             let name = c.string(&format!("tensor #{i} name"))?;
@@ -385,6 +397,9 @@ impl GgufFile {
             let mut n_elements: u64 = 1;
             for _ in 0..n_dims {
                 let d = c.u64(&what)?;
+                if d > i64::MAX as u64 {
+                    return Err(FormatError::Invalid(format!("{what}: dimension {d} exceeds ggml's int64 range")));
+                }
                 n_elements = n_elements
                     .checked_mul(d)
                     .filter(|&n| n <= i64::MAX as u64)

@@ -77,22 +77,28 @@ impl Builder {
     fn mark(&mut self, name: &str) {
         self.marks.insert(name.to_string(), self.b.len());
     }
+
     fn u8(&mut self, v: u8) {
         self.b.push(v);
     }
+
     fn u32(&mut self, v: u32) {
         self.b.extend_from_slice(&v.to_le_bytes());
     }
+
     fn u64(&mut self, v: u64) {
         self.b.extend_from_slice(&v.to_le_bytes());
     }
+
     fn bytes(&mut self, v: &[u8]) {
         self.b.extend_from_slice(v);
     }
+
     fn str(&mut self, s: &str) {
         self.u64(s.len() as u64);
         self.bytes(s.as_bytes());
     }
+
     /// A metadata entry; marks `key K`, `type K` and `value K`.
     fn kv(&mut self, key: &str, value_type: u32, value: impl FnOnce(&mut Builder)) {
         self.mark(&format!("key {key}"));
@@ -102,12 +108,14 @@ impl Builder {
         self.mark(&format!("value {key}"));
         value(self);
     }
+
     /// An array value: element type, count, then the elements.
     fn array(&mut self, elem_type: u32, n: u64, elems: impl FnOnce(&mut Builder)) {
         self.u32(elem_type);
         self.u64(n);
         elems(self);
     }
+
     /// A tensor info; marks `tensor N`, `n_dims N`, `dims N`, `dtype N` and `offset N`.
     fn tensor(&mut self, name: &str, dims: &[u64], dtype: DType, offset: u64) {
         self.mark(&format!("tensor {name}"));
@@ -245,7 +253,8 @@ enum Bound {
     Image,
     /// When the image is cut short, or arbitrary bytes change, metadata can make up most of what is
     /// parsed, and arbitrary bytes can become genuine array elements; the reader keeps each
-    /// one-byte element (u8, i8, bool) as a `Value`, that many times larger.
+    /// one-byte element (u8, i8, bool) as a `Value`, that many times larger, in a vector that
+    /// growing by doubling may leave up to twice as large as its content.
     Content,
 }
 
@@ -256,7 +265,7 @@ impl Bound {
         FIXED
             + match self {
                 Bound::Image => len,
-                Bound::Content => len * std::mem::size_of::<Value>(),
+                Bound::Content => 2 * len * std::mem::size_of::<Value>(),
             }
     }
 }
@@ -439,7 +448,9 @@ fn targeted_overwrites_are_rejected_with_the_problem_named() {
         ("misaligned offset", img.with_u64("offset q4k", 0, 161), vec!["\"q4k\"", "not aligned"]),
         ("dims 2^32 x 2^32", dims(&img, "tok", [1 << 32, 1 << 32]), vec!["\"tok\"", "overflows"]),
         ("dims 2^62 x 2", dims(&img, "tok", [1 << 62, 2]), vec!["\"tok\"", "overflows"]),
-        ("dims u64::MAX x 1", dims(&img, "tok", [u64::MAX, 1]), vec!["\"tok\"", "overflows"]),
+        ("dims u64::MAX x 1", dims(&img, "tok", [u64::MAX, 1]), vec!["\"tok\""]),
+        // ggml's dimensions are int64; a zero beside it keeps the element count from overflowing.
+        ("dimension above i64::MAX", dims(&img, "tok", [0, 1 << 63]), vec!["\"tok\"", "dimension"]),
         ("Q8_0 row of 31", img.with_u64("dims q8", 0, 31), vec!["\"q8\"", "block length 32"]),
         ("F32 byte count overflows u64", dims(&img, "tok", [1 << 62, 1]), vec!["\"tok\"", "overflow"]),
         ("tensor larger than the file", img.with_u64("dims q4k", 0, 256 * 1000), vec!["\"q4k\"", "past the end"]),
@@ -474,18 +485,19 @@ fn dims<const N: usize>(img: &Image, tensor: &str, dims: [u64; N]) -> Vec<u8> {
 fn counts_at_the_readers_limit_reserve_no_more_than_the_image() {
     let img = valid_image();
     let len = img.bytes.len();
-    // (label, offset of the u64 count, fewest bytes per item, expected words in the error)
+    let (str_at, bool_at, nested_at) =
+        (img.at("value t.arr.str") + 4, img.at("value t.arr.bool") + 4, img.at("value t.arr.nested") + 4);
+    // (label, offset of the u64 count, where the reader checks it, fewest bytes per item, expected
+    // words in the error). The tensor count is checked after the metadata count is read.
     let cases = [
-        ("tensor count", 8, 32, vec!["tensor"]),
-        ("metadata count", 16, 8 + 4 + 1, vec!["metadata"]),
-        ("bool array count", img.at("value t.arr.bool") + 4, 1, vec!["\"t.arr.bool\"", "bool byte"]),
-        ("string array count", img.at("value t.arr.str") + 4, 8, vec!["\"t.arr.str\""]),
-        ("nested array count", img.at("value t.arr.nested") + 4, 12, vec!["\"t.arr.nested\""]),
+        ("tensor count", 8, 24, 32, vec!["tensor"]),
+        ("metadata count", 16, 24, 8 + 4 + 1, vec!["metadata"]),
+        ("bool array count", bool_at, bool_at + 8, 1, vec!["\"t.arr.bool\"", "bool byte"]),
+        ("string array count", str_at, str_at + 8, 8, vec!["\"t.arr.str\""]),
+        ("nested array count", nested_at, nested_at + 8, 12, vec!["\"t.arr.nested\""]),
     ];
-    for (label, at, min_item, expected) in cases {
-        // The tensor-count check runs after the metadata count is read, at byte 24.
-        let after = if label == "tensor count" { 24 } else { at + 8 };
-        let count = ((len - after) / min_item) as u64;
+    for (label, at, checked_at, min_item, expected) in cases {
+        let count = ((len - checked_at) / min_item) as u64;
         let label = format!("{label} {count} at the limit");
         assert!(
             !check_mutant(&label, img.with(at, &count.to_le_bytes()), Bound::Image, &expected),

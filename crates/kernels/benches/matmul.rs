@@ -37,12 +37,14 @@ fn decode(k: usize, m: usize) {
     let mut out = vec![0.0; m];
     let gb = (4 * m * k) as f64 / 1e9;
     let gflop = (2 * m * k) as f64 / 1e9;
-    let hot = seconds_per_call(|| matmul_f32(&x, &ws[0], &mut out, 1, k, m));
+    let mut hot_out = vec![0.0; m];
+    let mut hot = || matmul_f32(&x, &ws[0], &mut hot_out, 1, k, m);
     let mut i = 0;
-    let cold = seconds_per_call(|| {
+    let mut cold = || {
         i = (i + 1) % ws.len();
         matmul_f32(&x, &ws[i], &mut out, 1, k, m)
-    });
+    };
+    let [hot, cold] = seconds_per_call([&mut hot, &mut cold]);
     for (label, s) in [("hot ", hot), ("cold", cold)] {
         if label == "hot " && ws.len() == 1 {
             continue;
@@ -61,10 +63,11 @@ fn prefill(n: usize, k: usize, m: usize) {
     let w = random(m * k, 2);
     let mut out = vec![0.0; n * m];
     let gflop = (2 * n * m * k) as f64 / 1e9;
-    let ours = seconds_per_call(|| matmul_f32(&x, &w, &mut out, n, k, m));
-    let reference = out.clone();
+    let mut reference = vec![0.0; n * m];
+    matmul_f32(&x, &w, &mut reference, n, k, m);
     let par = if threads() > 1 { gemm::Parallelism::Rayon(threads()) } else { gemm::Parallelism::None };
-    let via_gemm = seconds_per_call(|| {
+    let mut ours = || matmul_f32(&x, &w, &mut reference, n, k, m);
+    let mut via_gemm = || {
         // SAFETY: dst is n×m with row stride m, lhs n×k with row stride k, and rhs = wᵀ (k×m) read
         // through strides (row stride 1, column stride k); all three slices have exactly those sizes.
         unsafe {
@@ -90,7 +93,8 @@ fn prefill(n: usize, k: usize, m: usize) {
                 par,
             )
         }
-    });
+    };
+    let [ours, via_gemm] = seconds_per_call([&mut ours, &mut via_gemm]);
     let max_diff = out.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     println!(
         "prefill {n}×{k} · ({m}×{k})ᵀ: lowbit {:8.2} ms {:6.1} GFLOP/s | gemm crate {:8.2} ms {:6.1} GFLOP/s | max |Δ| {max_diff:.1e}",
@@ -101,24 +105,33 @@ fn prefill(n: usize, k: usize, m: usize) {
     );
 }
 
-/// Median over 5 timed batches, each batch about 0.2 s (at least one call), after one warm-up call.
-fn seconds_per_call(mut f: impl FnMut()) -> f64 {
-    let start = Instant::now();
-    f();
-    let once = start.elapsed().as_secs_f64();
-    let per_batch = ((0.2 / once) as usize).max(1);
-    let mut times: Vec<f64> = (0..5)
-        .map(|_| {
+/// Seconds per call of each function: the median over 5 rounds, each round timing a batch of about
+/// 0.2 s (at least one call) of every function in turn, so that load from other processes, which
+/// varies over time, affects all of them alike.
+fn seconds_per_call<const N: usize>(mut fs: [&mut dyn FnMut(); N]) -> [f64; N] {
+    let batch: Vec<usize> = fs
+        .iter_mut()
+        .map(|f| {
             let start = Instant::now();
-            for _ in 0..per_batch {
-                f();
-            }
-            start.elapsed().as_secs_f64() / per_batch as f64
+            f();
+            ((0.2 / start.elapsed().as_secs_f64()) as usize).max(1)
         })
         .collect();
-    times.sort_by(f64::total_cmp);
-    black_box(&mut f);
-    times[2]
+    let mut times = [[0.0; 5]; N];
+    for round in 0..5 {
+        for (j, f) in fs.iter_mut().enumerate() {
+            let start = Instant::now();
+            for _ in 0..batch[j] {
+                f();
+            }
+            times[j][round] = start.elapsed().as_secs_f64() / batch[j] as f64;
+        }
+    }
+    black_box(&mut fs);
+    times.map(|mut t| {
+        t.sort_by(f64::total_cmp);
+        t[2]
+    })
 }
 
 /// Uniform in [-1, 1) from a xorshift generator: cheap to fill 671 MB with.

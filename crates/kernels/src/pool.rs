@@ -5,9 +5,10 @@
 //! workers spin on an epoch counter for a while after each job and only then block on a condvar: calls
 //! that follow each other closely cost one cache-line handoff, and an idle process burns no CPU.
 
+use std::any::Any;
 use std::cell::UnsafeCell;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -40,10 +41,11 @@ pub fn threads() -> usize {
 }
 
 /// Calls `f(i)` once for every i in 0..n on up to [`threads`] threads, the caller among them, and
-/// returns when all calls have returned. Threads take indices in order from a shared counter, so a
-/// thread that loses its core delays only the item it holds. Runs everything on the calling thread
-/// when one thread is configured or the pool is busy (another thread's call, or a call from inside
-/// `f`). A panic in `f` is re-raised here after every thread has stopped using `f`.
+/// returns when all calls have returned. Threads claim indices in order from a shared counter and the
+/// caller waits only for claimed items, never for a worker that has not shown up (one whose core went
+/// to another process), so such a worker costs nothing and the caller does its share. Runs everything
+/// on the calling thread when one thread is configured or the pool is busy (another thread's call, or
+/// a call from inside `f`). A panic in `f` is re-raised here once no thread uses `f` any more.
 pub fn parallel_for(n: usize, f: &(dyn Fn(usize) + Sync)) {
     let threads = threads();
     if threads == 1 || n <= 1 {
@@ -59,15 +61,7 @@ pub fn parallel_for(n: usize, f: &(dyn Fn(usize) + Sync)) {
         *slot = None; // joins the old workers before new ones start
         *slot = Some(Pool::new(threads - 1));
     }
-    let next = AtomicUsize::new(0);
-    let job = || loop {
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        if i >= n {
-            break;
-        }
-        f(i);
-    };
-    slot.as_ref().expect("pool was just created").run(&job);
+    slot.as_ref().expect("pool was just created").run(n, f);
 }
 
 /// Splits `data` into consecutive chunks of `chunk` elements (the last may be shorter) and calls
@@ -99,29 +93,78 @@ impl<T> SendPtr<T> {
 
 static POOL: Mutex<Option<Pool>> = Mutex::new(None);
 
-/// The job workers run: the `job` closure of `parallel_for` with its lifetime erased.
-type Job = *const (dyn Fn() + Sync + 'static);
+/// The function of the current job, its lifetime erased (see `Pool::run`).
+type Job = *const (dyn Fn(usize) + Sync + 'static);
+
+/// `Shared::state` packs the job's epoch (high 32 bits) with the next unclaimed item (low 32 bits), so
+/// one compare-and-swap claims an item of one particular job. Item bits all set mark an epoch whose job
+/// is still being set up.
+const ITEM_BITS: u32 = 32;
+const ITEM_MASK: u64 = (1 << ITEM_BITS) - 1;
 
 struct Shared {
-    /// Incremented to start a job (and once more to stop the workers).
-    epoch: AtomicUsize,
+    state: AtomicU64,
+    /// Number of items of the current job.
+    items: AtomicUsize,
     job: UnsafeCell<Job>,
-    /// Workers that have not yet finished the current job.
-    pending: AtomicUsize,
+    /// Items of the current job that have returned (or panicked).
+    done: AtomicUsize,
+    /// Set when an item panicked: the remaining items are claimed and counted but not run.
+    panicked: AtomicBool,
+    /// What the first panicking item panicked with.
+    payload: Mutex<Option<Box<dyn Any + Send>>>,
     /// Workers blocked (or about to block) on `wake`.
     sleepers: AtomicUsize,
     stop: AtomicBool,
-    panicked: AtomicBool,
     lock: Mutex<()>,
     wake: Condvar,
 }
 
-// SAFETY: `job` is written only in `Pool::run`, by the one thread holding POOL's lock, while no worker
-// runs (pending == 0) and before the SeqCst increment of `epoch`; workers read it only after loading
-// that new epoch. Every other field is a sync primitive.
+// SAFETY: `job` is written only in `Pool::run`, by the one thread holding POOL's lock, once every item
+// of the previous job has been counted in `done` and the previous epoch closed (so nobody can claim one
+// of its items any more), and before the store to `state` that opens the new epoch. Workers read it
+// only after claiming an item of that epoch with an Acquire compare-and-swap on `state`, and `run`
+// does not return, so does not write it again, before that item is counted in `done`. Every other
+// field is a sync primitive.
 unsafe impl Sync for Shared {}
 // SAFETY: the raw `job` pointer is the only non-Send field; see Sync above.
 unsafe impl Send for Shared {}
+
+impl Shared {
+    /// Claims and runs items of `epoch` until none are left (or a newer epoch has started).
+    fn work(&self, epoch: u64) {
+        loop {
+            let cur = self.state.load(Ordering::Acquire);
+            if cur >> ITEM_BITS != epoch {
+                return;
+            }
+            if cur & ITEM_MASK == ITEM_MASK {
+                // `run` is filling in this epoch's job: a few stores away.
+                std::hint::spin_loop();
+                continue;
+            }
+            let item = (cur & ITEM_MASK) as usize;
+            // Acquire pairs with the Release store in `run`: a value of `items` newer than `cur`
+            // guarantees that the compare-and-swap below sees `state` closed and fails.
+            if item >= self.items.load(Ordering::Acquire) {
+                return;
+            }
+            if self.state.compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+                continue;
+            }
+            if !self.panicked.load(Ordering::Relaxed) {
+                // SAFETY: see `impl Sync for Shared`: we hold an unfinished item of the job `job` belongs to.
+                let f = unsafe { &**self.job.get() };
+                if let Err(payload) = catch_unwind(AssertUnwindSafe(|| f(item))) {
+                    if !self.panicked.swap(true, Ordering::Relaxed) {
+                        *self.payload.lock().unwrap_or_else(PoisonError::into_inner) = Some(payload);
+                    }
+                }
+            }
+            self.done.fetch_add(1, Ordering::Release);
+        }
+    }
+}
 
 struct Pool {
     shared: Arc<Shared>,
@@ -130,14 +173,16 @@ struct Pool {
 
 impl Pool {
     fn new(workers: usize) -> Pool {
-        let noop: &'static (dyn Fn() + Sync) = &|| {};
+        let noop: &'static (dyn Fn(usize) + Sync) = &|_| {};
         let shared = Arc::new(Shared {
-            epoch: AtomicUsize::new(0),
+            state: AtomicU64::new(0),
+            items: AtomicUsize::new(0),
             job: UnsafeCell::new(noop),
-            pending: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
+            panicked: AtomicBool::new(false),
+            payload: Mutex::new(None),
             sleepers: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
-            panicked: AtomicBool::new(false),
             lock: Mutex::new(()),
             wake: Condvar::new(),
         });
@@ -153,25 +198,33 @@ impl Pool {
         Pool { shared, workers }
     }
 
-    /// Runs `job` on every worker and on the calling thread; returns once all have finished.
-    fn run(&self, job: &(dyn Fn() + Sync)) {
+    /// Runs f(0..n) on the workers and the calling thread; returns once every item has returned.
+    fn run(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
+        assert!((n as u64) < ITEM_MASK, "parallel_for: {n} items");
         let s = &*self.shared;
-        s.pending.store(self.workers.len(), Ordering::Relaxed);
+        let epoch = (s.state.load(Ordering::Relaxed) >> ITEM_BITS) + 1;
+        // Close the previous epoch before touching `items`: a late worker that read the old state
+        // fails its compare-and-swap instead of claiming an item past the old end.
+        s.state.store(epoch << ITEM_BITS | ITEM_MASK, Ordering::SeqCst);
+        s.items.store(n, Ordering::Release);
+        s.done.store(0, Ordering::Relaxed);
+        s.panicked.store(false, Ordering::Relaxed);
         // SAFETY: see `impl Sync for Shared` for the write. Erasing the lifetime is sound because this
-        // function does not return (or unwind) until `pending` is 0, that is until every worker is done
-        // calling `job`.
-        unsafe { *s.job.get() = std::mem::transmute::<*const (dyn Fn() + Sync + '_), Job>(job) };
-        s.epoch.fetch_add(1, Ordering::SeqCst);
-        // A worker registers in `sleepers` before its last look at `epoch` (both SeqCst), so either it
+        // function does not return (or unwind) until `done` == n, after which no thread can claim an
+        // item of this epoch and so none dereferences `f`.
+        unsafe { *s.job.get() = std::mem::transmute::<*const (dyn Fn(usize) + Sync + '_), Job>(f) };
+        s.state.store(epoch << ITEM_BITS, Ordering::SeqCst);
+        // A worker registers in `sleepers` before its last look at `state` (both SeqCst), so either it
         // sees the new epoch or we see it and notify, under the lock it holds until it waits.
         if s.sleepers.load(Ordering::SeqCst) > 0 {
             let _guard = s.lock.lock().unwrap_or_else(PoisonError::into_inner);
             s.wake.notify_all();
         }
-        let mine = catch_unwind(AssertUnwindSafe(job));
+        s.work(epoch);
         let mut spins = 0u32;
-        while s.pending.load(Ordering::Acquire) != 0 {
-            // Workers may have lost their cores to other processes; stop competing with them.
+        while s.done.load(Ordering::Acquire) != n {
+            // The items still running belong to workers that may have lost their cores to other
+            // processes; stop competing with them.
             if spins < 1 << 16 {
                 spins += 1;
                 std::hint::spin_loop();
@@ -179,11 +232,9 @@ impl Pool {
                 std::thread::yield_now();
             }
         }
-        if let Err(payload) = mine {
-            resume_unwind(payload);
-        }
-        if s.panicked.swap(false, Ordering::Relaxed) {
-            panic!("a kernel panicked on a lowbit-kernels pool thread");
+        if s.panicked.load(Ordering::Relaxed) {
+            let payload = s.payload.lock().unwrap_or_else(PoisonError::into_inner).take();
+            resume_unwind(payload.unwrap_or_else(|| Box::new("parallel_for: an item panicked")));
         }
     }
 }
@@ -192,11 +243,11 @@ impl Drop for Pool {
     fn drop(&mut self) {
         let s = &*self.shared;
         s.stop.store(true, Ordering::SeqCst);
-        s.epoch.fetch_add(1, Ordering::SeqCst);
+        s.state.fetch_add(1 << ITEM_BITS, Ordering::SeqCst);
         drop(s.lock.lock().unwrap_or_else(PoisonError::into_inner));
         s.wake.notify_all();
         for w in self.workers.drain(..) {
-            // Workers catch job panics, so joining fails only if the thread itself could not run.
+            // Workers catch panics from items, so joining fails only if the thread itself could not run.
             let _ = w.join();
         }
     }
@@ -209,21 +260,17 @@ fn worker(s: &Shared) {
         if s.stop.load(Ordering::SeqCst) {
             return;
         }
-        // SAFETY: see `impl Sync for Shared`; `Pool::run` keeps the closure alive until `pending` is 0.
-        let job = unsafe { &**s.job.get() };
-        if catch_unwind(AssertUnwindSafe(job)).is_err() {
-            s.panicked.store(true, Ordering::Relaxed);
-        }
-        s.pending.fetch_sub(1, Ordering::Release);
+        s.work(seen);
     }
 }
 
-/// Waits until `epoch` differs from `seen` and returns it: spinning for up to SPIN, then blocking.
-fn wait_for_epoch(s: &Shared, seen: usize) -> usize {
+/// Waits until the epoch in `state` differs from `seen` and returns it: spinning for up to SPIN, then
+/// blocking.
+fn wait_for_epoch(s: &Shared, seen: u64) -> u64 {
     let start = Instant::now();
     let mut spins = 0u32;
     loop {
-        let e = s.epoch.load(Ordering::Acquire);
+        let e = s.state.load(Ordering::Acquire) >> ITEM_BITS;
         if e != seen {
             return e;
         }
@@ -236,7 +283,7 @@ fn wait_for_epoch(s: &Shared, seen: usize) -> usize {
     let mut guard = s.lock.lock().unwrap_or_else(PoisonError::into_inner);
     s.sleepers.fetch_add(1, Ordering::SeqCst);
     let e = loop {
-        let e = s.epoch.load(Ordering::SeqCst);
+        let e = s.state.load(Ordering::SeqCst) >> ITEM_BITS;
         if e != seen {
             break e;
         }

@@ -47,6 +47,18 @@ fn pool() {
         }
     }
 
+    // Many short jobs back to back: a worker still finishing one job, or just waking for it, must not
+    // claim items of the next (each job sees only its own indices, each exactly once).
+    set_threads(3);
+    for round in 0..20_000usize {
+        let n = 1 + round % 5;
+        let hits: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+        parallel_for(n, &|i| {
+            hits[i].fetch_add(1, Ordering::Relaxed);
+        });
+        assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1), "round {round}");
+    }
+
     set_threads(2);
     assert!(two_threads_take_part(), "a worker thread took part");
     // Long enough for the worker to stop spinning and block: the next job must wake it.

@@ -196,7 +196,9 @@ fn tojson_filter(value: &Value, kwargs: Kwargs) -> std::result::Result<String, m
         Some(v) => Some(match (v.as_str(), i64::try_from(v.clone())) {
             (Some(s), _) => s.to_string(),
             (None, Ok(n)) => " ".repeat(n.max(0) as usize),
-            _ => return Err(minijinja::Error::new(ErrorKind::InvalidOperation, "tojson: indent must be an int or str")),
+            _ => {
+                return Err(minijinja::Error::new(ErrorKind::InvalidOperation, "tojson: indent must be an int or str"))
+            }
         }),
     };
     // Python's defaults: ", " and ": " on one line; "," and ": " when indenting.
@@ -207,7 +209,9 @@ fn tojson_filter(value: &Value, kwargs: Kwargs) -> std::result::Result<String, m
                 .map(|s| s.as_str().map(str::to_string))
                 .collect::<Option<_>>()
                 .filter(|p: &Vec<String>| p.len() == 2)
-                .ok_or_else(|| minijinja::Error::new(ErrorKind::InvalidOperation, "tojson: separators must be two strings"))?;
+                .ok_or_else(|| {
+                    minijinja::Error::new(ErrorKind::InvalidOperation, "tojson: separators must be two strings")
+                })?;
             (pair[0].clone(), pair[1].clone())
         }
         _ if indent.is_some() => (",".to_string(), ": ".to_string()),
@@ -246,7 +250,9 @@ impl PyJson {
             ValueKind::String => self.write_str(out, value.as_str().unwrap_or_default()),
             ValueKind::Seq | ValueKind::Iterable => {
                 let items: Vec<Value> = value.try_iter()?.collect();
-                self.write_container(out, '[', ']', items.len(), depth, |out, i| self.write(out, &items[i], depth + 1))?;
+                self.write_container(out, '[', ']', items.len(), depth, |out, i| {
+                    self.write(out, &items[i], depth + 1)
+                })?;
             }
             ValueKind::Map => {
                 let mut entries = Vec::new();
@@ -432,8 +438,20 @@ impl CivilTime {
     }
 }
 
-const MONTHS: [&str; 12] =
-    ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
 const WEEKDAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
 
 /// The C-locale `strftime` directives templates use, with glibc's `-` flag (no padding).

@@ -139,7 +139,8 @@ impl Tokenizer {
     /// becomes that one token, as in llama.cpp with `parse_special`. BOS is prepended only when
     /// `add_bos` is set and the model's own rule asks for it.
     pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>> {
-        let encoding = self.inner.encode_fast(text, false).map_err(|source| TokenizerError::Codec { op: "encode", source })?;
+        let encoding =
+            self.inner.encode_fast(text, false).map_err(|source| TokenizerError::Codec { op: "encode", source })?;
         let ids = encoding.get_ids();
         match self.bos.filter(|_| add_bos && self.adds_bos) {
             Some(bos) => {

@@ -46,7 +46,8 @@ fn renders_like_jinja2() {
     let golden = golden();
     let mut failures = Vec::new();
     for (i, case) in golden.cases.iter().enumerate() {
-        let t = template(&golden, &case.template).with_special_tokens(case.bos_token.as_deref(), case.eos_token.as_deref());
+        let t =
+            template(&golden, &case.template).with_special_tokens(case.bos_token.as_deref(), case.eos_token.as_deref());
         let got = t.render(&case.messages, case.add_generation_prompt, &case.extra);
         match (&case.expected, &case.error, got) {
             (Some(want), _, Ok(got)) if *want == got => {}
@@ -126,5 +127,8 @@ fn smollm2_gguf_template_and_special_tokens() {
         .with_time(UNIX_EPOCH + Duration::from_secs(golden.fixed_unix_time));
     let case = golden.cases.iter().find(|c| c.template == "smollm2").unwrap();
     assert_eq!(case.bos_token.as_deref(), Some("<|im_start|>"));
-    assert_eq!(&t.render(&case.messages, case.add_generation_prompt, &case.extra).unwrap(), case.expected.as_ref().unwrap());
+    assert_eq!(
+        &t.render(&case.messages, case.add_generation_prompt, &case.extra).unwrap(),
+        case.expected.as_ref().unwrap()
+    );
 }

@@ -65,7 +65,12 @@ fn check_against_llama_cpp(tok: &Tokenizer, key: &str, lossless: impl Fn(&str) -
     assert_eq!(strings.len(), golden.len(), "{key}: strings and ids out of step; rerun gen_token_ids.py");
     let mut failures = Vec::new();
     for (s, want) in strings.iter().zip(&golden) {
+        let t0 = Instant::now();
         let got = tok.encode(s, true).unwrap();
+        let t1 = t0.elapsed();
+        let t0 = Instant::now();
+        let _ = tok.decode(&got).unwrap();
+        eprintln!("TIMING enc {:?} dec {:?} len {}", t1, t0.elapsed(), s.len());
         if &got != want {
             failures.push(format!("{s:?}\n  llama.cpp {want:?}\n  lowbit    {got:?}"));
             continue;
@@ -80,14 +85,23 @@ fn check_against_llama_cpp(tok: &Tokenizer, key: &str, lossless: impl Fn(&str) -
         let mut streamed = String::new();
         for &id in &without_bos {
             if let Some(piece) = stream.push(tok, id).unwrap() {
-                assert!(!piece.contains('\u{FFFD}') || s.contains('\u{FFFD}'), "{s:?}: piece {piece:?} split a character");
+                assert!(
+                    !piece.contains('\u{FFFD}') || s.contains('\u{FFFD}'),
+                    "{s:?}: piece {piece:?} split a character"
+                );
                 streamed.push_str(&piece);
             }
         }
         streamed.extend(stream.flush(tok).unwrap());
         assert_eq!(streamed, tok.decode(&without_bos).unwrap(), "streamed text for {s:?}");
     }
-    assert!(failures.is_empty(), "{key}: {} of {} strings differ:\n{}", failures.len(), strings.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{key}: {} of {} strings differ:\n{}",
+        failures.len(),
+        strings.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -192,7 +206,11 @@ fn hf_dir_round_trip_gives_the_same_tokenizer() {
         std::fs::remove_dir_all(&dir).unwrap();
 
         assert_eq!(back.vocab_size(), tok.vocab_size(), "{key}");
-        assert_eq!((back.bos_id(), back.eos_id(), back.adds_bos()), (tok.bos_id(), tok.eos_id(), tok.adds_bos()), "{key}");
+        assert_eq!(
+            (back.bos_id(), back.eos_id(), back.adds_bos()),
+            (tok.bos_id(), tok.eos_id(), tok.adds_bos()),
+            "{key}"
+        );
         assert_eq!(back.eos_ids(), tok.eos_ids(), "{key}");
         assert_eq!(back.chat_template(), tok.chat_template(), "{key}");
         for id in 0..tok.vocab_size() as u32 {
@@ -233,8 +251,7 @@ fn vocab_cases(gguf: &Path) -> Vec<(String, Vec<u32>)> {
     let out = std::fs::read_to_string(format!("{}.out", gguf.display())).unwrap();
     let texts: Vec<&str> = inp.split("\n__ggml_vocab_test__\n").collect();
     let texts = &texts[..texts.len() - usize::from(texts.last() == Some(&""))];
-    let ids: Vec<Vec<u32>> =
-        out.lines().map(|l| l.split_whitespace().map(|t| t.parse().unwrap()).collect()).collect();
+    let ids: Vec<Vec<u32>> = out.lines().map(|l| l.split_whitespace().map(|t| t.parse().unwrap()).collect()).collect();
     assert_eq!(texts.len(), ids.len(), "{}", gguf.display());
     texts.iter().map(|t| t.to_string()).zip(ids).collect()
 }

@@ -131,7 +131,9 @@ pub(super) fn convert(file: &GgufFile) -> Result<Parts> {
     let (mut inner, default_adds_bos) = match model {
         "gpt2" => byte_level_bpe(&tokens)?,
         "llama" => (sentencepiece_bpe(&tokens)?, true),
-        other => return Err(tokens.unsupported(format!("tokenizer.ggml.model {other:?} (gpt2 and llama are supported)"))),
+        other => {
+            return Err(tokens.unsupported(format!("tokenizer.ggml.model {other:?} (gpt2 and llama are supported)")))
+        }
     };
     inner.add_tokens(&tokens.added_tokens());
 
@@ -154,17 +156,18 @@ fn byte_level_bpe(tokens: &GgufTokens) -> Result<(tokenizers::Tokenizer, bool)> 
         None => "default",
         Some(_) => tokens.file.get_str("tokenizer.ggml.pre")?,
     };
-    let pre_tokenizer = llama_pre::for_pre(pre)
-        .ok_or_else(|| tokens.unsupported(format!("tokenizer.ggml.pre {pre:?} (no pre-tokenizer regexes known for it)")))?;
+    let pre_tokenizer = llama_pre::for_pre(pre).ok_or_else(|| {
+        tokens.unsupported(format!("tokenizer.ggml.pre {pre:?} (no pre-tokenizer regexes known for it)"))
+    })?;
 
     let merges: Merges = tokens
         .file
         .get_str_array("tokenizer.ggml.merges")?
         .into_iter()
         .map(|m| {
-            m.split_once(' ')
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .ok_or_else(|| tokens.invalid(format!("tokenizer.ggml.merges: {m:?} is not two tokens separated by a space")))
+            m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())).ok_or_else(|| {
+                tokens.invalid(format!("tokenizer.ggml.merges: {m:?} is not two tokens separated by a space"))
+            })
         })
         .collect::<Result<_>>()?;
     let bpe = BPE::builder()
@@ -207,10 +210,12 @@ fn sentencepiece_bpe(tokens: &GgufTokens) -> Result<tokenizers::Tokenizer> {
     if let Some(unk) = unk {
         builder = builder.unk_token(tokens.texts[unk as usize].to_string());
     }
-    let bpe = builder.build().map_err(|source| TokenizerError::Build { path: tokens.file.path().to_path_buf(), source })?;
+    let bpe =
+        builder.build().map_err(|source| TokenizerError::Build { path: tokens.file.path().to_path_buf(), source })?;
 
     let replace = |from: &str, to: &str| {
-        Replace::new(from, to).map_err(|source| TokenizerError::Build { path: tokens.file.path().to_path_buf(), source })
+        Replace::new(from, to)
+            .map_err(|source| TokenizerError::Build { path: tokens.file.path().to_path_buf(), source })
     };
     // llama.cpp prefixes a space to every text fragment that starts the input or follows an added
     // token; a normalizer runs once per such fragment, so Prepend reproduces it.

@@ -41,9 +41,10 @@ pub(super) fn load(dir: &Path) -> Result<Parts> {
             None | Some(Value::Null) => return Ok(None),
             Some(Value::String(s)) => s.as_str(),
             // Older configs store the AddedToken object.
-            Some(Value::Object(o)) => o.get("content").and_then(Value::as_str).ok_or_else(|| {
-                invalid(&config_path, format!("{key}: object without a string \"content\""))
-            })?,
+            Some(Value::Object(o)) => o
+                .get("content")
+                .and_then(Value::as_str)
+                .ok_or_else(|| invalid(&config_path, format!("{key}: object without a string \"content\"")))?,
             Some(other) => return Err(invalid(&config_path, format!("{key}: expected a string, found {other}"))),
         };
         inner
@@ -124,10 +125,9 @@ fn add_generation_eos(parts: &mut Parts, path: &Path) -> Result<()> {
     };
     let vocab_size = parts.inner.get_vocab_size(true);
     for value in ids {
-        let id = value
-            .as_u64()
-            .filter(|&id| id < vocab_size as u64)
-            .ok_or_else(|| invalid(path, format!("eos_token_id {value} is not an id in a vocabulary of {vocab_size}")))?;
+        let id = value.as_u64().filter(|&id| id < vocab_size as u64).ok_or_else(|| {
+            invalid(path, format!("eos_token_id {value} is not an id in a vocabulary of {vocab_size}"))
+        })?;
         let id = id as u32;
         match parts.eos {
             None => parts.eos = Some(id),
@@ -159,6 +159,7 @@ pub(super) fn save(tok: &Tokenizer, dir: &Path) -> Result<()> {
         config["chat_template"] = Value::String(template.clone());
     }
     let config_path = dir.join(TOKENIZER_CONFIG);
-    let body = serde_json::to_string_pretty(&config).map_err(|source| TokenizerError::Json { path: config_path.clone(), source })?;
+    let body = serde_json::to_string_pretty(&config)
+        .map_err(|source| TokenizerError::Json { path: config_path.clone(), source })?;
     std::fs::write(&config_path, body).map_err(|source| TokenizerError::Io { path: config_path, source })
 }
