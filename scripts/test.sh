@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/fetch-models.sh all >/dev/null
-cargo test --workspace --release
+LOWBIT_REQUIRE_MODELS=1 cargo test --workspace --release
