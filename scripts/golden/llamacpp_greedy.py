@@ -120,7 +120,17 @@ def main():
                 assert tmpl == local, (tmpl, local)
                 prompts.append(("chat", tmpl))
             for kind, text in prompts:
-                ids, tok_how = F.tokenize(m, text, add_special=True, parse_special=(kind == "chat"))
+                srv = post("/tokenize", {"content": text, "add_special": True, "parse_special": kind == "chat"})
+                srv_ids = [int(t) for t in srv["tokens"]]
+                if kind == "chat":
+                    # llama-tokenize of this version cannot parse special tokens (--parse-special is
+                    # imatrix-only), so the chat prompt is tokenized by the server (tokenize_mixed,
+                    # add_special=true, parse_special=true: the same call /completion makes for text)
+                    ids = srv_ids
+                    tok_how = "llama-server POST /tokenize {add_special:true, parse_special:true}"
+                else:
+                    ids, tok_how = F.tokenize(m, text, add_special=True)
+                    assert ids == srv_ids, (ids, srv_ids)
                 body = {"prompt": ids, "n_predict": N_PREDICT, "temperature": 0.0, "top_k": 1,
                         "return_tokens": True, "cache_prompt": False, "seed": 0}
                 r = post("/completion", body)

@@ -165,6 +165,15 @@ class Model:
             self._cache[name] = np.ascontiguousarray(a)
         return self._cache[name]
 
+    def wd(self, name, dtype):
+        """w(name) cast to dtype (float64 casts are cached too)."""
+        if dtype == np.float32:
+            return self.w(name)
+        key = (name, np.dtype(dtype).str)
+        if key not in self._cache:
+            self._cache[key] = self.w(name).astype(dtype)
+        return self._cache[key]
+
     def has(self, name):
         return name in self.tensors
 
@@ -249,7 +258,7 @@ def forward_hidden(m, ids, dtype=np.float64, emulate=False, verbose=False):
     ids = np.asarray(ids, dtype=np.int64)
     T = len(ids)
     pos = np.arange(T)
-    W = lambda n: m.w(n).astype(dtype, copy=False)
+    W = lambda n: m.wd(n, dtype)
     x = m.w("token_embd.weight")[ids].astype(dtype)
     if m.arch == "gemma3":
         x = x * dtype(np.sqrt(np.float32(m.n_embd)))               # llama.cpp: ggml_scale(sqrtf(n_embd))
@@ -295,10 +304,10 @@ def forward_hidden(m, ids, dtype=np.float64, emulate=False, verbose=False):
 
 def logits_from_hidden(m, hs, dtype=np.float64, block=16384):
     """hs [T, d] -> logits [T, n_vocab] (vocab projected in blocks to bound memory)."""
-    E = m.w(m.lm_head_name())
+    E = m.wd(m.lm_head_name(), dtype)
     out = np.empty((hs.shape[0], E.shape[0]), dtype=dtype)
     for s in range(0, E.shape[0], block):
-        out[:, s:s + block] = hs @ E[s:s + block].astype(dtype, copy=False).T
+        out[:, s:s + block] = hs @ E[s:s + block].T
     if m.softcap:
         out = np.tanh(out / m.softcap) * m.softcap
     return out

@@ -408,6 +408,12 @@ fn gemma3(top: &Keys, k: &Keys) -> Result<ModelConfig> {
             return Err(k.unsupported(format!("{}{key} (logit soft-capping)", k.prefix)));
         }
     }
+    if k.opt_bool("attention_bias")? == Some(true) {
+        return Err(k.unsupported(format!("{}attention_bias true", k.prefix)));
+    }
+    if k.opt_bool("use_bidirectional_attention")? == Some(true) {
+        return Err(k.unsupported(format!("{}use_bidirectional_attention true (non-causal attention)", k.prefix)));
+    }
     let (rope_theta, rope_theta_sliding) = gemma3_rope(k)?;
     // Gemma3TextConfig defaults: sliding_window 4096, query_pre_attn_scalar 256,
     // rms_norm_eps 1e-6, max_position_embeddings 131072, tied embeddings, bos 2 / eos 1.

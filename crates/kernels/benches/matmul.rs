@@ -5,12 +5,13 @@
 //! Decode (n = 1) reports GB/s of weights read (compare with the machine's read bandwidth) and
 //! GFLOP/s; "hot" repeats one weight matrix (it stays in cache when it fits), "cold" cycles through
 //! copies totalling 256 MiB, as decode does when it walks every layer once per token. Prefill compares
-//! this crate's blocked kernel with the `gemm` crate on the same row-major x and (m, k) weights.
+//! this crate's tile kernel (split across threads like `matmul_f32` does) with the `gemm` crate on the
+//! same row-major x and (m, k) weights; `matmul_f32` picks between them by n (GEMM_MIN_ROWS).
 
 use std::hint::black_box;
 use std::time::Instant;
 
-use lowbit_kernels::{dispatch, matmul_f32, set_threads, threads};
+use lowbit_kernels::{dispatch, matmul_f32, parallel_chunks_mut, set_threads, threads, GEMM_MIN_ROWS};
 
 fn main() {
     // `cargo bench` passes --bench; anything else is a thread count or the part to run.
@@ -24,7 +25,14 @@ fn main() {
         }
     }
     if run("prefill") {
-        for (n, k, m) in [(512, 576, 1536), (512, 640, 262_144)] {
+        for (n, k, m) in [
+            (16, 576, 1536),
+            (64, 576, 1536),
+            (128, 576, 1536),
+            (256, 576, 1536),
+            (512, 576, 1536),
+            (512, 640, 262_144),
+        ] {
             prefill(n, k, m);
         }
     }
@@ -61,12 +69,18 @@ fn decode(k: usize, m: usize) {
 fn prefill(n: usize, k: usize, m: usize) {
     let x = random(n * k, 1);
     let w = random(m * k, 2);
-    let mut out = vec![0.0; n * m];
     let gflop = (2 * n * m * k) as f64 / 1e9;
-    let mut reference = vec![0.0; n * m];
-    matmul_f32(&x, &w, &mut reference, n, k, m);
+    // The tile kernel split across threads as matmul_f32 does below GEMM_MIN_ROWS.
+    let mut tiles_out = vec![0.0; n * m];
+    let rows = n.div_ceil(threads());
+    let kern = dispatch::active().matmul_f32;
+    let mut tiles = || {
+        parallel_chunks_mut(&mut tiles_out, rows * m, &|i, part| {
+            kern(&x[i * rows * k..][..part.len() / m * k], &w, part, k)
+        })
+    };
+    let mut gemm_out = vec![0.0; n * m];
     let par = if threads() > 1 { gemm::Parallelism::Rayon(threads()) } else { gemm::Parallelism::None };
-    let mut ours = || matmul_f32(&x, &w, &mut reference, n, k, m);
     let mut via_gemm = || {
         // SAFETY: dst is n×m with row stride m, lhs n×k with row stride k, and rhs = wᵀ (k×m) read
         // through strides (row stride 1, column stride k); all three slices have exactly those sizes.
@@ -75,7 +89,7 @@ fn prefill(n: usize, k: usize, m: usize) {
                 n,
                 m,
                 k,
-                out.as_mut_ptr(),
+                gemm_out.as_mut_ptr(),
                 1,
                 m as isize,
                 false,
@@ -94,14 +108,16 @@ fn prefill(n: usize, k: usize, m: usize) {
             )
         }
     };
-    let [ours, via_gemm] = seconds_per_call([&mut ours, &mut via_gemm]);
-    let max_diff = out.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let [t_tiles, t_gemm] = seconds_per_call([&mut tiles, &mut via_gemm]);
+    let max_diff = tiles_out.iter().zip(&gemm_out).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let used = if n < GEMM_MIN_ROWS { "tiles" } else { "gemm" };
     println!(
-        "prefill {n}×{k} · ({m}×{k})ᵀ: lowbit {:8.2} ms {:6.1} GFLOP/s | gemm crate {:8.2} ms {:6.1} GFLOP/s | max |Δ| {max_diff:.1e}",
-        ours * 1e3,
-        gflop / ours,
-        via_gemm * 1e3,
-        gflop / via_gemm
+        "prefill {n}×{k} · ({m}×{k})ᵀ: tiles {:8.2} ms {:6.1} GFLOP/s | gemm crate {:8.2} ms {:6.1} GFLOP/s | \
+         matmul_f32 uses {used} | max |Δ| {max_diff:.1e}",
+        t_tiles * 1e3,
+        gflop / t_tiles,
+        t_gemm * 1e3,
+        gflop / t_gemm
     );
 }
 

@@ -21,8 +21,9 @@ const PAR_MIN_WEIGHTS: usize = 32 * 1024;
 /// weights (PyTorch Linear layout), out: [n, m]. Accumulates in f32.
 ///
 /// n = 1 (decode) is a GEMV bound by memory bandwidth: the rows of w are split across threads in
-/// chunks. n > 1 (prefill) splits the rows of x across threads, each thread going over all of w in
-/// cache-sized blocks (no copy or transposition of w is made).
+/// chunks. 1 < n < [`GEMM_MIN_ROWS`] splits the rows of x across threads, each thread going over all
+/// of w in cache-sized blocks. Larger n goes to the `gemm` crate, which packs panels of w as it goes.
+/// No path copies or transposes all of w.
 ///
 /// Panics if a slice length does not match n, k, m.
 pub fn matmul_f32(x: &[f32], w: &[f32], out: &mut [f32], n: usize, k: usize, m: usize) {
@@ -46,11 +47,49 @@ pub fn matmul_f32(x: &[f32], w: &[f32], out: &mut [f32], n: usize, k: usize, m: 
         // chunks are whole 4-row groups, the unit of the GEMV kernel.
         let rows = m.div_ceil(4 * threads).next_multiple_of(4);
         parallel_chunks_mut(out, rows, &|i, part| kern(x, &w[i * rows * k..][..part.len() * k], part, k));
-    } else {
+    } else if n < GEMM_MIN_ROWS {
         // One chunk of x rows per thread: each chunk reads all of w, so more chunks would mean more
         // passes over w (671 MB for Gemma 3's lm_head).
         let rows = n.div_ceil(threads);
         parallel_chunks_mut(out, rows * m, &|i, part| kern(&x[i * rows * k..][..part.len() / m * k], w, part, k));
+    } else {
+        gemm_f32(x, w, out, n, k, m, threads);
+    }
+}
+
+/// From this many rows of x on, `matmul_f32` uses the `gemm` crate. Below it, packing w costs gemm
+/// more than it gains (at 16 rows it runs at half the speed of the tile kernel); from about 256 rows
+/// on, its packed outer-product kernel is ahead. See benches/matmul.rs.
+pub const GEMM_MIN_ROWS: usize = 128;
+
+/// The `gemm` crate on our layout: x is its row-major lhs, and w, read with row stride 1 and column
+/// stride k, is its rhs wᵀ (k×m) without a copy. It dispatches on CPU features at run time itself.
+fn gemm_f32(x: &[f32], w: &[f32], out: &mut [f32], n: usize, k: usize, m: usize, threads: usize) {
+    let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    // SAFETY: the caller checked x.len() = n·k, w.len() = m·k, out.len() = n·m; with the strides below
+    // gemm reads x[t·k + i], w[o·k + i] and writes out[t·m + o] for t < n, i < k, o < m only.
+    unsafe {
+        gemm::gemm(
+            n,
+            m,
+            k,
+            out.as_mut_ptr(),
+            1,
+            m as isize,
+            false,
+            x.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr(),
+            k as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
     }
 }
 

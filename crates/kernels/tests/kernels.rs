@@ -131,7 +131,7 @@ fn check_against(
 
 #[test]
 fn matmul_matches_scalar_on_edge_shapes() {
-    // n, m cover 1, every tile remainder (tiles are 4×3, GEMV groups 4) and several tiles; k covers
+    // n, m cover 1, every tile remainder (tiles are 3×4, GEMV groups 4) and several tiles; k covers
     // tails of 1..7 lanes, a single lane, and k > 768 where the kernel splits k into stretches.
     for path in simd_paths() {
         for n in [1, 2, 3, 4, 5, 17] {
@@ -160,8 +160,19 @@ fn matmul_uses_cache_blocks_of_w() {
 fn public_matmul_is_exact_on_integers_for_any_thread_count() {
     // Integer inputs make the result independent of how work is split: every thread count must give
     // the scalar answer bit for bit. Shapes: a decode GEMV big enough to go parallel (m·k ≥ 32768)
-    // with m not a multiple of the chunk, and prefills with n not a multiple of the thread count.
-    let shapes = [(1, 67, 1001), (1, 640, 1536), (2, 67, 600), (17, 67, 130), (5, 9, 3)];
+    // with m not a multiple of the chunk, prefills with n not a multiple of the thread count, and
+    // prefills from GEMM_MIN_ROWS on, which go to the gemm crate.
+    let g = lowbit_kernels::GEMM_MIN_ROWS;
+    let shapes = [
+        (1, 67, 1001),
+        (1, 640, 1536),
+        (2, 67, 600),
+        (17, 67, 130),
+        (5, 9, 3),
+        (g - 1, 33, 7),
+        (g, 33, 7),
+        (g + 3, 67, 50),
+    ];
     for threads in [1, 2, 3, 4] {
         lowbit_kernels::set_threads(threads);
         for (n, k, m) in shapes {
@@ -197,6 +208,20 @@ proptest! {
         for path in simd_paths() {
             check_matmul(path, n, k, m, seed, false);
         }
+        let x = values(n * k, seed, false);
+        let w = values(m * k, seed ^ 1, false);
+        let mut got = vec![f32::NAN; n * m];
+        let mut want = vec![f32::NAN; n * m];
+        lowbit_kernels::matmul_f32(&x, &w, &mut got, n, k, m);
+        scalar::matmul_f32(&x, &w, &mut want, k);
+        check_against(&got, &want, &x, &w, n, k, m, false, "public");
+    }
+
+    #[test]
+    fn public_matmul_random_shapes_around_the_gemm_switch(
+        dn in 0usize..40, k in 1usize..100, m in 1usize..40, seed in any::<u64>()
+    ) {
+        let n = lowbit_kernels::GEMM_MIN_ROWS - 20 + dn;
         let x = values(n * k, seed, false);
         let w = values(m * k, seed ^ 1, false);
         let mut got = vec![f32::NAN; n * m];

@@ -38,6 +38,8 @@ struct Block {
     q_bias: Option<Vec<f32>>,
     k_bias: Option<Vec<f32>>,
     v_bias: Option<Vec<f32>>,
+    /// Llama checkpoints with `attention_bias` bias o_proj too (Qwen2 does not).
+    o_bias: Option<Vec<f32>>,
     q_norm: Option<Vec<f32>>,
     k_norm: Option<Vec<f32>>,
     post_attention_norm: Option<Vec<f32>>,
@@ -130,6 +132,7 @@ impl Model {
                 q_bias: bias("attn_q.bias", qd)?,
                 k_bias: bias("attn_k.bias", kvd)?,
                 v_bias: bias("attn_v.bias", kvd)?,
+                o_bias: l.optional_vector(&n("attn_output.bias"), d)?,
                 q_norm: l.optional_vector(&n("attn_q_norm.weight"), hd)?,
                 k_norm: l.optional_vector(&n("attn_k_norm.weight"), hd)?,
                 post_attention_norm: l.optional_vector(&n("post_attention_norm.weight"), d)?,
@@ -278,6 +281,9 @@ impl Model {
         });
         let mut proj = vec![0f32; n * cfg.hidden_size];
         b.o.forward(&out, n, &mut proj);
+        if let Some(bias) = &b.o_bias {
+            proj.chunks_exact_mut(bias.len()).for_each(|row| add_assign(row, bias));
+        }
         proj
     }
 
