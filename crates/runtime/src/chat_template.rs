@@ -472,7 +472,10 @@ fn strftime(t: &CivilTime, format: &str) -> std::result::Result<String, String> 
         let num = |out: &mut String, n: i64, width: usize| {
             let _ = if pad { write!(out, "{n:0width$}") } else { write!(out, "{n}") };
         };
-        let hour12 = if t.hour % 12 == 0 { 12 } else { t.hour % 12 };
+        let hour12 = match t.hour % 12 {
+            0 => 12,
+            h => h,
+        };
         match directive {
             Some('Y') => {
                 let _ = write!(out, "{}", t.year);

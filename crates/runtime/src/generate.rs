@@ -232,8 +232,8 @@ mod tests {
         let (shown, hit, text) = run(&["STOP"], &["a ST", "ill going"]);
         assert!(!hit);
         assert_eq!(shown[0], "a ");
-        assert_eq!(shown.concat(), "a Still going");
-        assert_eq!(text, "a Still going");
+        assert_eq!(shown.concat(), "a STill going");
+        assert_eq!(text, "a STill going");
     }
 
     #[test]

@@ -68,6 +68,8 @@ pub struct Tokenizer {
     /// Indexed by id: control tokens, never shown as text by a chat front end.
     special: Vec<bool>,
     chat_template: Option<String>,
+    /// Highest id + 1, kept because `tokenizers` computes its size by cloning the vocabulary.
+    vocab_size: usize,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -91,6 +93,8 @@ struct Parts {
     chat_template: Option<String>,
     /// End-of-generation ids a source lists beside its EOS (generation_config.json).
     extra_eos: Vec<u32>,
+    /// One past the highest id, added tokens included.
+    vocab_size: usize,
 }
 
 impl Tokenizer {
@@ -125,6 +129,7 @@ impl Tokenizer {
             }
         }
         Tokenizer {
+            vocab_size: parts.vocab_size,
             inner: parts.inner,
             bos: parts.bos,
             eos: parts.eos,
@@ -182,7 +187,7 @@ impl Tokenizer {
     }
 
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        self.vocab_size
     }
 
     /// The vocabulary entry for `id` as stored (`Ġthe`, `▁the`, `<0x0A>`, `<|im_start|>`).

@@ -68,7 +68,8 @@ fn smollm2_chat_answers_paris() {
     let tok = Tokenizer::from_gguf(source.gguf().unwrap()).unwrap();
     let model = Model::load(&source, &F32Factory).unwrap();
     let template = ChatTemplate::from_tokenizer(&tok).unwrap().expect("SmolLM2 ships a chat template");
-    let prompt = template.render(&[ChatMessage::new("user", "What is the capital of France?")], true, &Default::default());
+    let prompt =
+        template.render(&[ChatMessage::new("user", "What is the capital of France?")], true, &Default::default());
     let prompt = tok.encode(&prompt.unwrap(), false).unwrap();
     // The same prompt ids as llama-server rendered with its --jinja template.
     let fx = fixture();

@@ -81,16 +81,15 @@ pub(super) fn load(dir: &Path) -> Result<Parts> {
         Some(other) => return Err(invalid(&config_path, format!("chat_template: expected a string, found {other}"))),
     };
 
-    let mut special = vec![false; inner.get_vocab_size(true)];
-    for (id, token) in inner.get_added_tokens_decoder() {
-        if token.special {
-            if let Some(flag) = special.get_mut(id as usize) {
-                *flag = true;
-            }
-        }
+    // Added tokens may extend the model's id range; `get_vocab_size(true)` would clone everything.
+    let added = inner.get_added_tokens_decoder();
+    let vocab_size = added.keys().map(|&id| id as usize + 1).fold(inner.get_vocab_size(false), usize::max);
+    let mut special = vec![false; vocab_size];
+    for (id, token) in added {
+        special[id as usize] = token.special;
     }
 
-    let mut parts = Parts { inner, bos, eos, adds_bos, special, chat_template, extra_eos: Vec::new() };
+    let mut parts = Parts { inner, bos, eos, adds_bos, special, chat_template, extra_eos: Vec::new(), vocab_size };
     add_generation_eos(&mut parts, &dir.join(GENERATION_CONFIG))?;
     Ok(parts)
 }
@@ -113,7 +112,7 @@ fn default_named_template(named: &[Value]) -> Option<String> {
         .map(str::to_string)
 }
 
-/// `generation_config.json` may list several EOS ids (GPT-OSS: `<|return|>` and `<|call|>`);
+/// `generation_config.json` may list several EOS ids (GPT-OSS: `<|return|>` and `<|endoftext|>`);
 /// generation must stop at all of them. The declared EOS, if none came from the tokenizer config,
 /// is the first one.
 fn add_generation_eos(parts: &mut Parts, path: &Path) -> Result<()> {
@@ -123,20 +122,16 @@ fn add_generation_eos(parts: &mut Parts, path: &Path) -> Result<()> {
         Some(Value::Array(ids)) => ids.iter().collect(),
         Some(one) => vec![one],
     };
-    let vocab_size = parts.inner.get_vocab_size(true);
+    let vocab_size = parts.special.len();
     for value in ids {
         let id = value.as_u64().filter(|&id| id < vocab_size as u64).ok_or_else(|| {
             invalid(path, format!("eos_token_id {value} is not an id in a vocabulary of {vocab_size}"))
-        })?;
-        let id = id as u32;
-        match parts.eos {
-            None => parts.eos = Some(id),
-            Some(_) => {
-                if let Some(flag) = parts.special.get_mut(id as usize) {
-                    *flag = true;
-                }
-                parts.extra_eos.push(id);
-            }
+        })? as u32;
+        parts.special[id as usize] = true;
+        if parts.eos.is_none() {
+            parts.eos = Some(id);
+        } else {
+            parts.extra_eos.push(id);
         }
     }
     Ok(())
@@ -162,4 +157,109 @@ pub(super) fn save(tok: &Tokenizer, dir: &Path) -> Result<()> {
     let body = serde_json::to_string_pretty(&config)
         .map_err(|source| TokenizerError::Json { path: config_path.clone(), source })?;
     std::fs::write(&config_path, body).map_err(|source| TokenizerError::Io { path: config_path, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::super::{Tokenizer, TokenizerError};
+
+    /// A word-level tokenizer.json whose post-processor prepends `<s>`, as Llama's does.
+    const TOKENIZER_JSON: &str = r#"{
+      "version": "1.0", "truncation": null, "padding": null,
+      "added_tokens": [
+        {"id": 0, "content": "<s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+        {"id": 1, "content": "</s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+        {"id": 4, "content": "<|end|>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}
+      ],
+      "normalizer": null, "pre_tokenizer": {"type": "Whitespace"},
+      "post_processor": {"type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+        "special_tokens": {"<s>": {"id": "<s>", "ids": [0], "tokens": ["<s>"]}}},
+      "decoder": null,
+      "model": {"type": "WordLevel", "vocab": {"<s>": 0, "</s>": 1, "hello": 2, "world": 3}, "unk_token": "</s>"}
+    }"#;
+
+    struct Dir(PathBuf);
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn dir(name: &str, files: &[(&str, &str)]) -> Dir {
+        let path = std::env::temp_dir().join(format!("lowbit-hf-dir-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&path).unwrap();
+        for (file, body) in files {
+            std::fs::write(path.join(file), body).unwrap();
+        }
+        Dir(path)
+    }
+
+    #[test]
+    fn reads_the_files_transformers_reads() {
+        let d = dir(
+            "full",
+            &[
+                ("tokenizer.json", TOKENIZER_JSON),
+                (
+                    "tokenizer_config.json",
+                    r#"{"bos_token": {"content": "<s>", "special": true}, "eos_token": "</s>",
+                        "chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D"}]}"#,
+                ),
+                ("generation_config.json", r#"{"eos_token_id": [1, 4]}"#),
+            ],
+        );
+        let tok = Tokenizer::from_hf_dir(&d.0).unwrap();
+        assert_eq!((tok.bos_id(), tok.eos_id()), (Some(0), Some(1)));
+        // No add_bos_token: the post-processor's template decides.
+        assert!(tok.adds_bos());
+        assert_eq!(tok.encode("hello world", true).unwrap(), [0, 2, 3]);
+        assert_eq!(tok.encode("hello <|end|>", false).unwrap(), [2, 4]);
+        assert_eq!(tok.eos_ids(), [1, 4]);
+        assert!(tok.is_special(4) && !tok.is_special(2));
+        assert_eq!(tok.vocab_size(), 5);
+        assert_eq!(tok.chat_template(), Some("D"));
+    }
+
+    #[test]
+    fn explicit_flags_and_the_template_file() {
+        let d = dir(
+            "flags",
+            &[
+                ("tokenizer.json", TOKENIZER_JSON),
+                ("tokenizer_config.json", r#"{"bos_token": "<s>", "add_bos_token": false}"#),
+                ("chat_template.jinja", "{{ messages }}"),
+            ],
+        );
+        let tok = Tokenizer::from_hf_dir(&d.0).unwrap();
+        assert!(!tok.adds_bos());
+        assert_eq!(tok.encode("hello", true).unwrap(), [2]);
+        assert_eq!(tok.chat_template(), Some("{{ messages }}"));
+        assert!(tok.eos_ids().is_empty());
+    }
+
+    #[test]
+    fn bad_directories_are_typed_errors() {
+        let d = dir("missing", &[]);
+        assert!(matches!(Tokenizer::from_hf_dir(&d.0), Err(TokenizerError::Io { .. })));
+
+        let d = dir(
+            "badbos",
+            &[("tokenizer.json", TOKENIZER_JSON), ("tokenizer_config.json", r#"{"bos_token": "<nope>"}"#)],
+        );
+        let e = Tokenizer::from_hf_dir(&d.0).unwrap_err().to_string();
+        assert!(e.contains("tokenizer_config.json") && e.contains("<nope>"), "{e}");
+
+        let d = dir("badjson", &[("tokenizer.json", TOKENIZER_JSON), ("tokenizer_config.json", "{")]);
+        assert!(matches!(Tokenizer::from_hf_dir(&d.0), Err(TokenizerError::Json { .. })));
+
+        let d =
+            dir("badeos", &[("tokenizer.json", TOKENIZER_JSON), ("generation_config.json", r#"{"eos_token_id": 99}"#)]);
+        let e = Tokenizer::from_hf_dir(&d.0).unwrap_err().to_string();
+        assert!(e.contains("generation_config.json") && e.contains("99"), "{e}");
+    }
 }
