@@ -8,6 +8,7 @@ ggml rope/rms_norm semantics), NOT from lowbit's Rust code. Weights are dequanti
 Sub-commands
 ------------
   fixture  --model M --out FILE [--text T]   write a golden JSON fixture (schema below)
+  longfixture --model M --out FILE [-n 640]  long-context fixture (sliding window), schema in its docstring
   ppl      --model M [--chunks N] [--ctx 512] llama.cpp-style perplexity on wiki.test.raw
   greedy   --model M --prompt P [-n 32]      greedy continuation (no KV cache, full recompute)
   kldbase  --model M --base FILE [--chunks N] compare with a `llama-perplexity --kl-divergence-base`
@@ -425,6 +426,47 @@ def cmd_fixture(a):
     print(f"wrote {a.out} ({os.path.getsize(a.out)} bytes); greedy next = {out['greedy_next']}", file=sys.stderr)
 
 
+def cmd_longfixture(a):
+    """Long-context fixture (exercises Gemma 3's 512-token sliding window): the first n tokens of the
+    corpus (llama-perplexity tokenization, BOS first if the model adds one); per position the argmax,
+    its logit, the full-vocab logsumexp and the logit of the actual next token."""
+    m = Model(a.model)
+    dtype = np.float64 if a.dtype == "float64" else np.float32
+    ids, how = corpus_tokens(m, a.corpus, a.n)
+    if m.add_bos:
+        ids[0] = m.bos
+    T = len(ids)
+    hs = forward_hidden(m, ids, dtype)
+    top1, top1_logit, lse, nxt_logit = [], [], [], []
+    for s in range(0, T, 128):
+        lg = logits_from_hidden(m, hs[s:s + 128], dtype)
+        l = logsumexp(lg)
+        for r in range(lg.shape[0]):
+            p = s + r
+            i = int(np.argmax(lg[r]))
+            top1.append(i)
+            top1_logit.append(round(float(lg[r, i]), 6))
+            lse.append(round(float(l[r]), 6))
+            if p + 1 < T:
+                nxt_logit.append(round(float(lg[r, ids[p + 1]]), 6))
+    nll = np.array(lse[:-1]) - np.array(nxt_logit)
+    out = {
+        "schema": "lowbit-golden-long-v1",
+        "model_file": os.path.basename(m.path), "model_sha256": sha256(m.path), "arch": m.arch,
+        "config": m.config(), "source": f"first {T} tokens of wiki.test.raw", "tokenizer": how,
+        "compute_dtype": a.dtype, "input_ids": [int(i) for i in ids],
+        "top1_ids": top1, "top1_logits": top1_logit, "logsumexp": lse,
+        "next_token_logits": nxt_logit,
+        "mean_nll_all": round(float(nll.mean()), 6),
+        "mean_nll_from_512": round(float(nll[512:].mean()), 6) if T > 513 else None,
+    }
+    with open(a.out, "w") as f:
+        json.dump(out, f, separators=(",", ":"))
+        f.write("\n")
+    print(f"wrote {a.out} ({os.path.getsize(a.out)} bytes); mean nll {out['mean_nll_all']}, "
+          f"positions>=512: {out['mean_nll_from_512']}", file=sys.stderr)
+
+
 def corpus_tokens(m, path, n_needed):
     """Tokens of the corpus like llama-perplexity: common_tokenize(text, add_special=true).
     Tokenizes a prefix (cut at a line boundary) large enough for n_needed tokens."""
@@ -550,6 +592,12 @@ def main():
     p.add_argument("--text", default=FIXTURE_TEXT)
     p.add_argument("--ids", help="comma-separated token ids (skip tokenization)")
     p.set_defaults(f=cmd_fixture)
+
+    p = sp.add_parser("longfixture"); common(p, "float64")
+    p.add_argument("--out", required=True)
+    p.add_argument("--corpus", default=DEFAULT_CORPUS)
+    p.add_argument("-n", type=int, default=640)
+    p.set_defaults(f=cmd_longfixture)
 
     p = sp.add_parser("ppl"); common(p, "float32")
     p.add_argument("--corpus", default=DEFAULT_CORPUS)

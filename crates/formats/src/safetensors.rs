@@ -254,7 +254,7 @@ impl SafetensorsFile {
     /// Memory-maps and checks `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<SafetensorsFile> {
         let path = path.as_ref();
-        let io = |source| FormatError::Io { path: path.to_path_buf(), source };
+        let io = |source| FormatError::Io { path: path.to_path_buf(), cause: source };
         let file = std::fs::File::open(path).map_err(io)?;
         // SAFETY: the map is read-only and lowbit never writes to a model file it has open. A
         // file truncated by another process while mapped is outside what any reader can defend.

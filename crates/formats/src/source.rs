@@ -42,7 +42,8 @@ impl TensorRef<'_> {
 impl ModelSource {
     /// Opens a `.gguf` file, a Hugging Face model directory, or a `config.json` file.
     pub fn open(path: &Path) -> Result<ModelSource> {
-        let meta = std::fs::metadata(path).map_err(|source| FormatError::Io { path: path.to_path_buf(), source })?;
+        let meta =
+            std::fs::metadata(path).map_err(|source| FormatError::Io { path: path.to_path_buf(), cause: source })?;
         if meta.is_dir() {
             return Ok(ModelSource::Hf(HfModel::open(path)?));
         }
