@@ -211,24 +211,11 @@ mod tests {
         }
     }
 
-    fn models_dir() -> PathBuf {
-        match std::env::var_os("LOWBIT_MODELS") {
-            Some(d) => PathBuf::from(d),
-            None => Path::new(&std::env::var_os("HOME").unwrap_or_default()).join(".cache/lowbit/models"),
-        }
-    }
-
     /// Totals from PyPI `gguf`'s GGUFReader (sum of n_elements over all tensors).
     #[test]
     fn real_gguf_config_equals_tensors() {
-        for (file, total) in
-            [("SmolLM2-135M-Instruct.Q4_1.gguf", 134_515_008u64), ("gemma-3-270m-q4_k_m.gguf", 268_098_176)]
-        {
-            let path = models_dir().join(file);
-            if !path.exists() {
-                println!("skipping: {} not found (set LOWBIT_MODELS)", path.display());
-                continue;
-            }
+        for (file, total) in [(lowbit_testdata::SMOLLM2, 134_515_008u64), (lowbit_testdata::GEMMA3, 268_098_176)] {
+            let Some(path) = lowbit_testdata::model(file) else { continue };
             let source = ModelSource::open(&path).unwrap();
             let cfg = source.config().unwrap();
             let from_cfg = from_config(&cfg).unwrap();

@@ -7,8 +7,6 @@
 //! inputs of the plain F16/BF16 types: a NaN must stay NaN, but its payload and signalling bit
 //! are not specified (x86 F16C quiets signalling NaNs, numpy keeps them).
 
-use std::path::{Path, PathBuf};
-
 use lowbit_formats::dequant::{dequantize, dequantize_into};
 use lowbit_formats::gguf::GgufFile;
 use lowbit_formats::DType;
@@ -133,41 +131,26 @@ fn weighted_hash(values: impl Iterator<Item = u64>) -> u64 {
     })
 }
 
-fn models_dir() -> PathBuf {
-    match std::env::var_os("LOWBIT_MODELS") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/lowbit/models"),
-    }
-}
-
-/// Checks one real tensor; `Err` is a reason to skip it (the model file is absent or another build).
-fn check_real_tensor(dir: &Path, t: &RealTensor) -> Result<(), String> {
-    let path = dir.join(&t.file);
-    if !path.exists() {
-        return Err(format!("{} is absent (run scripts/fetch-models.sh or set LOWBIT_MODELS)", path.display()));
-    }
+/// Checks one real tensor of a model fetched (and sha256-verified) by scripts/fetch-models.sh.
+fn check_real_tensor(t: &RealTensor) {
+    let Some(path) = lowbit_testdata::model(&t.file) else { return };
     let file = GgufFile::open(&path).unwrap_or_else(|e| panic!("{e}"));
     let info = file.tensor_info(&t.tensor).unwrap_or_else(|| panic!("{}: no tensor {}", path.display(), t.tensor));
     let raw = file.tensor_data(info);
-    if weighted_hash(raw.iter().map(|&b| u64::from(b))) != t.raw_hash {
-        return Err(format!("{}: {} is not the build the fixture was made from", path.display(), t.tensor));
-    }
+    let raw_hash = weighted_hash(raw.iter().map(|&b| u64::from(b)));
+    assert_eq!(raw_hash, t.raw_hash, "{}: {} is not the build the fixture was made from", path.display(), t.tensor);
     assert_eq!(info.dtype.name(), t.dtype, "{}", t.tensor);
     let ours = dequantize(info.dtype, raw, t.n_elements).unwrap_or_else(|e| panic!("{}: {e}", t.tensor));
     assert_eq!(first_mismatch(&ours[..t.head.len()], &t.head), None, "{} {}: first values", t.file, t.tensor);
     let hash = weighted_hash(ours.iter().map(|x| u64::from(x.to_bits())));
     assert_eq!(hash, t.values_hash, "{} {}: dequantized values differ from gguf's", t.file, t.tensor);
-    Ok(())
 }
 
 #[test]
 fn real_model_tensors_match_gguf_py() {
     let tensors: Vec<RealTensor> =
         serde_json::from_str(include_str!("data/dequant/real_tensors.json")).expect("real_tensors.json parses");
-    let dir = models_dir();
     for t in &tensors {
-        if let Err(why) = check_real_tensor(&dir, t) {
-            eprintln!("skipping {} {}: {why}", t.file, t.tensor);
-        }
+        check_real_tensor(t);
     }
 }

@@ -105,19 +105,9 @@ fn strftime_now_reads_the_clock_when_not_pinned() {
     assert!((year as f64 - approx).abs() < 1.01, "year {year}, clock says {approx}");
 }
 
-fn models_dir() -> PathBuf {
-    std::env::var_os("LOWBIT_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/lowbit/models"))
-}
-
 #[test]
 fn smollm2_gguf_template_and_special_tokens() {
-    let path = models_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !path.exists() {
-        eprintln!("skipping: {} not found (set LOWBIT_MODELS)", path.display());
-        return;
-    }
+    let Some(path) = lowbit_testdata::model(lowbit_testdata::SMOLLM2) else { return };
     let golden = golden();
     let tok = Tokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap();
     assert_eq!(tok.chat_template(), golden.templates["smollm2"].as_str());

@@ -14,25 +14,14 @@ use lowbit_formats::gguf::GgufFile;
 use lowbit_runtime::tokenizer::{StreamDecoder, Tokenizer};
 use serde::Deserialize;
 
-const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
+use lowbit_testdata::{GEMMA3, SMOLLM2};
 
 fn data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data")
 }
 
-fn models_dir() -> PathBuf {
-    std::env::var_os("LOWBIT_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/lowbit/models"))
-}
-
 fn load(name: &str) -> Option<Tokenizer> {
-    let path = models_dir().join(name);
-    if !path.exists() {
-        eprintln!("skipping: {} not found (set LOWBIT_MODELS)", path.display());
-        return None;
-    }
+    let path = lowbit_testdata::model(name)?;
     let file = GgufFile::open(&path).unwrap();
     let start = Instant::now();
     let tok = Tokenizer::from_gguf(&file).unwrap();
