@@ -32,8 +32,6 @@ fn main() {
     let cli = Cli::parse();
     let threads = cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     lowbit_kernels::set_threads(threads);
-    // The kernels and the attention loop share rayon's global pool.
-    let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
     let result = match cli.command {
         Command::Inspect(a) => inspect_cmd::run(a),
         Command::Generate(a) => generate_cmd::run(a),

@@ -133,14 +133,14 @@ fn seconds_per_call<const N: usize>(mut fs: [&mut dyn FnMut(); N]) -> [f64; N] {
             ((0.2 / start.elapsed().as_secs_f64()) as usize).max(1)
         })
         .collect();
-    let mut times = [[0.0; 5]; N];
-    for round in 0..5 {
+    let mut times: [Vec<f64>; N] = std::array::from_fn(|_| Vec::new());
+    for _ in 0..5 {
         for (j, f) in fs.iter_mut().enumerate() {
             let start = Instant::now();
             for _ in 0..batch[j] {
                 f();
             }
-            times[j][round] = start.elapsed().as_secs_f64() / batch[j] as f64;
+            times[j].push(start.elapsed().as_secs_f64() / batch[j] as f64);
         }
     }
     black_box(&mut fs);

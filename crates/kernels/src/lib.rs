@@ -57,9 +57,11 @@ pub fn matmul_f32(x: &[f32], w: &[f32], out: &mut [f32], n: usize, k: usize, m: 
     }
 }
 
-/// From this many rows of x on, `matmul_f32` uses the `gemm` crate. Below it, packing w costs gemm
-/// more than it gains (at 16 rows it runs at half the speed of the tile kernel); from about 256 rows
-/// on, its packed outer-product kernel is ahead. See benches/matmul.rs.
+/// From this many rows of x on, `matmul_f32` uses the `gemm` crate. Measured with benches/matmul.rs
+/// on 2 threads (EPYC, AVX2), w 1536×576: with few rows the tile kernel wins because gemm packs w on
+/// every call (2.1× faster at 16 rows, 14% at 64, 4% at 128); from 256 rows on, and on Gemma 3's
+/// 262144×640 lm_head at 512 rows, the two are even (±3%) on an idle machine, while with other
+/// processes competing for the cores gemm's finer work split (rayon) kept it 5–15% ahead.
 pub const GEMM_MIN_ROWS: usize = 128;
 
 /// The `gemm` crate on our layout: x is its row-major lhs, and w, read with row stride 1 and column

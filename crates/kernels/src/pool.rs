@@ -153,7 +153,8 @@ impl Shared {
                 continue;
             }
             if !self.panicked.load(Ordering::Relaxed) {
-                // SAFETY: see `impl Sync for Shared`: we hold an unfinished item of the job `job` belongs to.
+                // SAFETY: see `impl Sync for Shared`: this item of the current epoch is claimed and not
+                // yet counted in `done`, so `run` is still waiting and `job` is its live `f`.
                 let f = unsafe { &**self.job.get() };
                 if let Err(payload) = catch_unwind(AssertUnwindSafe(|| f(item))) {
                     if !self.panicked.swap(true, Ordering::Relaxed) {
@@ -223,9 +224,10 @@ impl Pool {
         s.work(epoch);
         let mut spins = 0u32;
         while s.done.load(Ordering::Acquire) != n {
-            // The items still running belong to workers that may have lost their cores to other
-            // processes; stop competing with them.
-            if spins < 1 << 16 {
+            // Spin for about the tail of a typical item (1024 pauses, tens of µs); past that the
+            // worker holding the last item has likely lost its core to another process, so give it
+            // ours.
+            if spins < 1 << 10 {
                 spins += 1;
                 std::hint::spin_loop();
             } else {

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use lowbit_formats::config::{Activation, AttentionKind, ModelConfig};
 use lowbit_formats::source::ModelSource;
 use lowbit_kernels as k;
-use rayon::prelude::*;
 
 use crate::error::ModelError;
 use crate::kv_cache::KvCache;
@@ -266,7 +265,7 @@ impl Model {
             AttentionKind::Sliding { window } => window,
         };
         let mut out = vec![0f32; n * qd];
-        out.par_chunks_mut(hd).enumerate().for_each(|(idx, o)| {
+        k::parallel_chunks_mut(&mut out, hd, &|idx, o| {
             let (t, head) = (idx / nh, idx % nh);
             let pos = pos0 + t;
             let first = (pos + 1).saturating_sub(window);
