@@ -10,6 +10,7 @@ pub mod dequant;
 pub mod dtype;
 pub mod error;
 pub mod gguf;
+pub mod gguf_write;
 pub mod hf_config;
 pub mod names;
 pub mod params;
