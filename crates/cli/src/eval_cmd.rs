@@ -22,6 +22,10 @@ pub struct Args {
     /// Score only the first N chunks.
     #[arg(long)]
     chunks: Option<usize>,
+    /// Reference model (e.g. the original): adds its PPL, the KL-divergence from it and top-1
+    /// agreement with it on the same tokens.
+    #[arg(long)]
+    reference: Option<PathBuf>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -30,6 +34,7 @@ pub struct Args {
 #[derive(Serialize)]
 struct Output<'a> {
     model: String,
+    reference: Option<String>,
     corpus: String,
     corpus_tokens: usize,
     load_seconds: f64,
@@ -42,7 +47,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.corpus)
         .with_context(|| format!("reading the corpus {}", args.corpus.display()))?;
     let loaded = crate::load::load(&args.model)?;
+    let reference = args.reference.as_deref().map(crate::load::load).transpose()?;
     let tok = &loaded.tokenizer;
+    if let Some(r) = &reference {
+        let probe = "The quick brown fox, 1905.";
+        if r.tokenizer.encode(probe, false)? != tok.encode(probe, false)? {
+            anyhow::bail!(
+                "the reference tokenizes text differently from the model: they cannot be compared token by token"
+            );
+        }
+    }
     let tokens = tok.encode(&text, tok.adds_bos())?;
     let opts = PerplexityOptions {
         ctx: args.ctx,
@@ -52,14 +66,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let total = opts.max_chunks.map_or(tokens.len() / args.ctx, |m| m.min(tokens.len() / args.ctx));
     let bar = ProgressBar::new(total as u64)
         .with_style(ProgressStyle::with_template("{bar:30} chunk {pos}/{len} {msg}  [{elapsed} < {eta}]")?);
-    let report = perplexity(&loaded.model, &tokens, &opts, |p| {
+    let report = perplexity(&loaded.model, reference.as_ref().map(|r| &r.model), &tokens, &opts, |p| {
         bar.set_position(p.done as u64);
-        bar.set_message(format!("PPL {:.4}", p.ppl));
+        match p.mean_kld {
+            Some(k) => bar.set_message(format!("PPL {:.4}  KLD {:.5}", p.ppl, k)),
+            None => bar.set_message(format!("PPL {:.4}", p.ppl)),
+        }
     })?;
     bar.finish_and_clear();
 
     let out = Output {
         model: args.model.display().to_string(),
+        reference: args.reference.as_ref().map(|r| r.display().to_string()),
         corpus: args.corpus.display().to_string(),
         corpus_tokens: tokens.len(),
         load_seconds: loaded.load_seconds,
@@ -85,6 +103,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         out.threads.to_string(),
     ]);
     print!("{}", t.render());
+    if let Some(c) = &report.reference {
+        println!();
+        let mut t = Table::new(
+            &["reference PPL", "PPL ratio", "mean KLD", "median KLD", "p99 KLD", "max KLD", "same top-1"],
+            &[true; 7],
+        );
+        t.row(vec![
+            format!("{:.4}", c.reference_ppl),
+            format!("{:.4}", c.ppl_ratio),
+            format!("{:.5}", c.mean_kld),
+            format!("{:.5}", c.median_kld),
+            format!("{:.5}", c.p99_kld),
+            format!("{:.4}", c.max_kld),
+            format!("{:.1}%", 100.0 * c.same_top1),
+        ]);
+        print!("{}", t.render());
+    }
     let running: Vec<String> =
         report.running_ppl.iter().enumerate().map(|(i, p)| format!("[{}]{:.4}", i + 1, p)).collect();
     println!("running PPL: {}", running.join(","));

@@ -22,7 +22,7 @@ fn ppl_12_chunks(model_file: &str) -> Option<(f64, Vec<f64>)> {
     let tokens = tok.encode(&corpus(), tok.adds_bos()).unwrap();
     let opts =
         PerplexityOptions { ctx: 512, max_chunks: Some(12), bos: tok.adds_bos().then(|| tok.bos_id()).flatten() };
-    let r = perplexity(&model, &tokens, &opts, |_| {}).unwrap();
+    let r = perplexity(&model, None, &tokens, &opts, |_| {}).unwrap();
     assert_eq!((r.chunks, r.tokens_scored), (12, 12 * 255));
     eprintln!("{model_file}: PPL {:.4} ({:.1} tokens/s)", r.ppl, r.tokens_per_second);
     Some((r.ppl, r.running_ppl))
