@@ -4,6 +4,7 @@ mod eval_cmd;
 mod generate_cmd;
 mod inspect_cmd;
 mod load;
+mod quantize_cmd;
 mod table;
 
 use clap::{Parser, Subcommand};
@@ -24,8 +25,10 @@ enum Command {
     Inspect(inspect_cmd::Args),
     /// Generate text from a prompt, streamed as it is produced.
     Generate(generate_cmd::Args),
-    /// Perplexity on a text corpus, by llama.cpp's method.
+    /// Perplexity on a text corpus, by llama.cpp's method (KL-divergence with --reference).
     Eval(eval_cmd::Args),
+    /// Write a model in another storage format.
+    Quantize(quantize_cmd::Args),
 }
 
 fn main() {
@@ -36,6 +39,7 @@ fn main() {
         Command::Inspect(a) => inspect_cmd::run(a),
         Command::Generate(a) => generate_cmd::run(a),
         Command::Eval(a) => eval_cmd::run(a),
+        Command::Quantize(a) => quantize_cmd::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {}", describe(&e));

@@ -14,6 +14,7 @@ pub mod gguf_write;
 pub mod hf_config;
 pub mod names;
 pub mod params;
+pub mod quantize;
 pub mod safetensors;
 pub mod source;
 

@@ -1,0 +1,3 @@
+//! Quantization: which storage type each tensor gets, and writing the result.
+
+pub mod gguf_export;
