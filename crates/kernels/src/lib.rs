@@ -7,6 +7,7 @@
 
 pub mod dispatch;
 mod pool;
+pub mod quant;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;

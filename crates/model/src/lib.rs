@@ -3,10 +3,12 @@
 pub mod error;
 pub mod kv_cache;
 pub mod linear;
+pub mod quant_linear;
 pub mod rope;
 pub mod transformer;
 
 pub use error::ModelError;
 pub use kv_cache::KvCache;
 pub use linear::{DenseF32, F32Factory, Linear, LinearFactory};
+pub use quant_linear::{NativeFactory, QuantLinear};
 pub use transformer::{Logits, Model};

@@ -1,0 +1,237 @@
+//! Matrix products with weights kept in GGUF's legacy block formats (Q8_0, Q4_0, Q4_1), llama.cpp's
+//! method: the activation rows are quantized once per matmul into int8 blocks ([`BlockQ8`]) in a
+//! reusable buffer ([`QuantizedActs`]), then every output is a sum over blocks of one integer dot
+//! product (32 int8 × int8 or uint4 × int8 products, exact in i32) times one float scale.
+//!
+//! As for the f32 kernels, [`scalar`] is the specification and each SIMD path in the [`QuantKernels`]
+//! table (chosen once from run-time CPU detection) computes the same integer dot products; only the
+//! order in which the per-block float terms are added differs (see [`scalar::matmul`]).
+//!
+//! Activation blocks carry their own f32 scale `d` (llama.cpp's `block_q8_0` has an f16 one) and the
+//! sum `s = d·Σq` of their codes (`block_q8_1`'s), which turns Q4_1's `m·Σx` term into one multiply-add
+//! per block instead of a second pass over the codes.
+
+pub mod scalar;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
+use crate::{parallel_chunks_mut, threads};
+
+/// Elements per block, in the weight formats and in [`BlockQ8`].
+pub const QK: usize = 32;
+
+/// The weight block formats multiplied natively: GGUF's (ggml's) `block_q4_0`, `block_q4_1` and
+/// `block_q8_0`, byte for byte as they are stored in the file (little-endian f16 scales).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QuantType {
+    /// 2-byte f16 scale d, then 16 bytes of 4-bit codes q: value = (q − 8)·d. Element j is the low
+    /// nibble of byte j, element j + 16 its high nibble.
+    Q4_0,
+    /// f16 scale d, f16 minimum m, 16 bytes of 4-bit codes (same order as Q4_0): value = q·d + m.
+    Q4_1,
+    /// f16 scale d, then 32 int8 codes q: value = q·d.
+    Q8_0,
+}
+
+impl QuantType {
+    pub const ALL: [QuantType; 3] = [QuantType::Q4_0, QuantType::Q4_1, QuantType::Q8_0];
+
+    /// Bytes of one block of [`QK`] weights.
+    pub const fn block_bytes(self) -> usize {
+        match self {
+            QuantType::Q4_0 => 18,
+            QuantType::Q4_1 => 20,
+            QuantType::Q8_0 => 34,
+        }
+    }
+
+    /// Bytes of one row of `k` weights (k a multiple of [`QK`]).
+    pub const fn row_bytes(self, k: usize) -> usize {
+        k / QK * self.block_bytes()
+    }
+
+    /// ggml's name of the format.
+    pub const fn name(self) -> &'static str {
+        match self {
+            QuantType::Q4_0 => "Q4_0",
+            QuantType::Q4_1 => "Q4_1",
+            QuantType::Q8_0 => "Q8_0",
+        }
+    }
+}
+
+/// One block of 32 quantized activations: x[i] ≈ d·qs[i], with qs in [−127, 127] (never −128: the
+/// Q8_0 kernels negate activation codes) and s = d·Σ qs. Made by [`scalar::quantize_block`].
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct BlockQ8 {
+    /// Scale: max |x| / 127; 0 for a block of zeros (or of values too small to scale, below
+    /// `f32::MIN_POSITIVE`·127); NaN when the block holds an infinity or NaN.
+    pub d: f32,
+    /// d·Σ qs (exact sum, one rounding).
+    pub s: f32,
+    pub qs: [i8; QK],
+}
+
+/// One instruction-set path of the quantized kernels. Every entry computes what the same-named
+/// function in [`scalar`] computes; `quantize_row` bit for bit, `matmul` up to the order of its float
+/// additions.
+#[derive(Clone, Copy)]
+pub struct QuantKernels {
+    /// "scalar", "avx2".
+    pub name: &'static str,
+    /// Quantizes x (a multiple of [`QK`] long) into x.len()/32 blocks.
+    pub quantize_row: fn(x: &[f32], out: &mut [BlockQ8]),
+    /// Single-threaded `out[t·m + o] = Σ_b dot(block b of weight row o, block b of activation row t)`
+    /// for weights `w` of m rows of `k` (m = w.len() / ty.row_bytes(k)) and activations `acts` of
+    /// n rows (n = acts.len()·32 / k); the public [`matmul_quant`] splits work across threads.
+    pub matmul: fn(ty: QuantType, w: &[u8], acts: &[BlockQ8], out: &mut [f32], k: usize),
+}
+
+pub static SCALAR: QuantKernels =
+    QuantKernels { name: "scalar", quantize_row: scalar::quantize_row, matmul: scalar::matmul };
+
+/// The fastest path this CPU supports, detected on first use.
+pub fn active() -> &'static QuantKernels {
+    static ACTIVE: OnceLock<&'static QuantKernels> = OnceLock::new();
+    ACTIVE.get_or_init(|| paths().last().copied().unwrap_or(&SCALAR))
+}
+
+/// Every path this CPU can run, scalar first; tests compare each against the first.
+pub fn paths() -> Vec<&'static QuantKernels> {
+    let mut v = vec![&SCALAR];
+    #[cfg(target_arch = "x86_64")]
+    if let Some(k) = avx2::kernels() {
+        v.push(k);
+    }
+    v
+}
+
+/// Checks the shapes of a `QuantKernels::matmul` call and returns (n, m).
+pub(crate) fn matmul_dims(ty: QuantType, w: &[u8], acts: &[BlockQ8], out: &[f32], k: usize) -> (usize, usize) {
+    assert!(k > 0 && k.is_multiple_of(QK), "quantized matmul: k = {k} is not a positive multiple of {QK}");
+    let (row_bytes, nb) = (ty.row_bytes(k), k / QK);
+    assert!(
+        w.len().is_multiple_of(row_bytes) && acts.len().is_multiple_of(nb),
+        "quantized matmul: {} bytes of {} weights or {} activation blocks are not whole rows of k = {k}",
+        w.len(),
+        ty.name(),
+        acts.len()
+    );
+    let (n, m) = (acts.len() / nb, w.len() / row_bytes);
+    assert_eq!(out.len(), n * m, "quantized matmul: out has {} elements, want {n}×{m}", out.len());
+    (n, m)
+}
+
+/// Activation rows quantized to [`BlockQ8`]s: the reusable scratch buffer of a matmul. Quantizing into
+/// it again reuses its allocation, so a decode loop allocates only on its first call.
+#[derive(Clone, Debug, Default)]
+pub struct QuantizedActs {
+    blocks: Vec<BlockQ8>,
+    rows: usize,
+    k: usize,
+}
+
+/// From this many activations on, quantizing splits rows across threads (a block takes ~20 ns, so
+/// 64 Ki activations take ~40 µs on one thread, ten times what handing work to the pool costs).
+const PAR_MIN_ACTS: usize = 64 * 1024;
+
+impl QuantizedActs {
+    pub fn new() -> QuantizedActs {
+        QuantizedActs::default()
+    }
+
+    /// Quantizes `x`, `n` rows of `k` (k a positive multiple of [`QK`]), replacing the contents.
+    pub fn quantize(&mut self, x: &[f32], n: usize, k: usize) {
+        assert!(k > 0 && k.is_multiple_of(QK), "quantize: k = {k} is not a positive multiple of {QK}");
+        assert_eq!(x.len(), n * k, "quantize: x has {} elements, want {n}×{k}", x.len());
+        let nb = k / QK;
+        self.blocks.resize(n * nb, BlockQ8::default());
+        (self.rows, self.k) = (n, k);
+        let quantize_row = active().quantize_row;
+        if n == 1 || n * k < PAR_MIN_ACTS {
+            return quantize_row(x, &mut self.blocks);
+        }
+        let rows = n.div_ceil(4 * threads());
+        parallel_chunks_mut(&mut self.blocks, rows * nb, &|i, part| {
+            quantize_row(&x[i * rows * k..][..part.len() * QK], part)
+        });
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Elements per row.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// All blocks, row after row (k/32 per row).
+    pub fn blocks(&self) -> &[BlockQ8] {
+        &self.blocks
+    }
+}
+
+/// Below this many weight bytes a decode GEMV runs on the calling thread: at ~10 GB/s per core it
+/// takes ~6 µs, about what splitting it would cost in waking and waiting for the other threads.
+const PAR_MIN_BYTES: usize = 64 * 1024;
+
+/// out[t·m + o] = Σ_i W[o, i]·x̃[t, i], where W is `w` (m rows of `ty` blocks, k = acts.k() per row) and
+/// x̃ the activations as quantized in `acts` (n = acts.rows() rows): for each pair of blocks, an exact
+/// integer dot product times the two scales (plus Q4_1's minimum times the block sum).
+///
+/// n = 1 (decode) splits the rows of w across threads, each pass of the kernel sharing one load of the
+/// activations among several rows; n > 1 splits the rows of x (tokens) across threads, and each
+/// thread's kernel decodes a weight block once for several tokens. Panics on mismatched lengths.
+pub fn matmul_quant(ty: QuantType, w: &[u8], acts: &QuantizedActs, out: &mut [f32], m: usize) {
+    let (n, k) = (acts.rows(), acts.k());
+    if n == 0 || m == 0 {
+        assert!(out.is_empty(), "matmul_quant: out has {} elements, want {n}×{m}", out.len());
+        return;
+    }
+    let row_bytes = ty.row_bytes(k);
+    assert_eq!(w.len(), m * row_bytes, "matmul_quant: w has {} bytes, want {m} rows of {k} {}", w.len(), ty.name());
+    assert_eq!(out.len(), n * m, "matmul_quant: out has {} elements, want {n}×{m}", out.len());
+    let kern = active().matmul;
+    let threads = threads();
+    let blocks = acts.blocks();
+    if n == 1 {
+        if threads == 1 || w.len() < PAR_MIN_BYTES {
+            return kern(ty, w, blocks, out, k);
+        }
+        // About four chunks per thread so that a thread that loses its core is covered by the others;
+        // chunks are whole 8-row groups, the unit of the AVX2 GEMV.
+        let rows = m.div_ceil(4 * threads).next_multiple_of(8);
+        parallel_chunks_mut(out, rows, &|i, part| {
+            kern(ty, &w[i * rows * row_bytes..][..part.len() * row_bytes], blocks, part, k)
+        });
+    } else {
+        // One chunk of tokens per thread, each reading all of w: output rows stay contiguous, and w
+        // (at most a few MB per matrix, or the lm_head read in a few passes) comes from the caches.
+        let nb = k / QK;
+        let tokens = n.div_ceil(threads);
+        parallel_chunks_mut(out, tokens * m, &|i, part| {
+            kern(ty, w, &blocks[i * tokens * nb..][..part.len() / m * nb], part, k)
+        });
+    }
+}
+
+/// [`matmul_quant`] of f32 activations `x` (n rows of k), quantized first into a per-thread scratch
+/// buffer that is reused from call to call.
+pub fn matmul_quant_f32(ty: QuantType, w: &[u8], x: &[f32], out: &mut [f32], n: usize, k: usize, m: usize) {
+    thread_local! {
+        static SCRATCH: RefCell<QuantizedActs> = RefCell::new(QuantizedActs::new());
+    }
+    // Nothing run while the buffer is borrowed calls back into user code (the pool runs only this
+    // call's own items on this thread), so the borrow cannot already be held.
+    SCRATCH.with_borrow_mut(|acts| {
+        acts.quantize(x, n, k);
+        matmul_quant(ty, w, acts, out, m);
+    })
+}
