@@ -1,5 +1,6 @@
 //! Architectures and the pieces they share: the `Linear` seam, rotary embeddings, the KV cache.
 
+pub mod embedding;
 pub mod error;
 pub mod kv_cache;
 pub mod linear;
@@ -7,6 +8,7 @@ pub mod quant_linear;
 pub mod rope;
 pub mod transformer;
 
+pub use embedding::Embedding;
 pub use error::ModelError;
 pub use kv_cache::KvCache;
 pub use linear::{DenseF32, F32Factory, Linear, LinearFactory};

@@ -17,8 +17,7 @@ pub trait Linear: Send + Sync {
     fn weight_bytes(&self) -> usize;
 }
 
-/// An f32 weight matrix `[out_features, in_features]`. The data is shared so that a tied
-/// output projection and the embedding table are one allocation.
+/// An f32 weight matrix `[out_features, in_features]`.
 pub struct DenseF32 {
     weight: Arc<[f32]>,
     rows: usize,
@@ -62,13 +61,6 @@ impl Linear for DenseF32 {
 /// quantized runtimes supply their own implementation.
 pub trait LinearFactory {
     fn build(&self, tensor: &TensorRef<'_>) -> Result<Box<dyn Linear>, FormatError>;
-
-    /// The output projection of a model whose embedding table doubles as it; `dequantized`
-    /// is that table already in f32, which an f32 runtime shares instead of copying.
-    fn build_tied(&self, tensor: &TensorRef<'_>, dequantized: &Arc<[f32]>) -> Result<Box<dyn Linear>, FormatError> {
-        let _ = dequantized;
-        self.build(tensor)
-    }
 }
 
 /// Dequantizes every weight to f32: the reference runtime.
@@ -79,11 +71,6 @@ impl LinearFactory for F32Factory {
         let (rows, cols) = matrix_shape(tensor)?;
         let w = lowbit_formats::dequant::dequantize(tensor.dtype, tensor.data, rows * cols)?;
         Ok(Box::new(DenseF32::new(w.into(), rows, cols)))
-    }
-
-    fn build_tied(&self, tensor: &TensorRef<'_>, dequantized: &Arc<[f32]>) -> Result<Box<dyn Linear>, FormatError> {
-        let (rows, cols) = matrix_shape(tensor)?;
-        Ok(Box::new(DenseF32::new(dequantized.clone(), rows, cols)))
     }
 }
 

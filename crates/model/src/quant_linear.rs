@@ -10,8 +10,6 @@
 //! kernels load them unaligned. Repacking into a kernel-friendly layout (scales apart, rows
 //! interleaved) would start from this owned copy.
 
-use std::sync::Arc;
-
 use lowbit_formats::source::TensorRef;
 use lowbit_formats::{DType, FormatError};
 use lowbit_kernels::quant::{matmul_quant_f32, QuantType, QK};
@@ -101,8 +99,7 @@ impl Linear for QuantLinear {
 }
 
 /// Keeps Q4_0, Q4_1 and Q8_0 weights in their blocks ([`QuantLinear`]) and dequantizes every other
-/// storage type to f32 ([`F32Factory`]). The tied output projection is native too when the embedding
-/// table is stored in one of those formats.
+/// storage type to f32 ([`F32Factory`]).
 pub struct NativeFactory;
 
 impl LinearFactory for NativeFactory {
@@ -110,13 +107,6 @@ impl LinearFactory for NativeFactory {
         match QuantLinear::from_tensor(tensor)? {
             Some(q) => Ok(Box::new(q)),
             None => F32Factory.build(tensor),
-        }
-    }
-
-    fn build_tied(&self, tensor: &TensorRef<'_>, dequantized: &Arc<[f32]>) -> Result<Box<dyn Linear>, FormatError> {
-        match QuantLinear::from_tensor(tensor)? {
-            Some(q) => Ok(Box::new(q)),
-            None => F32Factory.build_tied(tensor, dequantized),
         }
     }
 }

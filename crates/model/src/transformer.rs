@@ -10,6 +10,7 @@ use lowbit_formats::config::{Activation, AttentionKind, ModelConfig};
 use lowbit_formats::source::ModelSource;
 use lowbit_kernels as k;
 
+use crate::embedding::Embedding;
 use crate::error::ModelError;
 use crate::kv_cache::KvCache;
 use crate::linear::{Linear, LinearFactory};
@@ -54,7 +55,7 @@ struct Block {
 pub struct Model {
     pub config: ModelConfig,
     /// `[vocab, hidden]`, row per token.
-    embedding: Arc<[f32]>,
+    embedding: Embedding,
     blocks: Vec<Block>,
     output_norm: Vec<f32>,
     lm_head: Box<dyn Linear>,
@@ -108,12 +109,8 @@ impl Model {
         if embd.shape != [vocab, d] {
             return Err(ModelError::Shape { tensor: embd.name.into(), expected: vec![vocab, d], found: embd.shape });
         }
-        let embedding: Arc<[f32]> = lowbit_formats::dequant::dequantize(embd.dtype, embd.data, vocab * d)?.into();
-        let lm_head = if config.tie_embeddings {
-            factory.build_tied(&embd, &embedding)?
-        } else {
-            l.linear("output.weight", vocab, d)?
-        };
+        let embedding = Embedding::from_tensor(&embd)?;
+        let lm_head = if config.tie_embeddings { factory.build(&embd)? } else { l.linear("output.weight", vocab, d)? };
 
         let full_rope = Arc::new(Rope::new(&config, config.rope_theta));
         let sliding_rope = Arc::new(Rope::new(&config, config.rope_theta_sliding.unwrap_or(config.rope_theta)));
@@ -163,8 +160,7 @@ impl Model {
             .iter()
             .map(|b| [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down].iter().map(|l| l.weight_bytes()).sum::<usize>())
             .sum();
-        let head = if self.config.tie_embeddings { 0 } else { self.lm_head.weight_bytes() };
-        blocks + head + self.embedding.len() * 4
+        blocks + self.lm_head.weight_bytes() + self.embedding.bytes()
     }
 
     /// Runs `tokens` after what `cache` already holds and returns the logits that `want`
@@ -199,10 +195,9 @@ impl Model {
         let (n, d) = (tokens.len(), cfg.hidden_size);
         let mut x = vec![0f32; n * d];
         for (row, &t) in x.chunks_exact_mut(d).zip(tokens) {
-            let e = &self.embedding[t as usize * d..(t as usize + 1) * d];
-            match cfg.embedding_scale {
-                Some(s) => row.iter_mut().zip(e).for_each(|(o, &v)| *o = v * s),
-                None => row.copy_from_slice(e),
+            self.embedding.row_into(t as usize, row);
+            if let Some(s) = cfg.embedding_scale {
+                row.iter_mut().for_each(|v| *v *= s);
             }
         }
         let pos0 = cache.len();

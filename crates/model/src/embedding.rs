@@ -1,0 +1,94 @@
+//! The token embedding table kept in its stored format: a lookup dequantizes the rows it needs.
+//!
+//! Models with tied embeddings (SmolLM2, Gemma) store their largest matrix here — 49152×576 or
+//! 262144×640 — and the output projection reads the same tensor through its own `Linear`. Keeping
+//! the table packed rather than as f32 saves 4/bpw of its size (113 MB → 30 MB for SmolLM2's Q8_0
+//! table) and costs one row dequantization per input token. A row dequantizes to exactly the values
+//! a whole-table dequantization gives, since every format dequantizes block by block.
+
+use lowbit_formats::dequant::dequantize_into;
+use lowbit_formats::source::TensorRef;
+use lowbit_formats::{DType, FormatError};
+
+use crate::linear::matrix_shape;
+
+pub struct Embedding {
+    dtype: DType,
+    data: Vec<u8>,
+    rows: usize,
+    cols: usize,
+    row_bytes: usize,
+}
+
+impl Embedding {
+    /// A copy of a `[vocab, hidden]` table; each row must be whole blocks of its storage type.
+    pub fn from_tensor(tensor: &TensorRef<'_>) -> Result<Embedding, FormatError> {
+        let (rows, cols) = matrix_shape(tensor)?;
+        let named = |e: FormatError| FormatError::Invalid(format!("tensor {}: {e}", tensor.name));
+        let row_bytes = usize::try_from(tensor.dtype.storage_bytes(cols as u64).map_err(named)?)
+            .map_err(|_| named(FormatError::Invalid("row too large".into())))?;
+        if rows.checked_mul(row_bytes) != Some(tensor.data.len()) {
+            return Err(named(FormatError::Invalid(format!(
+                "{rows} rows of {row_bytes} bytes do not match its {} bytes",
+                tensor.data.len()
+            ))));
+        }
+        // A probe of the first row rejects storage types without a dequantization (U8) here rather
+        // than at the first lookup.
+        dequantize_into(tensor.dtype, &tensor.data[..row_bytes], &mut vec![0.0; cols]).map_err(named)?;
+        Ok(Embedding { dtype: tensor.dtype, data: tensor.data.to_vec(), rows, cols, row_bytes })
+    }
+
+    /// Number of rows (the vocabulary size).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Writes row `token` (< rows) into `out` (cols long).
+    pub fn row_into(&self, token: usize, out: &mut [f32]) {
+        assert!(token < self.rows && out.len() == self.cols, "embedding lookup out of range");
+        dequantize_into(self.dtype, &self.data[token * self.row_bytes..][..self.row_bytes], out)
+            .expect("rows were checked to be whole blocks of a dequantizable type at load");
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(dtype: DType, shape: Vec<usize>, data: &[u8]) -> Result<Embedding, FormatError> {
+        Embedding::from_tensor(&TensorRef { name: "token_embd.weight", dtype, shape, data })
+    }
+
+    #[test]
+    fn rows_dequantize_like_the_whole_table() {
+        // Two Q8_0 rows of 32: f16 scale 0.5 (0x3800) then codes; row 1 has codes 0..32.
+        let mut data = vec![0u8; 68];
+        for (r, row) in data.chunks_exact_mut(34).enumerate() {
+            row[..2].copy_from_slice(&0x3800u16.to_le_bytes());
+            row[2..].iter_mut().enumerate().for_each(|(i, c)| *c = (i * r) as i8 as u8);
+        }
+        let e = table(DType::Q8_0, vec![2, 32], &data).unwrap();
+        let whole = lowbit_formats::dequant::dequantize(DType::Q8_0, &data, 64).unwrap();
+        let mut row = [0.0; 32];
+        e.row_into(1, &mut row);
+        assert_eq!(row[..], whole[32..]);
+        assert_eq!(row[7], 3.5);
+        assert_eq!((e.rows(), e.bytes()), (2, 68));
+    }
+
+    #[test]
+    fn bad_tables_are_errors_naming_the_tensor() {
+        for (dtype, shape, len) in
+            [(DType::Q8_0, vec![2, 48], 102), (DType::Q8_0, vec![2, 32], 67), (DType::U8, vec![2, 2], 4)]
+        {
+            let e = table(dtype, shape, &vec![0; len]).err().expect("accepted a bad table");
+            assert!(e.to_string().contains("token_embd.weight"), "{e}");
+        }
+    }
+}
