@@ -7,6 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lowbit_eval::{perplexity, PerplexityOptions};
 use serde::Serialize;
 
+use crate::load::Runtime;
 use crate::table::Table;
 
 #[derive(clap::Args)]
@@ -29,6 +30,9 @@ pub struct Args {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// How the model runs (the reference always runs in f32).
+    #[command(flatten)]
+    runtime: crate::load::RuntimeArgs,
 }
 
 #[derive(Serialize)]
@@ -39,6 +43,7 @@ struct Output<'a> {
     corpus_tokens: usize,
     load_seconds: f64,
     threads: usize,
+    runtime: Runtime,
     #[serde(flatten)]
     report: &'a lowbit_eval::PerplexityReport,
 }
@@ -46,8 +51,8 @@ struct Output<'a> {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.corpus)
         .with_context(|| format!("reading the corpus {}", args.corpus.display()))?;
-    let loaded = crate::load::load(&args.model)?;
-    let reference = args.reference.as_deref().map(crate::load::load).transpose()?;
+    let loaded = crate::load::load(&args.model, args.runtime.runtime)?;
+    let reference = args.reference.as_deref().map(|r| crate::load::load(r, Runtime::F32)).transpose()?;
     let tok = &loaded.tokenizer;
     if let Some(r) = &reference {
         let probe = "The quick brown fox, 1905.";
@@ -82,6 +87,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         corpus_tokens: tokens.len(),
         load_seconds: loaded.load_seconds,
         threads: lowbit_kernels::threads(),
+        runtime: args.runtime.runtime,
         report: &report,
     };
     if args.json {

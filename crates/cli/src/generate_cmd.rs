@@ -49,10 +49,12 @@ pub struct Args {
     /// Print the token ids and timings as JSON after the text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    runtime: crate::load::RuntimeArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let loaded = crate::load::load(&args.model)?;
+    let loaded = crate::load::load(&args.model, args.runtime.runtime)?;
     let tok = &loaded.tokenizer;
     let prompt_text = if args.chat {
         let template = ChatTemplate::from_tokenizer(tok)?.ok_or_else(|| {

@@ -6,8 +6,26 @@ use std::time::Instant;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use lowbit_formats::source::ModelSource;
-use lowbit_model::{F32Factory, Model};
+use lowbit_model::{F32Factory, LinearFactory, Model, NativeFactory};
 use lowbit_runtime::tokenizer::Tokenizer;
+
+/// How weights are held while the model runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// Formats with integer kernels stay packed and multiply int8-quantized activations
+    /// (llama.cpp's method); the rest is dequantized to f32.
+    Native,
+    /// Every weight dequantized to f32, f32 activations: the reference.
+    F32,
+}
+
+#[derive(clap::Args, Clone, Copy)]
+pub struct RuntimeArgs {
+    /// native: packed weights on integer kernels; f32: everything dequantized (the reference).
+    #[arg(long, value_enum, default_value_t = Runtime::Native)]
+    pub runtime: Runtime,
+}
 
 pub struct Loaded {
     pub model: Model,
@@ -26,14 +44,18 @@ pub fn tokenizer_for(source: &ModelSource) -> anyhow::Result<Tokenizer> {
     Ok(tok)
 }
 
-pub fn load(path: &Path) -> anyhow::Result<Loaded> {
+pub fn load(path: &Path, runtime: Runtime) -> anyhow::Result<Loaded> {
     let spinner = ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}")?);
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
     spinner.set_message(format!("loading {}", path.display()));
     let start = Instant::now();
     let source = ModelSource::open(path)?;
     let tokenizer = tokenizer_for(&source).with_context(|| format!("loading the tokenizer of {}", path.display()))?;
-    let model = Model::load(&source, &F32Factory).with_context(|| format!("loading {}", path.display()))?;
+    let factory: &dyn LinearFactory = match runtime {
+        Runtime::Native => &NativeFactory,
+        Runtime::F32 => &F32Factory,
+    };
+    let model = Model::load(&source, factory).with_context(|| format!("loading {}", path.display()))?;
     let load_seconds = start.elapsed().as_secs_f64();
     spinner.finish_and_clear();
     Ok(Loaded { model, tokenizer, load_seconds })

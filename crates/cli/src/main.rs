@@ -1,5 +1,6 @@
 //! The `lowbit` command line: one verb per job, a table for people, `--json` for programs.
 
+mod bench_cmd;
 mod eval_cmd;
 mod generate_cmd;
 mod inspect_cmd;
@@ -29,6 +30,8 @@ enum Command {
     Eval(eval_cmd::Args),
     /// Write a model in another storage format.
     Quantize(quantize_cmd::Args),
+    /// Prefill and decode tokens/s, time to first token, load time and peak memory.
+    Bench(bench_cmd::Args),
 }
 
 fn main() {
@@ -40,6 +43,7 @@ fn main() {
         Command::Generate(a) => generate_cmd::run(a),
         Command::Eval(a) => eval_cmd::run(a),
         Command::Quantize(a) => quantize_cmd::run(a),
+        Command::Bench(a) => bench_cmd::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {}", describe(&e));

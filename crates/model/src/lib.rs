@@ -2,6 +2,7 @@
 
 pub mod embedding;
 pub mod error;
+pub mod half_linear;
 pub mod kv_cache;
 pub mod linear;
 pub mod quant_linear;
@@ -10,6 +11,7 @@ pub mod transformer;
 
 pub use embedding::Embedding;
 pub use error::ModelError;
+pub use half_linear::HalfLinear;
 pub use kv_cache::KvCache;
 pub use linear::{DenseF32, F32Factory, Linear, LinearFactory};
 pub use quant_linear::{NativeFactory, QuantLinear};

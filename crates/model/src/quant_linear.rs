@@ -14,6 +14,7 @@ use lowbit_formats::source::TensorRef;
 use lowbit_formats::{DType, FormatError};
 use lowbit_kernels::quant::{matmul_quant_f32, QuantType, QK};
 
+use crate::half_linear::HalfLinear;
 use crate::linear::{matrix_shape, F32Factory, Linear, LinearFactory};
 
 /// The kernels' format for a storage type, if they multiply it natively.
@@ -98,14 +99,17 @@ impl Linear for QuantLinear {
     }
 }
 
-/// Keeps Q4_0, Q4_1 and Q8_0 weights in their blocks ([`QuantLinear`]) and dequantizes every other
-/// storage type to f32 ([`F32Factory`]).
+/// Keeps Q4_0, Q4_1 and Q8_0 weights in their blocks ([`QuantLinear`]), F16/BF16 as they are
+/// ([`HalfLinear`]), and dequantizes every other storage type to f32 ([`F32Factory`]).
 pub struct NativeFactory;
 
 impl LinearFactory for NativeFactory {
     fn build(&self, tensor: &TensorRef<'_>) -> Result<Box<dyn Linear>, FormatError> {
-        match QuantLinear::from_tensor(tensor)? {
-            Some(q) => Ok(Box::new(q)),
+        if let Some(q) = QuantLinear::from_tensor(tensor)? {
+            return Ok(Box::new(q));
+        }
+        match HalfLinear::from_tensor(tensor)? {
+            Some(h) => Ok(Box::new(h)),
             None => F32Factory.build(tensor),
         }
     }

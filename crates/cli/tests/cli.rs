@@ -1,0 +1,42 @@
+//! The `lowbit` binary end to end on the real default model (SmolLM2-135M, Q4_1 layers).
+
+use std::process::Command;
+
+fn lowbit(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_lowbit")).args(args).output().expect("running lowbit");
+    assert!(out.status.success(), "lowbit {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+#[test]
+fn bench_reports_every_figure_as_json() {
+    let Some(model) = lowbit_testdata::model(lowbit_testdata::SMOLLM2) else { return };
+    let m = model.to_str().unwrap();
+    let j: serde_json::Value =
+        serde_json::from_str(&lowbit(&["-t", "2", "bench", m, "-p", "32", "-n", "4", "-r", "2", "--json"])).unwrap();
+    assert_eq!(j["pp"]["tokens"], 32);
+    assert_eq!(j["tg"]["runs"].as_array().unwrap().len(), 2);
+    assert!(j["tg"]["median"].as_f64().unwrap() > 0.0 && j["ttft_seconds"].as_f64().unwrap() > 0.0);
+    assert_eq!(j["file_bytes"].as_u64().unwrap(), std::fs::metadata(&model).unwrap().len());
+    assert_eq!((j["runtime"].as_str(), j["threads"].as_u64()), (Some("native"), Some(2)));
+    // Native Q4_1 layers and Q8_0 embedding/head: about the file's size, far below f32's 540 MB.
+    let weights = j["weight_bytes"].as_u64().unwrap();
+    assert!((90_000_000..160_000_000).contains(&weights), "{weights}");
+    let rss = j["peak_rss_bytes"].as_u64().unwrap();
+    assert!(rss > weights, "peak RSS {rss} below the weights held {weights}");
+}
+
+/// The f32 reference answers "Paris". The native runtime quantizes activations to int8 as llama.cpp does,
+/// and that is enough to send this 135M model's greedy path elsewhere: it answers exactly what
+/// llama.cpp answers from the same file (llama-server --jinja, /v1/chat/completions, temperature 0,
+/// top_k 1: "L'Étoile, la Marseillaise, la femme au martyre, la").
+#[test]
+fn each_runtime_answers_as_its_reference_does() {
+    let Some(model) = lowbit_testdata::model(lowbit_testdata::SMOLLM2) else { return };
+    let m = model.to_str().unwrap();
+    let prompt = "What is the capital of France?";
+    for (runtime, want) in [("f32", "The capital of France is Paris."), ("native", "L'Étoile, la Marseillaise,")] {
+        let text = lowbit(&["generate", m, "--chat", "-p", prompt, "-n", "12", "--runtime", runtime]);
+        assert!(text.starts_with(want), "{runtime}: {text}");
+    }
+}
