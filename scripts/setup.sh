@@ -14,7 +14,7 @@ CORPUS=../shared/data/wiki.test.raw
 echo; echo "== lowbit inspect"
 $LOWBIT inspect "$MODEL" --summary
 echo; echo "== lowbit generate --chat"
-$LOWBIT generate "$MODEL" --chat -p "What is the capital of France?" -n 32
+$LOWBIT generate "$MODEL" --chat -p "Name three primary colors." -n 32
 if [ -f "$CORPUS" ]; then
   echo; echo "== lowbit eval (WikiText-2, first 12 chunks of 512 tokens)"
   $LOWBIT eval "$MODEL" --corpus "$CORPUS" --chunks 12
