@@ -190,6 +190,16 @@ impl Backing {
     }
 }
 
+impl GgufFile {
+    /// Lets the OS drop the resident pages of a tensor's data that the caller has copied (see
+    /// `mapped::release`); reading it again later is still valid.
+    pub fn release(&self, data: &[u8]) {
+        if let Backing::Mmap(m) = &self.backing {
+            crate::mapped::release(m, data);
+        }
+    }
+}
+
 pub struct GgufFile {
     path: PathBuf,
     backing: Backing,

@@ -12,6 +12,7 @@ pub mod error;
 pub mod gguf;
 pub mod gguf_write;
 pub mod hf_config;
+mod mapped;
 pub mod names;
 pub mod params;
 pub mod quantize;

@@ -282,6 +282,11 @@ impl SafetensorsFile {
     }
 
     /// The header's `__metadata__` strings (e.g. `format: pt`).
+    /// Lets the OS drop the resident pages of tensor data the caller has copied (`mapped::release`).
+    pub fn release(&self, data: &[u8]) {
+        crate::mapped::release(&self.map, data);
+    }
+
     pub fn metadata(&self) -> &BTreeMap<String, String> {
         &self.metadata
     }
@@ -361,6 +366,11 @@ impl HfModel {
             }
         }
         Ok(HfModel { dir: dir.to_path_buf(), config, shards, tensors, by_canonical })
+    }
+
+    /// Lets the OS drop the resident pages of tensor data the caller has copied.
+    pub fn release(&self, data: &[u8]) {
+        self.shards.iter().for_each(|s| s.release(data));
     }
 
     pub fn dir(&self) -> &Path {

@@ -113,6 +113,16 @@ impl ModelSource {
         Ok((t.shape, values))
     }
 
+    /// Tells the source that a tensor's bytes have been copied and its mapped pages may leave memory
+    /// (they are read back from the file if used again), so a load holds the weights once, not twice.
+    pub fn release(&self, tensor: &TensorRef<'_>) {
+        match self {
+            ModelSource::Gguf(f) => f.release(tensor.data),
+            ModelSource::Hf(m) => m.release(tensor.data),
+            ModelSource::ConfigOnly { .. } => {}
+        }
+    }
+
     pub fn gguf(&self) -> Option<&GgufFile> {
         match self {
             ModelSource::Gguf(f) => Some(f),

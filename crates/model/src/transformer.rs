@@ -89,7 +89,9 @@ impl Loader<'_> {
         if t.shape != [rows, cols] {
             return Err(ModelError::Shape { tensor: name.into(), expected: vec![rows, cols], found: t.shape });
         }
-        Ok(self.factory.build(&t)?)
+        let linear = self.factory.build(&t)?;
+        self.source.release(&t);
+        Ok(linear)
     }
 }
 
@@ -111,6 +113,7 @@ impl Model {
         }
         let embedding = Embedding::from_tensor(&embd)?;
         let lm_head = if config.tie_embeddings { factory.build(&embd)? } else { l.linear("output.weight", vocab, d)? };
+        source.release(&embd);
 
         let full_rope = Arc::new(Rope::new(&config, config.rope_theta));
         let sliding_rope = Arc::new(Rope::new(&config, config.rope_theta_sliding.unwrap_or(config.rope_theta)));
