@@ -4,8 +4,8 @@
 //! [`Kernels`] table that [`kernels`] returns after checking. NEON is part of the aarch64 base
 //! architecture, so the check always passes there, but paths are chosen the same way on every target.
 //!
-//! NEON has no masked loads: tails shorter than one vector go through a 4-float buffer ([`load_tail`],
-//! [`store_tail`]), so no kernel reads or writes past the end of its slices and there are no scalar
+//! NEON has no masked loads: tails shorter than one vector go through a 4-float buffer (`load_tail`,
+//! `store_tail`), so no kernel reads or writes past the end of its slices and there are no scalar
 //! remainder loops to keep in sync with the vector code.
 //!
 //! The blocking constants follow the AVX2 path's reasoning; they are not tuned, for lack of an aarch64
