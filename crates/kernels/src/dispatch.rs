@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 /// computes, up to summation order and the accuracy of `exp`.
 #[derive(Clone, Copy)]
 pub struct Kernels {
-    /// Short name of the path, for logs and benchmarks ("scalar", "avx2").
+    /// Short name of the path, for logs and benchmarks ("scalar", "avx2", "neon").
     pub name: &'static str,
     pub dot_f32: fn(&[f32], &[f32]) -> f32,
     pub axpy_f32: fn(f32, &[f32], &mut [f32]),
@@ -44,6 +44,10 @@ pub fn paths() -> Vec<&'static Kernels> {
     let mut v = vec![&SCALAR];
     #[cfg(target_arch = "x86_64")]
     if let Some(k) = crate::x86::avx2::kernels() {
+        v.push(k);
+    }
+    #[cfg(target_arch = "aarch64")]
+    if let Some(k) = crate::arm::neon::kernels() {
         v.push(k);
     }
     v

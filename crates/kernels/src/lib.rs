@@ -1,10 +1,12 @@
 //! CPU kernels for lowbit: f32 matmul/GEMV, norms, softmax and gated activations.
 //!
 //! Each kernel exists as a scalar reference ([`scalar`], the specification) and as SIMD paths
-//! ([`x86::avx2`]; NEON later), collected in one [`dispatch::Kernels`] table per path. The table is
+//! (`x86::avx2`, `arm::neon`), collected in one [`dispatch::Kernels`] table per path. The table is
 //! chosen once from run-time CPU detection; the functions at the crate root go through it and add
 //! threading where it pays (the n = 1 GEMV of decode, and prefill matmuls).
 
+#[cfg(target_arch = "aarch64")]
+pub mod arm;
 pub mod dispatch;
 pub mod half;
 mod pool;

@@ -15,6 +15,8 @@ pub mod scalar;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 
 use std::cell::RefCell;
 use std::sync::OnceLock;
@@ -82,7 +84,7 @@ pub struct BlockQ8 {
 /// additions.
 #[derive(Clone, Copy)]
 pub struct QuantKernels {
-    /// "scalar", "avx2".
+    /// "scalar", "avx2", "neon", "neon-dotprod".
     pub name: &'static str,
     /// Quantizes x (a multiple of [`QK`] long) into x.len()/32 blocks.
     pub quantize_row: fn(x: &[f32], out: &mut [BlockQ8]),
@@ -108,6 +110,8 @@ pub fn paths() -> Vec<&'static QuantKernels> {
     if let Some(k) = avx2::kernels() {
         v.push(k);
     }
+    #[cfg(target_arch = "aarch64")]
+    v.extend(neon::kernels());
     v
 }
 

@@ -1,0 +1,3 @@
+//! aarch64 SIMD paths.
+
+pub mod neon;
