@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""The quality table: every storage format lowbit writes, scored against the dequantized F32 model.
+
+For each model: lowbit writes the F32 reference (`quantize --type F32`, the same bytes llama-quantize
+writes), then each build from that file, then `lowbit eval BUILD --reference F32 --chunks 12` (native
+runtime: int8 activations where a kernel exists) gives PPL ratio, mean KLD and top-1 agreement. GGUF
+builds are also scored by llama.cpp's llama-perplexity when it is available, to check that llama.cpp
+reads the file and measures the same perplexity (bar: within ±0.5%).
+
+    scripts/quality-table.py [--models smollm2,gemma3] [--builds Q8_0,Q4_K_M,...] [--chunks 12]
+                             [--out docs/quality.json] [--work DIR] [--no-llama]
+Builds: GGUF types and mixes by name (Q8_0, Q4_K_M, ...), native ones as rtn-4-g128[-asym], rtn-8, nf4.
+Prints a markdown table; writes JSON atomically.
+"""
+import argparse, json, os, re, subprocess, sys, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LOWBIT = os.path.join(ROOT, "target", "release", "lowbit")
+CORPUS = os.path.join(ROOT, "..", "shared", "data", "wiki.test.raw")
+MODELS = {
+    "smollm2": "SmolLM2-135M-Instruct.Q4_1.gguf",
+    "gemma3": "gemma-3-270m-q4_k_m.gguf",
+}
+DEFAULT_BUILDS = "Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q4_0,Q4_1,Q5_0,Q3_K_M,Q2_K,TQ2_0,TQ1_0,rtn-8,rtn-4-g128,rtn-4-g32-asym,rtn-3-g64,rtn-2-g32,nf4"
+
+
+def run(cmd, **kw):
+    print("+ " + " ".join(cmd), file=sys.stderr)
+    return subprocess.run(cmd, check=True, text=True, stdout=subprocess.PIPE, **kw).stdout
+
+
+def size(path):
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
+    return os.path.getsize(path)
+
+
+def build(src, work, name, threads):
+    """Writes build `name` of `src` under `work`; returns its path."""
+    m = re.fullmatch(r"rtn-(\d)(?:-g(\d+))?(-asym)?", name)
+    if m:
+        out = os.path.join(work, name)
+        cmd = [LOWBIT, "-t", threads, "quantize", src, "-o", out, "--method", "rtn", "--bits", m.group(1)]
+        if m.group(2):
+            cmd += ["--group", m.group(2)]
+        cmd += ["--asym"] if m.group(3) else (["--sym"] if m.group(2) else [])
+    elif name == "nf4":
+        out = os.path.join(work, name)
+        cmd = [LOWBIT, "-t", threads, "quantize", src, "-o", out, "--method", "nf4"]
+    else:
+        out = os.path.join(work, name + ".gguf")
+        cmd = [LOWBIT, "-t", threads, "quantize", src, "-o", out, "--type", name]
+    if not os.path.exists(out):
+        run(cmd)
+    return out
+
+
+def llama_ppl(llama_bin, path, chunks, threads):
+    out = subprocess.run(
+        [os.path.join(llama_bin, "llama-perplexity"), "-m", path, "-f", CORPUS, "-c", "512", "--chunks", str(chunks),
+         "-t", threads], text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    m = re.search(r"Final estimate: PPL = ([0-9.]+)", out.stdout)
+    return float(m.group(1)) if m else None
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="smollm2,gemma3")
+    ap.add_argument("--builds", default=DEFAULT_BUILDS)
+    ap.add_argument("--chunks", type=int, default=12)
+    ap.add_argument("--threads", default="2")
+    ap.add_argument("--out", default=os.path.join(ROOT, "docs", "quality.json"))
+    ap.add_argument("--work", default=os.path.expanduser("~/.cache/lowbit/quality"))
+    ap.add_argument("--no-llama", action="store_true")
+    a = ap.parse_args()
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "lowbit"], cwd=ROOT, check=True)
+    models_dir = subprocess.run(["bash", os.path.join(ROOT, "scripts", "fetch-models.sh")], check=True, text=True,
+                                stdout=subprocess.PIPE).stdout.strip()
+    llama_bin = None
+    if not a.no_llama:
+        llama_bin = run(["bash", os.path.join(ROOT, "..", "shared", "tools", "llama-cpp-peer.sh")]).strip()
+    results = json.load(open(a.out)) if os.path.exists(a.out) else {"rows": []}
+    rows = {(r["model"], r["build"]): r for r in results["rows"]}
+    for model in a.models.split(","):
+        work = os.path.join(a.work, model)
+        os.makedirs(work, exist_ok=True)
+        ref = os.path.join(work, "F32.gguf")
+        if not os.path.exists(ref):
+            run([LOWBIT, "quantize", os.path.join(models_dir, MODELS[model]), "-o", ref, "--type", "F32"])
+        for name in a.builds.split(","):
+            path = build(ref, work, name, a.threads)
+            t0 = time.time()
+            ev = json.loads(run([LOWBIT, "-t", a.threads, "eval", path, "--corpus", CORPUS, "--chunks",
+                                 str(a.chunks), "--reference", ref, "--json"]))
+            c = ev["reference"]
+            row = {"model": model, "build": name, "bytes": size(path), "ppl": ev["ppl"],
+                   "reference_ppl": c["reference_ppl"], "ppl_ratio": c["ppl_ratio"], "mean_kld": c["mean_kld"],
+                   "p99_kld": c["p99_kld"], "same_top1": c["same_top1"], "chunks": ev["chunks"],
+                   "eval_seconds": round(time.time() - t0, 1)}
+            if llama_bin and path.endswith(".gguf"):
+                lp = llama_ppl(llama_bin, path, a.chunks, a.threads)
+                row["llama_cpp_ppl"] = lp
+                row["lowbit_vs_llama_cpp_ppl"] = ev["ppl"] / lp if lp else None
+            rows[(model, name)] = row
+            results["rows"] = sorted(rows.values(), key=lambda r: (r["model"], -r["bytes"]))
+            os.makedirs(os.path.dirname(a.out), exist_ok=True)
+            with open(a.out + ".tmp", "w") as f:
+                json.dump(results, f, indent=1)
+            os.replace(a.out + ".tmp", a.out)
+    print("| model | build | bytes | PPL | PPL ratio | mean KLD | same top-1 | llama.cpp PPL (ratio) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results["rows"]:
+        lc = f"{r['llama_cpp_ppl']:.3f} ({r['lowbit_vs_llama_cpp_ppl']:.4f})" if r.get("llama_cpp_ppl") else "-"
+        print(f"| {r['model']} | {r['build']} | {r['bytes']:,} | {r['ppl']:.3f} | {r['ppl_ratio']:.4f} | "
+              f"{r['mean_kld']:.5f} | {100 * r['same_top1']:.1f}% | {lc} |")
+
+
+if __name__ == "__main__":
+    main()
