@@ -6,6 +6,7 @@
 //! threading where it pays (the n = 1 GEMV of decode, and prefill matmuls).
 
 pub mod dispatch;
+pub mod group;
 mod pool;
 pub mod quant;
 pub mod scalar;

@@ -108,7 +108,8 @@ impl Model {
         if embd.shape != [vocab, d] {
             return Err(ModelError::Shape { tensor: embd.name.into(), expected: vec![vocab, d], found: embd.shape });
         }
-        let embedding: Arc<[f32]> = lowbit_formats::dequant::dequantize(embd.dtype, embd.data, vocab * d)?.into();
+        // Through the source, which also dequantizes a native directory's group-quantized table.
+        let embedding: Arc<[f32]> = source.tensor_f32("token_embd.weight")?.1.into();
         let lm_head = if config.tie_embeddings {
             factory.build_tied(&embd, &embedding)?
         } else {
