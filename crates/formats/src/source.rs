@@ -17,7 +17,7 @@ pub enum ModelSource {
     Gguf(GgufFile),
     Hf(HfModel),
     /// A lowbit output directory (`crate::native`).
-    Native(NativeModel),
+    Native(Box<NativeModel>),
     /// A bare config.json: structure only, no tensors.
     ConfigOnly {
         path: PathBuf,
@@ -54,7 +54,7 @@ impl ModelSource {
             std::fs::metadata(path).map_err(|source| FormatError::Io { path: path.to_path_buf(), cause: source })?;
         if meta.is_dir() {
             if is_native_dir(path) {
-                return Ok(ModelSource::Native(NativeModel::open(path)?));
+                return Ok(ModelSource::Native(Box::new(NativeModel::open(path)?)));
             }
             return Ok(ModelSource::Hf(HfModel::open(path)?));
         }

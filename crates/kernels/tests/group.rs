@@ -78,15 +78,15 @@ fn reference(c: &Case, a: &[BlockQ8], o: usize) -> (f64, f64) {
     let (nb, ng, sbb, gsb) = (c.k / QK, c.l.n_groups(c.k), c.l.sub_block_bytes(), c.l.group / QK);
     let off = if c.l.bits == 8 { 128.0 } else { 0.0 };
     let (mut exact, mut mag) = (0.0f64, 0.0f64);
-    for b in 0..nb {
+    for (b, ab) in a[..nb].iter().enumerate() {
         let p = c.params[o * ng + b / gsb];
         let u = scalar::unpack(c.l.bits, &c.codes[o * c.l.row_bytes(c.k) + b * sbb..][..sbb]);
-        for (&u, &q) in u.iter().zip(&a[b].qs) {
+        for (&u, &q) in u.iter().zip(&ab.qs) {
             let w = p.scale as f64 * (u as f64 - off) + p.min as f64;
-            exact += w * a[b].d as f64 * q as f64;
-            mag += (p.scale as f64 * (u as f64 - off) * a[b].d as f64 * q as f64).abs();
+            exact += w * ab.d as f64 * q as f64;
+            mag += (p.scale as f64 * (u as f64 - off) * ab.d as f64 * q as f64).abs();
         }
-        mag += (p.min as f64 * a[b].s as f64).abs();
+        mag += (p.min as f64 * ab.s as f64).abs();
     }
     (exact, mag)
 }

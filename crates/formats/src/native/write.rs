@@ -235,6 +235,10 @@ mod tests {
         d
     }
 
+    fn bytes(b: Vec<u8>) -> Producer<'static> {
+        Box::new(move |o| o.write_all(&b).map_err(|cause| FormatError::Io { path: "test".into(), cause }))
+    }
+
     #[test]
     fn streamed_file_reads_back() {
         let dir = tmp("st");
@@ -242,12 +246,9 @@ mod tests {
         let path = dir.join("x.safetensors");
         let mut w = SafetensorsWriter::new();
         let a: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
-        w.add(vec![("a".into(), DType::F32, vec![2])], Box::new(move |o| Ok(o.write_all(&a).unwrap()))).unwrap();
-        w.add(
-            vec![("b".into(), DType::U8, vec![3]), ("c".into(), DType::I8, vec![1, 1])],
-            Box::new(|o| Ok(o.write_all(&[7, 8, 9, 0xFF]).unwrap())),
-        )
-        .unwrap();
+        w.add(vec![("a".into(), DType::F32, vec![2])], bytes(a)).unwrap();
+        w.add(vec![("b".into(), DType::U8, vec![3]), ("c".into(), DType::I8, vec![1, 1])], bytes(vec![7, 8, 9, 0xFF]))
+            .unwrap();
         w.write(&path).unwrap();
         let f = SafetensorsFile::open(&path).unwrap();
         assert_eq!(f.data(f.get("b").unwrap()), [7, 8, 9]);
@@ -261,7 +262,7 @@ mod tests {
         let dir = tmp("short");
         std::fs::create_dir_all(&dir).unwrap();
         let mut w = SafetensorsWriter::new();
-        w.add(vec![("a".into(), DType::U8, vec![4])], Box::new(|o| Ok(o.write_all(&[1]).unwrap()))).unwrap();
+        w.add(vec![("a".into(), DType::U8, vec![4])], bytes(vec![1])).unwrap();
         assert!(w.write(&dir.join("x.safetensors")).unwrap_err().to_string().contains("wrote 1 bytes, declared 4"));
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -71,14 +71,17 @@ impl GroupLayout {
     }
 }
 
+/// Single-threaded `out[t·m + o]` for m weight rows of k codes (`codes`: m·row_bytes(k) bytes, `params`:
+/// m·n_groups(k)) and n activation rows (`acts`: n·k/32 blocks).
+pub type GroupMatmul =
+    fn(l: GroupLayout, codes: &[u8], params: &[GroupParams], acts: &[BlockQ8], out: &mut [f32], k: usize);
+
 /// One instruction-set path.
 #[derive(Clone, Copy)]
 pub struct GroupKernels {
     /// "scalar", "avx2".
     pub name: &'static str,
-    /// Single-threaded `out[t·m + o]` for m weight rows of k codes (`codes`: m·row_bytes(k) bytes,
-    /// `params`: m·n_groups(k)) and n activation rows (`acts`: n·k/32 blocks).
-    pub matmul: fn(l: GroupLayout, codes: &[u8], params: &[GroupParams], acts: &[BlockQ8], out: &mut [f32], k: usize),
+    pub matmul: GroupMatmul,
 }
 
 pub static SCALAR: GroupKernels = GroupKernels { name: "scalar", matmul: scalar::matmul };
