@@ -106,8 +106,9 @@ unsafe fn dot<const B: u8>(w: __m256i, a: __m256i) -> __m256i {
 }
 
 /// out[t·ldo + r] for R weight rows at `w` (params at `p`, `g.ng` per row) and T activation rows at `a`.
-/// Per group: the activation block sums once for all rows, then for each row its `min` term and, per
-/// sub-block, acc += (scale·d_a)·lanes with one FMA.
+/// Per sub-block b, each weight row's codes are expanded once for the T tokens and acc += (scale·d_a)·lanes
+/// with one FMA; the rows are the innermost loop so that (with R and T constant) it unrolls and the R·T
+/// accumulators stay in registers. Per group, each row adds min·Σ s_a once.
 #[allow(clippy::needless_range_loop)] // indices into fixed-size register arrays unroll fully
 #[inline]
 #[target_feature(enable = "avx2,fma")]
@@ -125,29 +126,33 @@ unsafe fn tile<const B: u8, const R: usize, const T: usize>(
     for gi in 0..g.ng {
         let (b0, b1) = (gi * g.gsb, ((gi + 1) * g.gsb).min(g.nb));
         let mut asum = [0.0f32; T];
-        for t in 0..T {
-            for b in b0..b1 {
-                asum[t] += (*a.add(t * g.nb + b)).s;
-            }
-        }
-        for r in 0..R {
-            let pr = *p.add(r * g.ng + gi);
+        for b in b0..b1 {
+            let mut aq = [_mm256_setzero_si256(); T];
+            let mut da = [_mm256_setzero_ps(); T];
             for t in 0..T {
-                mins[r][t] += pr.min * asum[t];
+                let ab = a.add(t * g.nb + b);
+                aq[t] = _mm256_loadu_si256(std::ptr::addr_of!((*ab).qs).cast());
+                da[t] = _mm256_broadcast_ss(&(*ab).d);
+                asum[t] += (*ab).s;
             }
-            for b in b0..b1 {
+            for r in 0..R {
                 let q = w.add(r * g.row_bytes + b * sbb);
                 if T == 1 {
                     // Decode streams the weights: fetch the next group of rows at the same offset.
                     _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(R * g.row_bytes).cast());
                 }
                 let c = codes::<B>(q);
+                let scale = _mm256_broadcast_ss(&(*p.add(r * g.ng + gi)).scale);
                 for t in 0..T {
-                    let ab = a.add(t * g.nb + b);
-                    let aq = _mm256_loadu_si256(std::ptr::addr_of!((*ab).qs).cast());
-                    let lanes = _mm256_cvtepi32_ps(dot::<B>(c, aq));
-                    acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(pr.scale * (*ab).d), lanes, acc[r][t]);
+                    let lanes = _mm256_cvtepi32_ps(dot::<B>(c, aq[t]));
+                    acc[r][t] = _mm256_fmadd_ps(_mm256_mul_ps(scale, da[t]), lanes, acc[r][t]);
                 }
+            }
+        }
+        for r in 0..R {
+            let min = (*p.add(r * g.ng + gi)).min;
+            for t in 0..T {
+                mins[r][t] += min * asum[t];
             }
         }
     }
