@@ -109,18 +109,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut formats: BTreeMap<String, FormatRow> = BTreeMap::new();
     for name in source.tensor_names() {
         let t = source.tensor(name)?;
-        let bytes = t.data.len() as u64;
-        let row = formats.entry(t.dtype.name().to_string()).or_default();
+        let bytes = source.stored_bytes(name)? as u64;
+        let storage = source.storage_name(name)?;
+        let row = formats.entry(storage.clone()).or_default();
         row.tensors += 1;
         row.parameters += t.n_elements() as u64;
         row.bytes += bytes;
-        tensors.push(TensorRow { name: name.to_string(), shape: t.shape.clone(), dtype: t.dtype.name().into(), bytes });
+        tensors.push(TensorRow { name: name.to_string(), shape: t.shape.clone(), dtype: storage, bytes });
     }
     let report = Report {
         path: args.model.display().to_string(),
         source: match source {
             ModelSource::Gguf(_) => "gguf",
             ModelSource::Hf(_) => "huggingface",
+            ModelSource::Native(_) => "lowbit",
             ModelSource::ConfigOnly { .. } => "config.json",
         },
         architecture: config.arch.name(),

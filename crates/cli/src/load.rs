@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use lowbit_formats::source::ModelSource;
-use lowbit_model::{F32Factory, LinearFactory, Model, NativeFactory};
+use lowbit_model::{F32Factory, GroupFactory, LinearFactory, Model, NativeFactory};
 use lowbit_runtime::tokenizer::Tokenizer;
 
 /// How weights are held while the model runs.
@@ -37,6 +37,10 @@ pub fn tokenizer_for(source: &ModelSource) -> anyhow::Result<Tokenizer> {
     let tok = match source {
         ModelSource::Gguf(file) => Tokenizer::from_gguf(file)?,
         ModelSource::Hf(_) => Tokenizer::from_hf_dir(source.path())?,
+        ModelSource::Native(m) => match m.metadata_gguf() {
+            Some(file) => Tokenizer::from_gguf(file)?,
+            None => Tokenizer::from_hf_dir(source.path())?,
+        },
         ModelSource::ConfigOnly { path, .. } => {
             anyhow::bail!("{}: a bare config.json has no weights to run", path.display())
         }
@@ -51,9 +55,12 @@ pub fn load(path: &Path, runtime: Runtime) -> anyhow::Result<Loaded> {
     let start = Instant::now();
     let source = ModelSource::open(path)?;
     let tokenizer = tokenizer_for(&source).with_context(|| format!("loading the tokenizer of {}", path.display()))?;
-    let factory: &dyn LinearFactory = match runtime {
-        Runtime::Native => &NativeFactory,
-        Runtime::F32 => &F32Factory,
+    let group_factory = GroupFactory::new(&source);
+    let factory: &dyn LinearFactory = match (&source, runtime) {
+        // A native directory's group matrices have no f32 form to hand a factory: they always run natively.
+        (ModelSource::Native(_), _) => &group_factory,
+        (_, Runtime::Native) => &NativeFactory,
+        (_, Runtime::F32) => &F32Factory,
     };
     let model = Model::load(&source, factory).with_context(|| format!("loading {}", path.display()))?;
     let load_seconds = start.elapsed().as_secs_f64();

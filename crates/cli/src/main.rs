@@ -5,6 +5,7 @@ mod eval_cmd;
 mod generate_cmd;
 mod inspect_cmd;
 mod load;
+mod native_quantize;
 mod quantize_cmd;
 mod table;
 

@@ -11,9 +11,9 @@ use crate::table::{thousands, Table};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A GGUF model.
+    /// A GGUF model (any model with --method).
     model: PathBuf,
-    /// Output file.
+    /// Output file (a directory with --method).
     #[arg(long, short = 'o')]
     out: PathBuf,
     /// Output container (only `gguf` so far).
@@ -21,8 +21,10 @@ pub struct Args {
     format: String,
     /// Storage type of the matrices: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K,
     /// Q4_K, Q5_K, Q6_K (rows a type cannot hold fall back as llama.cpp does; norms stay F32).
-    #[arg(long = "type")]
-    dtype: String,
+    #[arg(long = "type", required_unless_present = "method")]
+    dtype: Option<String>,
+    #[command(flatten)]
+    native: crate::native_quantize::NativeArgs,
 }
 
 fn parse_type(s: &str) -> anyhow::Result<DType> {
@@ -48,10 +50,13 @@ fn parse_type(s: &str) -> anyhow::Result<DType> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.native.method.is_some() {
+        return crate::native_quantize::run(&args.model, &args.out, &args.native);
+    }
     if args.format != "gguf" {
         anyhow::bail!("--format {}: only gguf output exists so far", args.format);
     }
-    let target = parse_type(&args.dtype)?;
+    let target = parse_type(args.dtype.as_deref().unwrap_or_default())?;
     let source = ModelSource::open(&args.model)?;
     let Some(gguf) = source.gguf() else {
         anyhow::bail!("{}: GGUF output is made from a GGUF model so far", args.model.display());

@@ -1,5 +1,6 @@
-//! Model file formats: reading GGUF files and Hugging Face safetensors directories into one
-//! view of named tensors, and the reference (scalar) dequantization of every block format.
+//! Model file formats: reading GGUF files, Hugging Face safetensors directories and lowbit's native
+//! directories into one view of named tensors, and the reference (scalar) dequantization of every
+//! block format.
 //!
 //! Tensor names everywhere in lowbit are llama.cpp's GGUF names (`blk.0.attn_q.weight`);
 //! `names` maps Hugging Face names onto them. Shapes are row-major, outermost first
@@ -14,6 +15,7 @@ pub mod gguf_write;
 pub mod hf_config;
 mod mapped;
 pub mod names;
+pub mod native;
 pub mod params;
 pub mod quantize;
 pub mod safetensors;

@@ -1,5 +1,6 @@
-//! The one way every verb opens a model: a GGUF file, a Hugging Face directory, or a bare
-//! `config.json` (structure only), all seen as canonical tensor names plus a `ModelConfig`.
+//! The one way every verb opens a model: a GGUF file, a Hugging Face directory, a lowbit native
+//! directory, or a bare `config.json` (structure only), all seen as canonical tensor names plus a
+//! `ModelConfig`.
 
 use std::path::{Path, PathBuf};
 
@@ -8,12 +9,15 @@ use crate::dtype::DType;
 use crate::error::{FormatError, Result};
 use crate::gguf::GgufFile;
 use crate::hf_config::read_json;
+use crate::native::{is_native_dir, GroupView, NativeModel, NativeTensor};
 use crate::safetensors::HfModel;
 
 #[derive(Debug)]
 pub enum ModelSource {
     Gguf(GgufFile),
     Hf(HfModel),
+    /// A lowbit output directory (`crate::native`).
+    Native(Box<NativeModel>),
     /// A bare config.json: structure only, no tensors.
     ConfigOnly {
         path: PathBuf,
@@ -22,6 +26,10 @@ pub enum ModelSource {
 }
 
 /// A tensor borrowed from an open model.
+///
+/// A group-quantized tensor of a native directory appears with its logical shape, dtype `U8` and its
+/// codes as `data`; [`ModelSource::group_view`] gives all of its parts, [`ModelSource::tensor_f32`]
+/// its values.
 #[derive(Clone, Debug)]
 pub struct TensorRef<'a> {
     /// Canonical (GGUF) name.
@@ -45,6 +53,9 @@ impl ModelSource {
         let meta =
             std::fs::metadata(path).map_err(|source| FormatError::Io { path: path.to_path_buf(), cause: source })?;
         if meta.is_dir() {
+            if is_native_dir(path) {
+                return Ok(ModelSource::Native(Box::new(NativeModel::open(path)?)));
+            }
             return Ok(ModelSource::Hf(HfModel::open(path)?));
         }
         match path.extension().and_then(|e| e.to_str()) {
@@ -64,6 +75,7 @@ impl ModelSource {
         match self {
             ModelSource::Gguf(f) => f.path(),
             ModelSource::Hf(m) => m.dir(),
+            ModelSource::Native(m) => m.dir(),
             ModelSource::ConfigOnly { path, .. } => path,
         }
     }
@@ -72,6 +84,7 @@ impl ModelSource {
         match self {
             ModelSource::Gguf(f) => ModelConfig::from_gguf(f),
             ModelSource::Hf(m) => Ok(m.config().clone()),
+            ModelSource::Native(m) => Ok(m.config().clone()),
             ModelSource::ConfigOnly { config, .. } => Ok(config.clone()),
         }
     }
@@ -81,6 +94,7 @@ impl ModelSource {
         match self {
             ModelSource::Gguf(f) => f.tensors().iter().map(|t| t.name.as_str()).collect(),
             ModelSource::Hf(m) => m.tensors().iter().map(|t| t.canonical.as_str()).collect(),
+            ModelSource::Native(m) => m.specs().iter().map(|t| t.name.as_str()).collect(),
             ModelSource::ConfigOnly { .. } => Vec::new(),
         }
     }
@@ -97,12 +111,23 @@ impl ModelSource {
                 let t = m.tensor(name).ok_or_else(missing)?;
                 Ok(TensorRef { name: &t.canonical, dtype: t.dtype, shape: t.shape.clone(), data: m.data(t) })
             }
+            ModelSource::Native(m) => {
+                let spec = m.spec(name).ok_or_else(missing)?;
+                let (dtype, data) = match m.tensor(name)? {
+                    NativeTensor::Plain { dtype, data } => (dtype, data),
+                    NativeTensor::Group(v) => (DType::U8, v.codes),
+                };
+                Ok(TensorRef { name: &spec.name, dtype, shape: spec.shape.clone(), data })
+            }
             ModelSource::ConfigOnly { .. } => Err(missing()),
         }
     }
 
     /// The tensor's shape and its values dequantized to f32.
     pub fn tensor_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+        if let Some(v) = self.group_view(name) {
+            return Ok((vec![v.rows, v.cols], v.dequantize()));
+        }
         let t = self.tensor(name)?;
         let values = crate::dequant::dequantize(t.dtype, t.data, t.n_elements()).map_err(|e| match e {
             FormatError::Invalid(what) => {
@@ -119,7 +144,37 @@ impl ModelSource {
         match self {
             ModelSource::Gguf(f) => f.release(tensor.data),
             ModelSource::Hf(m) => m.release(tensor.data),
-            ModelSource::ConfigOnly { .. } => {}
+            // Native parts stay mapped: their linears read several tensors per matrix.
+            ModelSource::Native(_) | ModelSource::ConfigOnly { .. } => {}
+        }
+    }
+
+    /// All parts of a group-quantized tensor of a native directory; `None` for any other tensor.
+    pub fn group_view(&self, name: &str) -> Option<GroupView<'_>> {
+        match self {
+            ModelSource::Native(m) => match m.tensor(name) {
+                Ok(NativeTensor::Group(v)) => Some(v),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Bytes a tensor occupies in storage, all its parts together.
+    pub fn stored_bytes(&self, name: &str) -> Result<usize> {
+        match self {
+            ModelSource::Native(m) => m.stored_bytes(name),
+            _ => Ok(self.tensor(name)?.data.len()),
+        }
+    }
+
+    /// The storage format's name: the dtype's, or a native group format's (`int4-g128-sym`).
+    pub fn storage_name(&self, name: &str) -> Result<String> {
+        match self {
+            ModelSource::Native(m) => {
+                Ok(m.spec(name).ok_or_else(|| FormatError::MissingTensor(name.into()))?.storage.name())
+            }
+            _ => Ok(self.tensor(name)?.dtype.name().to_string()),
         }
     }
 

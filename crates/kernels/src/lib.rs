@@ -8,6 +8,7 @@
 #[cfg(target_arch = "aarch64")]
 pub mod arm;
 pub mod dispatch;
+pub mod group;
 pub mod half;
 mod pool;
 pub mod quant;

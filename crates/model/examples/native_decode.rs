@@ -1,8 +1,9 @@
-//! Rough end-to-end speed of a GGUF model run natively (`NativeFactory`) or dequantized to f32
-//! (`F32Factory`), measured like llama-bench's pp512 / tg128: a 512-token prefill into an empty cache,
-//! then 128 greedy decode steps after a short prompt.
+//! Rough end-to-end speed of a GGUF model or lowbit native directory run natively (`GroupFactory`, which
+//! hands GGUF blocks to `NativeFactory`) or dequantized to f32 (`F32Factory`), measured like
+//! llama-bench's pp512 / tg128: a 512-token prefill into an empty cache, then 128 greedy decode steps
+//! after a short prompt.
 //!
-//!     cargo run --release -p lowbit-model --example native_decode -- [MODEL.gguf] [--f32] [-t THREADS]
+//!     cargo run --release -p lowbit-model --example native_decode -- [MODEL.gguf|DIR] [--f32] [-t THREADS]
 //!
 //! MODEL defaults to SmolLM2 in the test-model cache (`lowbit_testdata`). Runs 3 repetitions of each and
 //! prints the median.
@@ -10,19 +11,20 @@
 use std::time::Instant;
 
 use lowbit_formats::source::ModelSource;
-use lowbit_model::{F32Factory, LinearFactory, Logits, Model, NativeFactory};
+use lowbit_model::{F32Factory, GroupFactory, LinearFactory, Logits, Model};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let threads = args.iter().position(|a| a == "-t").and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(2);
     lowbit_kernels::set_threads(threads);
     let f32 = args.iter().any(|a| a == "--f32");
-    let path = match args.iter().find(|a| a.ends_with(".gguf")) {
+    let path = match args.iter().find(|a| a.ends_with(".gguf") || std::path::Path::new(a).is_dir()) {
         Some(p) => p.into(),
         None => lowbit_testdata::model(lowbit_testdata::SMOLLM2).expect("no model given and SmolLM2 not found"),
     };
     let source = ModelSource::open(&path).expect("opening the model");
-    let factory: &dyn LinearFactory = if f32 { &F32Factory } else { &NativeFactory };
+    let native = GroupFactory::new(&source);
+    let factory: &dyn LinearFactory = if f32 { &F32Factory } else { &native };
     let start = Instant::now();
     let model = Model::load(&source, factory).expect("loading the model");
     println!(

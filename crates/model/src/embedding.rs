@@ -7,20 +7,40 @@
 //! a whole-table dequantization gives, since every format dequantizes block by block.
 
 use lowbit_formats::dequant::dequantize_into;
-use lowbit_formats::source::TensorRef;
+use lowbit_formats::native::GroupMatrix;
+use lowbit_formats::source::{ModelSource, TensorRef};
 use lowbit_formats::{DType, FormatError};
 
 use crate::linear::matrix_shape;
 
 pub struct Embedding {
-    dtype: DType,
-    data: Vec<u8>,
+    table: Table,
     rows: usize,
     cols: usize,
-    row_bytes: usize,
+}
+
+enum Table {
+    /// A GGUF-typed tensor: rows of whole blocks.
+    Blocks { dtype: DType, data: Vec<u8>, row_bytes: usize },
+    /// A native directory's group-quantized matrix.
+    Group(GroupMatrix),
 }
 
 impl Embedding {
+    /// The table `tensor` of `source`, in whichever of the source's formats it is stored.
+    pub fn load(source: &ModelSource, tensor: &TensorRef<'_>) -> Result<Embedding, FormatError> {
+        let Some(v) = source.group_view(tensor.name) else { return Embedding::from_tensor(tensor) };
+        let m = GroupMatrix {
+            format: v.format,
+            rows: v.rows,
+            cols: v.cols,
+            codes: v.codes.to_vec(),
+            scales: v.scales.to_vec(),
+            zeros: v.zeros.to_vec(),
+        };
+        Ok(Embedding { rows: m.rows, cols: m.cols, table: Table::Group(m) })
+    }
+
     /// A copy of a `[vocab, hidden]` table; each row must be whole blocks of its storage type.
     pub fn from_tensor(tensor: &TensorRef<'_>) -> Result<Embedding, FormatError> {
         let (rows, cols) = matrix_shape(tensor)?;
@@ -36,7 +56,8 @@ impl Embedding {
         // A probe of the first row rejects storage types without a dequantization (U8) here rather
         // than at the first lookup.
         dequantize_into(tensor.dtype, &tensor.data[..row_bytes], &mut vec![0.0; cols]).map_err(named)?;
-        Ok(Embedding { dtype: tensor.dtype, data: tensor.data.to_vec(), rows, cols, row_bytes })
+        let table = Table::Blocks { dtype: tensor.dtype, data: tensor.data.to_vec(), row_bytes };
+        Ok(Embedding { table, rows, cols })
     }
 
     /// Number of rows (the vocabulary size).
@@ -47,13 +68,21 @@ impl Embedding {
     /// Writes row `token` (< rows) into `out` (cols long).
     pub fn row_into(&self, token: usize, out: &mut [f32]) {
         assert!(token < self.rows && out.len() == self.cols, "embedding lookup out of range");
-        dequantize_into(self.dtype, &self.data[token * self.row_bytes..][..self.row_bytes], out)
-            .expect("rows were checked to be whole blocks of a dequantizable type at load");
+        match &self.table {
+            Table::Blocks { dtype, data, row_bytes } => {
+                dequantize_into(*dtype, &data[token * row_bytes..][..*row_bytes], out)
+                    .expect("rows were checked to be whole blocks of a dequantizable type at load")
+            }
+            Table::Group(m) => m.view().dequantize_row(token, out),
+        }
     }
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.data.len()
+        match &self.table {
+            Table::Blocks { data, .. } => data.len(),
+            Table::Group(m) => m.codes.len() + m.scales.len() + m.zeros.len(),
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod embedding;
 pub mod error;
+pub mod group_linear;
 pub mod half_linear;
 pub mod kv_cache;
 pub mod linear;
@@ -11,6 +12,7 @@ pub mod transformer;
 
 pub use embedding::Embedding;
 pub use error::ModelError;
+pub use group_linear::{GroupFactory, GroupLinear};
 pub use half_linear::HalfLinear;
 pub use kv_cache::KvCache;
 pub use linear::{DenseF32, F32Factory, Linear, LinearFactory};

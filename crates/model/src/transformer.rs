@@ -111,7 +111,7 @@ impl Model {
         if embd.shape != [vocab, d] {
             return Err(ModelError::Shape { tensor: embd.name.into(), expected: vec![vocab, d], found: embd.shape });
         }
-        let embedding = Embedding::from_tensor(&embd)?;
+        let embedding = Embedding::load(source, &embd)?;
         let lm_head = if config.tie_embeddings { factory.build(&embd)? } else { l.linear("output.weight", vocab, d)? };
         source.release(&embd);
 

@@ -1,0 +1,33 @@
+//! lowbit's native output directory and the formats it stores.
+//!
+//! ```text
+//! OUT/
+//!   model.safetensors            every tensor under its canonical (GGUF) name: plain ones as F32/F16/BF16,
+//!                                group-quantized ones as NAME.qweight (U8 codes), NAME.scales (F16) and,
+//!                                when asymmetric, NAME.zeros (U8); layout in `group`
+//!   quantization_config.json     method, bits, group, sym, tool version, and every tensor's logical shape
+//!                                and storage (`qconfig`)
+//!   metadata.gguf                for a GGUF source: its metadata (hyperparameters, vocabulary, chat
+//!                                template) in a GGUF file without tensors
+//!   config.json, tokenizer.json, for a Hugging Face source: its own files, copied
+//!   tokenizer_config.json, ...
+//! ```
+//!
+//! Keeping the source's metadata in its own format means `ModelConfig::from_gguf`/`from_hf_json` and the
+//! tokenizer loaders read a native directory exactly as they read the source. Tensors keep the source's
+//! names and values (GGUF's q/k row order and `1 + w` norms for a GGUF source), which the config read from
+//! that same metadata describes.
+
+pub mod group;
+pub mod model;
+pub mod qconfig;
+pub mod write;
+
+pub use group::{GroupFormat, GroupMatrix, GroupView};
+pub use model::{is_native_dir, NativeModel, NativeTensor};
+pub use qconfig::{QuantizationConfig, Storage, TensorSpec};
+
+/// The quantization config's file name.
+pub const QUANT_CONFIG: &str = "quantization_config.json";
+/// The tensor-less GGUF file holding a GGUF source's metadata.
+pub const METADATA_GGUF: &str = "metadata.gguf";

@@ -1,0 +1,107 @@
+//! `quantization_config.json`: how a native directory was made and how each tensor is stored.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{FormatError, Result};
+use crate::native::group::GroupFormat;
+
+/// The value of `format` that marks a lowbit native directory.
+pub const FORMAT_TAG: &str = "lowbit-native";
+/// Bumped when a reader of an older version could misread the directory.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QuantizationConfig {
+    /// Always [`FORMAT_TAG`].
+    pub format: String,
+    pub format_version: u32,
+    /// `lowbit X.Y.Z`.
+    pub tool_version: String,
+    /// `rtn`, ...
+    pub method: String,
+    pub bits: u8,
+    /// Columns per group; absent for per-output-channel formats.
+    pub group: Option<usize>,
+    pub sym: bool,
+    /// The model the directory was made from (its file or directory name).
+    pub source: String,
+    /// Where the model's hyperparameters and tokenizer come from: [`super::METADATA_GGUF`] (a
+    /// tensor-less GGUF with the source's metadata) or `config.json` (+ `tokenizer.json`).
+    pub metadata: String,
+    /// Every tensor of the model, in the source's order.
+    pub tensors: Vec<TensorSpec>,
+}
+
+/// One tensor under its canonical (GGUF) name and logical shape.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TensorSpec {
+    pub name: String,
+    /// Row-major, outermost first: the shape of the unquantized tensor.
+    pub shape: Vec<usize>,
+    pub storage: Storage,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Storage {
+    /// Stored as is, in a safetensors tensor of the same name (`F32`, `F16`, `BF16`).
+    Plain { dtype: String },
+    /// A group-wise integer format: tensors `NAME.qweight`, `NAME.scales` and (asymmetric) `NAME.zeros`.
+    Group { bits: u8, group: usize, sym: bool },
+}
+
+impl Storage {
+    pub fn group(f: GroupFormat) -> Storage {
+        Storage::Group { bits: f.bits, group: f.group, sym: f.sym }
+    }
+
+    /// `F32`, `int4-g128-sym`, ...
+    pub fn name(&self) -> String {
+        match self {
+            Storage::Plain { dtype } => dtype.clone(),
+            Storage::Group { bits, group, sym } => GroupFormat { bits: *bits, group: *group, sym: *sym }.name(),
+        }
+    }
+}
+
+/// Safetensors names of a group-quantized tensor's parts.
+pub fn codes_name(name: &str) -> String {
+    format!("{name}.qweight")
+}
+
+pub fn scales_name(name: &str) -> String {
+    format!("{name}.scales")
+}
+
+pub fn zeros_name(name: &str) -> String {
+    format!("{name}.zeros")
+}
+
+impl QuantizationConfig {
+    pub fn read(path: &Path) -> Result<QuantizationConfig> {
+        let bytes = std::fs::read(path).map_err(|cause| FormatError::Io { path: path.to_path_buf(), cause })?;
+        let c: QuantizationConfig = serde_json::from_slice(&bytes).map_err(|e| FormatError::InFile {
+            path: path.to_path_buf(),
+            what: format!("not a lowbit quantization config: {e}"),
+        })?;
+        if c.format != FORMAT_TAG {
+            return Err(FormatError::InFile {
+                path: path.to_path_buf(),
+                what: format!("format {:?} is not {FORMAT_TAG:?}", c.format),
+            });
+        }
+        if c.format_version != FORMAT_VERSION {
+            return Err(FormatError::Unsupported {
+                path: path.to_path_buf(),
+                what: format!("format_version {} (this lowbit reads {FORMAT_VERSION})", c.format_version),
+            });
+        }
+        Ok(c)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("plain data serializes") + "\n"
+    }
+}

@@ -1,0 +1,57 @@
+//! Decode GEMV of the group kernels against the GGUF-block kernels (`quant`) on SmolLM2's shapes, one
+//! thread, the same activation vector, matrices in cache ("hot"): a relative figure that holds on a
+//! shared machine, since all kernels alternate within each repetition and the fastest repetition (the
+//! least disturbed by other processes) is kept.
+//!
+//!     cargo bench -p lowbit-kernels --bench group
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use lowbit_kernels::group::{self, matmul_group_f32, GroupLayout, GroupParams};
+use lowbit_kernels::quant::{matmul_quant_f32, QuantType};
+
+/// One kernel on one matrix, writing the output row.
+type Gemv = Box<dyn FnMut(&mut [f32])>;
+
+fn main() {
+    lowbit_kernels::set_threads(1);
+    println!("group path {}, 1 thread, ns per GEMV (best of 15), hot", group::active().name);
+    for (k, m) in [(576, 1536), (1536, 576)] {
+        let x: Vec<f32> = (0..k).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+        let mut out = vec![0.0f32; m];
+        let mut candidates: Vec<(String, Gemv)> = Vec::new();
+        for (bits, g) in [(4u8, 128usize), (8, k), (3, 128), (2, 128)] {
+            let l = GroupLayout::new(bits, g);
+            let codes: Vec<u8> = (0..m * l.row_bytes(k)).map(|i| (i * 131 % 251) as u8).collect();
+            let params = vec![GroupParams::new(bits, 0.01, 1); m * l.n_groups(k)];
+            let xx = x.clone();
+            candidates.push((
+                format!("int{bits} g{g}"),
+                Box::new(move |o: &mut [f32]| matmul_group_f32(l, &codes, &params, &xx, o, 1, k, m)),
+            ));
+        }
+        for ty in [QuantType::Q4_0, QuantType::Q8_0] {
+            let w: Vec<u8> = (0..m * ty.row_bytes(k))
+                .map(|i| if i % ty.block_bytes() < 2 { 0x20 } else { (i * 131 % 251) as u8 })
+                .collect();
+            let xx = x.clone();
+            candidates
+                .push((ty.name().into(), Box::new(move |o: &mut [f32]| matmul_quant_f32(ty, &w, &xx, o, 1, k, m))));
+        }
+        let mut times = vec![Vec::new(); candidates.len()];
+        for _ in 0..15 {
+            for (c, t) in candidates.iter_mut().zip(&mut times) {
+                let start = Instant::now();
+                for _ in 0..50 {
+                    (c.1)(black_box(&mut out));
+                }
+                t.push(start.elapsed().as_nanos() as f64 / 50.0);
+            }
+        }
+        for ((name, _), t) in candidates.iter().zip(&mut times) {
+            t.sort_by(f64::total_cmp);
+            println!("{k:>5}×{m:<5} {name:<10} {:>9.0} ns", t[0]);
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The group kernels: every SIMD path against the scalar reference, and the reference against an f64
+//! evaluation of dequantize(weights)·dequantize(quantize(x)), for every bit width, groups that divide
+//! the row, a short last group, per-channel groups, and row/token counts that exercise every tile edge.
+//!
+//! Tolerance. For one output let mag = Σ_g Σ_b (|scale|·|d_b|·Σ_i |u_i − c|·|q_i| + |min|·|s_b|). Each
+//! path forms its result from at most 8·nb + 2·ng terms, each with at most 3 roundings, added along
+//! paths of at most 2·nb + ng + 4 additions, so each is within γ_{2nb+ng+7}·mag of the exact value of
+//! its (identically rounded) terms (Higham §3.1); two paths differ by at most twice that. A wrong code,
+//! bit plane, scale or group index is orders of magnitude larger.
+
+use lowbit_kernels::group::{self, scalar, GroupKernels, GroupLayout, GroupParams};
+use lowbit_kernels::quant::{BlockQ8, QuantizedActs, QK};
+
+const U: f64 = 1.0 / (1u64 << 24) as f64;
+
+fn gamma(n: usize) -> f64 {
+    n as f64 * U / (1.0 - n as f64 * U)
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+}
+
+struct Case {
+    l: GroupLayout,
+    k: usize,
+    m: usize,
+    codes: Vec<u8>,
+    params: Vec<GroupParams>,
+}
+
+fn random_case(bits: u8, group: usize, k: usize, m: usize, seed: u64) -> Case {
+    let l = GroupLayout::new(bits, group);
+    let mut r = Rng::new(seed);
+    // Every byte value, so every code (and INT3 bit pattern) occurs.
+    let codes = (0..m * l.row_bytes(k)).map(|_| r.below(256) as u8).collect();
+    let params = (0..m * l.n_groups(k))
+        .map(|_| {
+            let s = r.unit().abs() * 2f32.powi(r.below(8) as i32 - 8);
+            GroupParams::new(bits, s, r.below(1 << bits) as u8)
+        })
+        .collect();
+    Case { l, k, m, codes, params }
+}
+
+fn random_acts(n: usize, k: usize, seed: u64) -> QuantizedActs {
+    let mut r = Rng::new(seed);
+    let x: Vec<f32> = (0..n * k)
+        .map(|i| r.unit() * 2f32.powi((i / QK % 7) as i32 - 3) * if r.below(40) == 0 { 30.0 } else { 1.0 })
+        .collect();
+    let mut acts = QuantizedActs::new();
+    acts.quantize(&x, n, k);
+    acts
+}
+
+/// mag of the module documentation, for output (t, o), and the exact f64 value of dequantized weights
+/// times dequantized activations: weight = scale·(u − c) + min, activation = d·q.
+fn reference(c: &Case, a: &[BlockQ8], o: usize) -> (f64, f64) {
+    let (nb, ng, sbb, gsb) = (c.k / QK, c.l.n_groups(c.k), c.l.sub_block_bytes(), c.l.group / QK);
+    let off = if c.l.bits == 8 { 128.0 } else { 0.0 };
+    let (mut exact, mut mag) = (0.0f64, 0.0f64);
+    for (b, ab) in a[..nb].iter().enumerate() {
+        let p = c.params[o * ng + b / gsb];
+        let u = scalar::unpack(c.l.bits, &c.codes[o * c.l.row_bytes(c.k) + b * sbb..][..sbb]);
+        for (&u, &q) in u.iter().zip(&ab.qs) {
+            let w = p.scale as f64 * (u as f64 - off) + p.min as f64;
+            exact += w * ab.d as f64 * q as f64;
+            mag += (p.scale as f64 * (u as f64 - off) * ab.d as f64 * q as f64).abs();
+        }
+        mag += (p.min as f64 * ab.s as f64).abs();
+    }
+    (exact, mag)
+}
+
+fn run(k: &GroupKernels, c: &Case, acts: &QuantizedActs) -> Vec<f32> {
+    let mut out = vec![0.0; acts.rows() * c.m];
+    (k.matmul)(c.l, &c.codes, &c.params, acts.blocks(), &mut out, c.k);
+    out
+}
+
+const SHAPES: [(u8, usize, usize); 9] = [
+    (4, 128, 576), // short last group of 64
+    (4, 32, 96),
+    (4, 64, 576),
+    (8, 576, 576), // per channel
+    (8, 128, 288),
+    (3, 64, 192),
+    (3, 128, 160),
+    (2, 32, 64),
+    (2, 128, 320),
+];
+
+#[test]
+fn scalar_equals_dequantized_dot() {
+    for (i, &(bits, group, k)) in SHAPES.iter().enumerate() {
+        let c = random_case(bits, group, k, 5, i as u64);
+        let acts = random_acts(3, k, 100 + i as u64);
+        let out = run(&group::SCALAR, &c, &acts);
+        let nb = k / QK;
+        for t in 0..3 {
+            for o in 0..c.m {
+                let (exact, mag) = reference(&c, &acts.blocks()[t * nb..][..nb], o);
+                let got = out[t * c.m + o] as f64;
+                let tol = 2.0 * gamma(2 * nb + c.l.n_groups(k) + 7) * mag;
+                assert!((got - exact).abs() <= tol, "{bits}-bit g{group} k{k} ({t},{o}): {got} vs {exact} (tol {tol})");
+            }
+        }
+    }
+}
+
+#[test]
+fn simd_paths_equal_scalar() {
+    let paths = group::paths();
+    if paths.len() == 1 {
+        eprintln!("no SIMD path on this CPU");
+    }
+    for k in paths.iter().skip(1) {
+        for (i, &(bits, group, kk)) in SHAPES.iter().enumerate() {
+            // m = 21: two 8-row GEMV passes and edges of 4 and 1; n covers the GEMV, 2×… tiles with a
+            // remainder token, and more than one 32-token block.
+            for (m, n) in [(21, 1), (7, 1), (21, 3), (6, 37), (1, 2)] {
+                let c = random_case(bits, group, kk, m, 1000 + i as u64);
+                let acts = random_acts(n, kk, 2000 + i as u64);
+                let want = run(&group::SCALAR, &c, &acts);
+                let got = run(k, &c, &acts);
+                let nb = kk / QK;
+                for t in 0..n {
+                    for o in 0..m {
+                        let (_, mag) = reference(&c, &acts.blocks()[t * nb..][..nb], o);
+                        let tol = 4.0 * gamma(2 * nb + c.l.n_groups(kk) + 7) * mag;
+                        let (g, w) = (got[t * m + o], want[t * m + o]);
+                        assert!(
+                            ((g - w) as f64).abs() <= tol,
+                            "{}: {bits}-bit g{group} k{kk} m{m} n{n} ({t},{o}): {g} vs {w} (tol {tol})",
+                            k.name
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn threaded_entry_equals_single_call() {
+    // Large enough to be split across threads, both as a GEMV and as a batch.
+    let c = random_case(4, 128, 576, 300, 7);
+    for n in [1, 5] {
+        let acts = random_acts(n, 576, 8);
+        let want = run(group::active(), &c, &acts);
+        let mut got = vec![0.0; n * c.m];
+        lowbit_kernels::set_threads(2);
+        group::matmul_group(c.l, &c.codes, &c.params, &acts, &mut got, c.m);
+        assert_eq!(got, want, "n = {n}");
+    }
+}

@@ -1,0 +1,161 @@
+//! Writing a model as a lowbit native directory (`lowbit_formats::native`), one tensor at a time.
+//!
+//! Any source works (GGUF, Hugging Face, a native directory): tensors are read through
+//! `ModelSource::tensor_f32`, quantized per [`RtnScheme`], and streamed into model.safetensors, so
+//! memory holds one tensor's values and output at a time. The source's metadata travels with the
+//! tensors in its own format: a GGUF source's key-value metadata as a tensor-less metadata.gguf, a
+//! Hugging Face source's config.json and tokenizer files as copies.
+
+use std::io::Write;
+use std::path::Path;
+
+use lowbit_formats::gguf_write::GgufWriter;
+use lowbit_formats::native::qconfig::{codes_name, scales_name, zeros_name, FORMAT_TAG, FORMAT_VERSION};
+use lowbit_formats::native::write::{SafetensorsWriter, StagedDir};
+use lowbit_formats::native::{QuantizationConfig, Storage, TensorSpec, METADATA_GGUF};
+use lowbit_formats::safetensors::{CONFIG_FILE, SINGLE_FILE};
+use lowbit_formats::source::ModelSource;
+use lowbit_formats::{DType, FormatError, Result};
+
+use crate::rtn::{quantize_tensor, RtnScheme};
+
+/// Files of a Hugging Face directory that describe the model or its tokenizer, copied when present.
+const HF_SIDE_FILES: [&str; 6] = [
+    CONFIG_FILE,
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "generation_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+];
+
+/// What an export wrote.
+#[derive(Clone, Debug, Default)]
+pub struct NativeSummary {
+    /// Tensors per storage name (`int4-g128-sym`, `F32`, ...), in first-seen order.
+    pub per_storage: Vec<(String, usize)>,
+    /// Bytes of model.safetensors' tensor data.
+    pub tensor_bytes: u64,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> FormatError + '_ {
+    move |cause| FormatError::Io { path: path.to_path_buf(), cause }
+}
+
+/// Writes `source` quantized per `scheme` into the directory `out` (atomically: see `StagedDir`).
+/// `progress(i, name)` is called as tensor `i` is quantized.
+pub fn export(
+    source: &ModelSource,
+    out: &Path,
+    scheme: &RtnScheme,
+    progress: &(dyn Fn(usize, &str) + Sync),
+) -> Result<NativeSummary> {
+    let staged = StagedDir::new(out)?;
+    let metadata = write_metadata(source, staged.path())?;
+    let mut writer = SafetensorsWriter::new();
+    let mut specs = Vec::new();
+    let mut summary = NativeSummary::default();
+    for (i, name) in source.tensor_names().into_iter().enumerate() {
+        let t = source.tensor(name)?;
+        let shape = t.shape.clone();
+        let storage = match scheme.format_for(&shape) {
+            Some(f) => {
+                let (rows, cols) = (shape[0], shape[1]);
+                let (ng, row_bytes) = (f.n_groups(cols), f.row_bytes(cols));
+                let mut parts = vec![
+                    (codes_name(name), DType::U8, vec![rows, row_bytes]),
+                    (scales_name(name), DType::F16, vec![rows, ng]),
+                ];
+                if !f.sym {
+                    parts.push((zeros_name(name), DType::U8, vec![rows, ng]));
+                }
+                summary.tensor_bytes += (rows * (row_bytes + ng * if f.sym { 2 } else { 3 })) as u64;
+                writer.add(
+                    parts,
+                    Box::new(move |w: &mut dyn Write| {
+                        progress(i, name);
+                        let (_, values) = source.tensor_f32(name)?;
+                        let m = quantize_tensor(name, f, &values, rows, cols)?;
+                        let path = Path::new(SINGLE_FILE);
+                        w.write_all(&m.codes).map_err(io(path))?;
+                        w.write_all(&m.scales).map_err(io(path))?;
+                        w.write_all(&m.zeros).map_err(io(path))
+                    }),
+                )?;
+                Storage::group(f)
+            }
+            None => {
+                let dtype = if shape.len() >= 2 { DType::F16 } else { DType::F32 };
+                let n: usize = shape.iter().product();
+                summary.tensor_bytes += (n * dtype.block_bytes()) as u64;
+                writer.add(
+                    vec![(name.to_string(), dtype, shape.clone())],
+                    Box::new(move |w: &mut dyn Write| {
+                        progress(i, name);
+                        let (_, values) = source.tensor_f32(name)?;
+                        let bytes = lowbit_formats::quantize::quantize(dtype, &values, values.len().max(1), None)
+                            .map_err(|e| FormatError::Invalid(format!("tensor {name}: {e}")))?;
+                        w.write_all(&bytes).map_err(io(Path::new(SINGLE_FILE)))
+                    }),
+                )?;
+                Storage::Plain { dtype: dtype.name().to_string() }
+            }
+        };
+        let label = storage.name();
+        match summary.per_storage.iter_mut().find(|(s, _)| *s == label) {
+            Some((_, c)) => *c += 1,
+            None => summary.per_storage.push((label, 1)),
+        }
+        specs.push(TensorSpec { name: name.to_string(), shape, storage });
+    }
+    writer.write(&staged.path().join(SINGLE_FILE))?;
+    let qconfig = QuantizationConfig {
+        format: FORMAT_TAG.to_string(),
+        format_version: FORMAT_VERSION,
+        tool_version: format!("lowbit {}", env!("CARGO_PKG_VERSION")),
+        method: "rtn".into(),
+        bits: scheme.bits,
+        group: scheme.group,
+        sym: scheme.sym,
+        source: source.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        metadata,
+        tensors: specs,
+    };
+    let qpath = staged.path().join(lowbit_formats::native::QUANT_CONFIG);
+    std::fs::write(&qpath, qconfig.to_json()).map_err(io(&qpath))?;
+    staged.commit()?;
+    Ok(summary)
+}
+
+/// Writes the source's metadata into `dir`; returns the name the quantization config records.
+fn write_metadata(source: &ModelSource, dir: &Path) -> Result<String> {
+    let gguf = match source {
+        ModelSource::Gguf(f) => Some(f),
+        ModelSource::Native(m) => m.metadata_gguf(),
+        _ => None,
+    };
+    if let Some(gguf) = gguf {
+        let mut w = GgufWriter::new();
+        // The file type describes the source's tensors, which metadata.gguf does not hold.
+        w.copy_metadata_from(gguf, &["general.file_type", "general.quantization_version"])?;
+        w.write(dir.join(METADATA_GGUF))?;
+        return Ok(METADATA_GGUF.to_string());
+    }
+    let from = match source {
+        ModelSource::Hf(m) => m.dir(),
+        ModelSource::Native(m) => m.dir(),
+        _ => {
+            return Err(FormatError::Unsupported {
+                path: source.path().to_path_buf(),
+                what: "source without tensors: nothing to quantize".into(),
+            })
+        }
+    };
+    for name in HF_SIDE_FILES {
+        let src = from.join(name);
+        if src.is_file() {
+            std::fs::copy(&src, dir.join(name)).map_err(io(&src))?;
+        }
+    }
+    Ok(CONFIG_FILE.to_string())
+}

@@ -1,0 +1,73 @@
+//! Round-to-nearest (RTN) quantization into the native group formats: which tensors get which format.
+//!
+//! Every matrix whose rows are whole sub-blocks of 32 is quantized, the embedding table included (in
+//! small models it is the largest tensor, and a tied output projection multiplies with it); other
+//! matrices are stored as F16 and 1-D tensors (norms, biases) as F32, as llama.cpp keeps them.
+
+use lowbit_formats::native::group::SUB_BLOCK;
+use lowbit_formats::native::GroupFormat;
+use lowbit_formats::{FormatError, Result};
+
+/// `--bits B [--group G] [--sym|--asym]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RtnScheme {
+    pub bits: u8,
+    /// Columns per group; `None` is one group per output channel (the whole row).
+    pub group: Option<usize>,
+    pub sym: bool,
+}
+
+impl RtnScheme {
+    /// Checks bits and group; the format of each tensor comes from [`RtnScheme::format_for`].
+    pub fn new(bits: u8, group: Option<usize>, sym: bool) -> Result<RtnScheme> {
+        GroupFormat::new(bits, group.unwrap_or(SUB_BLOCK), sym)?;
+        Ok(RtnScheme { bits, group, sym })
+    }
+
+    /// The format of a tensor of `shape`, or `None` when it stays unquantized.
+    pub fn format_for(&self, shape: &[usize]) -> Option<GroupFormat> {
+        let [_, cols] = shape[..] else { return None };
+        if cols == 0 || !cols.is_multiple_of(SUB_BLOCK) {
+            return None;
+        }
+        GroupFormat::new(self.bits, self.group.unwrap_or(cols), self.sym).ok()
+    }
+
+    /// `int4-g128-sym`, `int8-channel-sym`.
+    pub fn name(&self) -> String {
+        let group = self.group.map_or("channel".to_string(), |g| format!("g{g}"));
+        format!("int{}-{group}-{}", self.bits, if self.sym { "sym" } else { "asym" })
+    }
+}
+
+/// Quantizes one tensor's values; errors name the tensor.
+pub fn quantize_tensor(
+    name: &str,
+    format: GroupFormat,
+    values: &[f32],
+    rows: usize,
+    cols: usize,
+) -> Result<lowbit_formats::native::GroupMatrix> {
+    lowbit_formats::native::group::quantize(format, values, rows, cols).map_err(|e| match e {
+        FormatError::Invalid(what) => FormatError::Invalid(format!("tensor {name}: {what}")),
+        other => other,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_per_shape() {
+        let s = RtnScheme::new(4, Some(128), true).unwrap();
+        assert_eq!(s.format_for(&[1536, 576]), Some(GroupFormat { bits: 4, group: 128, sym: true }));
+        assert_eq!(s.format_for(&[576]), None);
+        assert_eq!(s.format_for(&[10, 100]), None);
+        let c = RtnScheme::new(8, None, true).unwrap();
+        assert_eq!(c.format_for(&[576, 1536]), Some(GroupFormat { bits: 8, group: 1536, sym: true }));
+        assert_eq!(c.name(), "int8-channel-sym");
+        assert!(RtnScheme::new(5, None, true).is_err());
+        assert!(RtnScheme::new(4, Some(100), true).is_err());
+    }
+}
