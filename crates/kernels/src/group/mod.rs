@@ -92,14 +92,13 @@ pub fn active() -> &'static GroupKernels {
     ACTIVE.get_or_init(|| paths().last().copied().unwrap_or(&SCALAR))
 }
 
-/// Every path this CPU can run, scalar first.
+/// Every path this CPU can run, scalar first. (No NEON path yet: aarch64 runs the scalar one.)
 pub fn paths() -> Vec<&'static GroupKernels> {
-    let mut v = vec![&SCALAR];
     #[cfg(target_arch = "x86_64")]
-    if let Some(k) = avx2::kernels() {
-        v.push(k);
-    }
-    v
+    let simd = avx2::kernels();
+    #[cfg(not(target_arch = "x86_64"))]
+    let simd = None;
+    std::iter::once(&SCALAR).chain(simd).collect()
 }
 
 /// Checks the lengths of a `GroupKernels::matmul` call; returns (n, m).
