@@ -1,3 +1,9 @@
 //! Quantization: which storage type each tensor gets, and writing the result.
 
+pub mod error;
+pub mod file_type;
 pub mod gguf_export;
+pub mod tensor_types;
+
+pub use error::QuantError;
+pub use file_type::FileType;
