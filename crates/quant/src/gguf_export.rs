@@ -4,7 +4,8 @@
 //! for every matrix with `pure`, llama-quantize's `--pure`), and the bytes lowbit's reference quantizers write, which
 //! are llama.cpp's. The file is laid out as llama-quantize lays it out (metadata in the source's order with
 //! `general.quantization_version` and `general.file_type` moved last, tensors in llama.cpp's loader order), so the
-//! whole file is llama-quantize's byte for byte (tests/llamacpp_quantize.rs). Tensors are read, quantized and
+//! whole file is llama-quantize's byte for byte (tests/llamacpp_quantize.rs). A tensor already in its chosen type is
+//! copied, not re-quantized, as llama-quantize copies it. Tensors are read, quantized and
 //! written one after the other, so memory holds one tensor at a time; the file appears under its name only when
 //! complete.
 
