@@ -17,7 +17,8 @@ It writes into crates/formats/tests/data/dequant/:
                dequantization with it when the model files are present ($LOWBIT_MODELS).
 
 Random block bytes cover every quant and packed-scale bit pattern; only the f16 scale fields (d,
-dmin, m) are overwritten with finite values of varied magnitude, so that outputs are finite and
+dmin, m) are overwritten with finite values of varied magnitude, and MXFP4's exponent byte with
+exponents whose values stay finite (subnormal scales included), so that outputs are finite and
 comparable. Plain types (F32/F16/BF16) keep fully random bits, NaN and infinities included. gguf
 has no I8 dequantizer; its expected values are numpy's int8 -> float32 conversion.
 """
@@ -49,7 +50,11 @@ F16_FIELDS = {
     T.Q4_K: [0, 2],
     T.Q5_K: [0, 2],
     T.Q6_K: [208],
+    T.TQ1_0: [52],
+    T.TQ2_0: [64],
 }
+# Byte offsets of E8M0 exponent fields (MXFP4's block scale is 2^(e - 128)).
+E8M0_FIELDS = {T.MXFP4: [0]}
 N_QUANT_BLOCKS = {32: 16, 256: 8}
 N_PLAIN_ELEMENTS = 256
 
@@ -87,6 +92,12 @@ def quant_blocks(rng: np.random.Generator, t: T) -> np.ndarray:
     # Extreme codes: every quant and packed scale bit set, then every one clear.
     blocks[1, :] = 0xFF
     blocks[2, :] = 0x00
+    if t in E8M0_FIELDS:
+        off = E8M0_FIELDS[t][0]
+        blocks[:, off] = rng.integers(100, 156, n)
+        # The largest exponent whose values stay finite (12 * 2^124), and the two subnormal scales.
+        blocks[1, off], blocks[2, off], blocks[3, off] = 252, 1, 0
+        return blocks.reshape(-1)
     for off in F16_FIELDS[t]:
         blocks[:, off : off + 2] = random_scales(rng, n)
     # An f16 subnormal scale, whose conversion to f32 is the easiest to get wrong.
@@ -107,7 +118,8 @@ def reference(raw: np.ndarray, t: T) -> np.ndarray:
 
 def write_random_fixtures(rng: np.random.Generator) -> None:
     plain = [T.F32, T.F16, T.BF16, T.I8]
-    for t in plain + list(F16_FIELDS):
+    # New types go last, so that the fixtures of the earlier ones stay byte-identical.
+    for t in plain + list(F16_FIELDS) + list(E8M0_FIELDS):
         raw = plain_elements(rng, t) if t in plain else quant_blocks(rng, t)
         expected = reference(raw, t)
         if t not in plain:

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Golden fixtures for lowbit's reference quantization (crates/formats/src/quantize/), written by two independent
-implementations: PyPI `gguf` (`gguf.quants.quantize`, which has quantizers for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and BF16;
-F16 is numpy's float16 cast) and llama.cpp's `llama-quantize` (every type, with and without an importance matrix).
+implementations: PyPI `gguf` (`gguf.quants.quantize`, which has quantizers for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, TQ1_0,
+TQ2_0, MXFP4 and BF16; F16 is numpy's float16 cast) and llama.cpp's `llama-quantize` (every type, with and without an
+importance matrix; MXFP4 as `MXFP4_MOE --pure`).
 
 Run from the repository root (needs `pip install gguf numpy`; gguf 0.19.0 and numpy 2.4 were used) after building
 the llama.cpp peer (shared/tools/llama-cpp-peer.sh; commit 0c1e570, see scripts/golden/README.md):
@@ -13,8 +14,9 @@ It writes into crates/formats/tests/data/quantize/ (about 140 KB, byte-identical
   manifest.json     the tensors (name, rows, cols) in the order every other file concatenates them, and provenance
   inputs.f32        the tensors' values, little-endian f32: several distributions, see `inputs`
   importance.f32    one importance weight per column of each tensor
-  <type>.bin        the tensors quantized without importance. Q4_0 … Q8_0: by gguf.quants.quantize; Q2_K … Q6_K:
-                    by `llama-quantize --pure in.gguf out.gguf TYPE`
+  <type>.bin        the tensors quantized without importance. Q4_0 … Q8_0 and MXFP4: by gguf.quants.quantize; Q2_K …
+                    Q6_K, TQ1_0 and TQ2_0: by `llama-quantize --pure in.gguf out.gguf TYPE`. (TQ1_0, TQ2_0 and MXFP4
+                    ignore importance in llama.cpp, so they have no .imatrix fixture.)
   <type>.imatrix.bin  the tensors quantized by `llama-quantize --pure --imatrix imatrix.gguf`, for every type with a
                     weighted search (all but Q8_0, which ignores the importance matrix)
   plain.f32, plain.f16.bin, plain.bf16.bin   values chosen to hit the F16/BF16 rounding ties, subnormals and range
@@ -28,8 +30,15 @@ of the quantized bytes, as the same implementations write them. Rare branches of
 step of Q4_K's, say, is taken by about one super-block in 200) are only exercised at that size.
 
 The script also checks that the two implementations agree wherever both exist: llama-quantize's Q4_0 … Q8_0, F16
-and BF16 bytes equal gguf's for every tensor, and its Q8_0 with an importance matrix equals Q8_0 without. It stops
-with an error if they do not.
+and BF16 bytes equal gguf's for every tensor, its TQ1_0, TQ2_0 and MXFP4 bytes equal gguf's except on the `tiny`
+tensor, and its Q8_0 with an importance matrix equals Q8_0 without. It stops with an error if they do not.
+
+Two deliberate exceptions, both on blocks of subnormal values (the `tiny` tensor): there 1/amax overflows and ggml
+converts infinities to integers, or computes a negative MXFP4 exponent and converts it to uint8_t, which C leaves
+undefined. TQ1_0/TQ2_0 fixtures come from llama-quantize (x86-64's conversions; gguf's numpy casts differ there).
+For MXFP4 llama-quantize refuses its own output on such blocks (exponent 0xFF), so it is not run on `tiny`, and
+blocks whose largest magnitude is below 2^-125 get exponent 0 (the smallest scale, what lowbit writes) and codes by
+ggml's nearest-value rule, computed here in numpy (`mxfp4_smallest_scale`).
 
 How llama-quantize is driven: the tensors go into a minimal `llama` GGUF (F32, names `<distribution>.weight` so
 that every one is quantized), `--pure` keeps each in the requested type, and the importance matrix is a GGUF in
@@ -59,6 +68,9 @@ SEED = 20250301
 
 LEGACY = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0]
 KQUANTS = [T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K]
+TERNARY = [T.TQ1_0, T.TQ2_0]
+# llama-quantize's name for a file of one type, where it is not the type's own.
+FTYPE_NAME = {T.MXFP4: "MXFP4_MOE"}
 WEIGHTED = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, *KQUANTS]
 
 
@@ -91,6 +103,20 @@ def inputs(rng: np.random.Generator) -> dict[str, np.ndarray]:
     # Tiny and subnormal values: f16 scales underflow, and 1/d overflows in the legacy quantizers.
     t["tiny"] = rng.normal(0, 1, (4, 256)) * np.array([1e-38, 1e-42, 1e-30, 1e-20])[:, None]
     return {k: v.astype(np.float32) for k, v in t.items()}
+
+
+def pow2_inputs(rng: np.random.Generator) -> np.ndarray:
+    """Blocks whose largest magnitude sits within a few ulps of a power of two (below, at, above), where the floor of
+    log2f is not the binary exponent: MXFP4's shared exponent must follow ggml's log2f. Drawn from its own generator
+    (added after the others, whose fixtures stay byte-identical)."""
+    x = rng.normal(0, 0.25, (4, 256)).astype(np.float32)
+    blocks = x.reshape(-1, 32)
+    for b in range(blocks.shape[0]):
+        k, ulps = int(rng.integers(-20, 5)), int(rng.integers(-3, 4))
+        top = np.array(int(np.float32(2.0**k).view(np.uint32)) + ulps, dtype=np.uint32).view(np.float32)
+        blocks[b] *= np.float32(0.999 * 2.0**k) / np.abs(blocks[b]).max()
+        blocks[b, int(rng.integers(0, 32))] = top * np.float32(rng.choice([-1, 1]))
+    return x
 
 
 def importance(rng: np.random.Generator, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -211,13 +237,28 @@ def llama_quantize(exe: Path, model: Path, qtype: T, workdir: Path, imatrix: Pat
     cmd = [str(exe), "--allow-requantize", "--pure"]
     if imatrix:
         cmd += ["--imatrix", str(imatrix)]
-    cmd += [str(model), str(out), qtype.name, "1"]
+    cmd += [str(model), str(out), FTYPE_NAME.get(qtype, qtype.name), "1"]
     subprocess.run(cmd, check=True, capture_output=True)
     result = {}
     for t in GGUFReader(out).tensors:
         assert t.tensor_type == qtype, f"{t.name}: llama-quantize wrote {t.tensor_type.name}, not {qtype.name}"
         result[t.name.removesuffix(".weight")] = np.asarray(t.data).view(np.uint8).tobytes()
     return result
+
+
+def mxfp4_smallest_scale(x: np.ndarray, gguf_bytes: bytes) -> bytes:
+    """gguf's MXFP4 bytes with every block whose largest magnitude is in (0, 2^-125) re-quantized at exponent 0:
+    d = 2^-128, each value the first of the 16 codes nearest to it (ggml's best_index_mxfp4, in float32)."""
+    blocks = x.reshape(-1, 32)
+    out = np.frombuffer(gguf_bytes, np.uint8).reshape(-1, 17).copy()
+    amax = np.abs(blocks).max(axis=1)
+    kvalues = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], np.float32)
+    d = np.float32(2.0**-128)
+    for b in np.nonzero((amax > 0) & (amax < np.float32(2.0**-125)))[0]:
+        codes = np.argmin(np.abs(kvalues[None, :] * d - blocks[b][:, None]), axis=1).astype(np.uint8)
+        out[b, 0] = 0
+        out[b, 1:] = codes[:16] | (codes[16:] << 4)
+    return out.tobytes()
 
 
 def concat(names: list[str], parts: dict[str, bytes]) -> bytes:
@@ -232,6 +273,9 @@ def main() -> None:
     tensors = inputs(rng)
     weights = importance(rng, tensors)
     plain = plain_values(rng)
+    extra = np.random.default_rng(SEED + 1)
+    tensors["pow2"] = pow2_inputs(extra)
+    weights["pow2"] = extra.gamma(0.5, 1.0, 256).astype(np.float32)
     names = list(tensors)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
 
@@ -250,13 +294,17 @@ def main() -> None:
         gguf_py = {t: {n: np.asarray(quantize(tensors[n], t)).tobytes() for n in names} for t in LEGACY}
     for t in LEGACY:
         write(f"{t.name.lower()}.bin", concat(names, gguf_py[t]))
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        gguf_new = {t: {n: np.asarray(quantize(tensors[n], t)).tobytes() for n in names} for t in [*TERNARY, T.MXFP4]}
+    gguf_new[T.MXFP4] = {n: mxfp4_smallest_scale(tensors[n], b) for n, b in gguf_new[T.MXFP4].items()}
+    write("mxfp4.bin", concat(names, gguf_new[T.MXFP4]))
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         model, imatrix = work / "in.gguf", work / "imatrix.gguf"
         write_model(model, tensors)
         write_imatrix(imatrix, weights)
-        for t in KQUANTS:
+        for t in KQUANTS + TERNARY:
             write(f"{t.name.lower()}.bin", concat(names, llama_quantize(args.llama_quantize, model, t, work, None)))
         for t in WEIGHTED:
             got = llama_quantize(args.llama_quantize, model, t, work, imatrix)
@@ -267,6 +315,15 @@ def main() -> None:
             ours = llama_quantize(args.llama_quantize, model, t, work, None)
             for n in names:
                 assert ours[n] == gguf_py[t][n], f"{t.name} {n}: llama-quantize and gguf.quants disagree"
+        for t in TERNARY:
+            ours = llama_quantize(args.llama_quantize, model, t, work, None)
+            for n in names:
+                assert n == "tiny" or ours[n] == gguf_new[t][n], f"{t.name} {n}: llama-quantize and gguf.quants disagree"
+        no_tiny = work / "no-tiny.gguf"
+        write_model(no_tiny, {n: x for n, x in tensors.items() if n != "tiny"})
+        ours = llama_quantize(args.llama_quantize, no_tiny, T.MXFP4, work, None)
+        for n in ours:
+            assert ours[n] == gguf_new[T.MXFP4][n], f"MXFP4 {n}: llama-quantize and gguf.quants disagree"
         q8_weighted = llama_quantize(args.llama_quantize, model, T.Q8_0, work, imatrix)
         assert all(q8_weighted[n] == gguf_py[T.Q8_0][n] for n in names), "Q8_0 with an imatrix differs"
         plain_model = work / "plain.gguf"
@@ -275,16 +332,16 @@ def main() -> None:
         assert llama_quantize(args.llama_quantize, plain_model, T.BF16, work, None)["plain"] == np.asarray(
             quantize(plain, T.BF16)
         ).tobytes()
-        print("llama-quantize agrees with gguf.quants on Q4_0 … Q8_0, F16 and BF16")
+        print("llama-quantize agrees with gguf.quants on Q4_0 … Q8_0, TQ1_0, TQ2_0, MXFP4, F16 and BF16")
 
         bulk, bulk_importance = bulk_inputs(SEED)
         bulk_model, bulk_imatrix = work / "bulk.gguf", work / "bulk-imatrix.gguf"
         write_model(bulk_model, {"bulk": bulk})
         write_imatrix(bulk_imatrix, {"bulk": bulk_importance})
         bulk_hashes = {}
-        for t in [*LEGACY, *KQUANTS, T.F16, T.BF16]:
+        for t in [*LEGACY, *KQUANTS, *TERNARY, T.MXFP4, T.F16, T.BF16]:
             got = llama_quantize(args.llama_quantize, bulk_model, t, work, None)["bulk"]
-            if t in LEGACY or t == T.BF16:
+            if t in LEGACY or t in TERNARY or t in (T.MXFP4, T.BF16):
                 with np.errstate(over="ignore", invalid="ignore"):
                     assert np.asarray(quantize(bulk, t)).tobytes() == got, f"bulk {t.name}: gguf.quants disagrees"
             bulk_hashes[t.name] = group_hashes(got)
@@ -300,6 +357,8 @@ def main() -> None:
         "bulk": {"rows": BULK_ROWS, "cols": BULK_COLS, "group_rows": BULK_GROUP, "hashes": bulk_hashes},
         "made_by": {
             "legacy": "gguf.quants.quantize (gguf 0.19.0), equal to llama-quantize",
+            "mxfp4": "gguf.quants.quantize, equal to llama-quantize MXFP4_MOE --pure; blocks below 2^-125: exponent 0",
+            "tq1_0, tq2_0": "llama-quantize --pure, equal to gguf.quants.quantize except on the tiny tensor",
             "k-quants and imatrix": "llama-quantize --allow-requantize --pure [--imatrix], llama.cpp 0c1e570",
             "f16": "numpy astype(float16), equal to llama-quantize F16",
             "bf16": "gguf.quants.quantize BF16, equal to llama-quantize BF16",

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use lowbit_formats::source::ModelSource;
-use lowbit_formats::DType;
+use lowbit_quant::FileType;
 
 use crate::table::{thousands, Table};
 
@@ -19,32 +19,21 @@ pub struct Args {
     /// Output container (only `gguf` so far).
     #[arg(long, default_value = "gguf")]
     format: String,
-    /// Storage type of the matrices: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K,
-    /// Q4_K, Q5_K, Q6_K (rows a type cannot hold fall back as llama.cpp does; norms stay F32).
+    /// llama-quantize's file type: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K_S, Q3_K_M, Q3_K_L,
+    /// Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, TQ1_0, TQ2_0, MXFP4_MOE (aliases Q3_K, Q4_K, Q5_K: the _M mixes;
+    /// MXFP4: MXFP4_MOE). Tensors get llama.cpp's types for it; rows a type cannot hold fall back as llama.cpp does.
     #[arg(long = "type", required_unless_present = "method")]
-    dtype: Option<String>,
+    ftype: Option<String>,
+    /// One type for every quantized matrix, as llama-quantize --pure (no mix rules).
+    #[arg(long)]
+    pure: bool,
     #[command(flatten)]
     native: crate::native_quantize::NativeArgs,
 }
 
-fn parse_type(s: &str) -> anyhow::Result<DType> {
-    let all = [
-        DType::F32,
-        DType::F16,
-        DType::BF16,
-        DType::Q8_0,
-        DType::Q4_0,
-        DType::Q4_1,
-        DType::Q5_0,
-        DType::Q5_1,
-        DType::Q2K,
-        DType::Q3K,
-        DType::Q4K,
-        DType::Q5K,
-        DType::Q6K,
-    ];
-    all.into_iter().find(|d| d.name().eq_ignore_ascii_case(s)).ok_or_else(|| {
-        let names: Vec<&str> = all.iter().map(|d| d.name()).collect();
+fn parse_type(s: &str) -> anyhow::Result<FileType> {
+    FileType::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = FileType::ALL.iter().map(|f| f.name()).collect();
         anyhow::anyhow!("unknown type {s:?}; one of {}", names.join(", "))
     })
 }
@@ -56,25 +45,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.format != "gguf" {
         anyhow::bail!("--format {}: only gguf output exists so far", args.format);
     }
-    let target = parse_type(args.dtype.as_deref().unwrap_or_default())?;
+    let ftype = parse_type(args.ftype.as_deref().unwrap_or_default())?;
     let source = ModelSource::open(&args.model)?;
     let Some(gguf) = source.gguf() else {
         anyhow::bail!("{}: GGUF output is made from a GGUF model so far", args.model.display());
     };
     let bar = ProgressBar::new(gguf.tensors().len() as u64)
         .with_style(ProgressStyle::with_template("{bar:30} {pos}/{len} tensors  {msg}  [{elapsed} < {eta}]")?);
-    let summary = lowbit_quant::gguf_export::export(gguf, &args.out, target, &|i, name| {
+    let summary = lowbit_quant::gguf_export::export(gguf, &args.out, ftype, args.pure, &|i, name| {
         bar.set_position(i as u64);
         bar.set_message(name.to_string());
     })
     .with_context(|| format!("writing {}", args.out.display()))?;
     bar.finish_and_clear();
     let written = std::fs::metadata(&args.out)?.len();
-    println!("{} -> {} ({} bytes)", args.model.display(), args.out.display(), thousands(written));
-    let mut t = Table::new(&["storage", "tensors"], &[false, true]);
-    for (d, n) in &summary.per_type {
-        t.row(vec![d.name().into(), n.to_string()]);
+    let pure = if args.pure { " --pure" } else { "" };
+    println!("{} -> {} ({ftype}{pure}, {} bytes)", args.model.display(), args.out.display(), thousands(written));
+    let mut t = Table::new(&["storage", "tensors", "bytes"], &[false, true, true]);
+    for c in &summary.per_type {
+        t.row(vec![c.dtype.name().into(), c.tensors.to_string(), thousands(c.bytes)]);
     }
+    t.row(vec!["total".into(), summary.tensors.to_string(), thousands(summary.bytes)]);
     print!("{}", t.render());
     Ok(())
 }

@@ -20,6 +20,12 @@ pub enum DType {
     Q4K,
     Q5K,
     Q6K,
+    /// Ternary, 256 per block: five trits per byte, then four per byte, and an f16 scale.
+    TQ1_0,
+    /// Ternary, 256 per block: 2-bit codes and an f16 scale.
+    TQ2_0,
+    /// OCP microscaling FP4, 32 per block: an E8M0 exponent and E2M1 codes, as ggml lays it out.
+    MXFP4,
     /// Raw bytes (safetensors U8), e.g. packed blocks whose meaning a sibling tensor gives.
     U8,
     I8,
@@ -43,6 +49,9 @@ impl DType {
             14 => DType::Q6K,
             24 => DType::I8,
             30 => DType::BF16,
+            34 => DType::TQ1_0,
+            35 => DType::TQ2_0,
+            39 => DType::MXFP4,
             _ => return None,
         })
     }
@@ -63,6 +72,9 @@ impl DType {
             DType::Q6K => 14,
             DType::I8 => 24,
             DType::BF16 => 30,
+            DType::TQ1_0 => 34,
+            DType::TQ2_0 => 35,
+            DType::MXFP4 => 39,
             DType::U8 => return None,
         })
     }
@@ -82,6 +94,9 @@ impl DType {
             DType::Q4K => "Q4_K",
             DType::Q5K => "Q5_K",
             DType::Q6K => "Q6_K",
+            DType::TQ1_0 => "TQ1_0",
+            DType::TQ2_0 => "TQ2_0",
+            DType::MXFP4 => "MXFP4",
             DType::U8 => "U8",
             DType::I8 => "I8",
         }
@@ -91,8 +106,8 @@ impl DType {
     pub fn block_len(self) -> usize {
         match self {
             DType::F32 | DType::F16 | DType::BF16 | DType::U8 | DType::I8 => 1,
-            DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 | DType::Q8_0 => 32,
-            DType::Q2K | DType::Q3K | DType::Q4K | DType::Q5K | DType::Q6K => 256,
+            DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 | DType::Q8_0 | DType::MXFP4 => 32,
+            DType::Q2K | DType::Q3K | DType::Q4K | DType::Q5K | DType::Q6K | DType::TQ1_0 | DType::TQ2_0 => 256,
         }
     }
 
@@ -112,6 +127,9 @@ impl DType {
             DType::Q4K => 144,
             DType::Q5K => 176,
             DType::Q6K => 210,
+            DType::TQ1_0 => 54,
+            DType::TQ2_0 => 66,
+            DType::MXFP4 => 17,
         }
     }
 

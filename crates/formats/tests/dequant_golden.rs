@@ -27,7 +27,7 @@ macro_rules! fixture {
     };
 }
 
-fn fixtures() -> [Fixture; 14] {
+fn fixtures() -> [Fixture; 17] {
     [
         fixture!(DType::F32, "f32"),
         fixture!(DType::F16, "f16"),
@@ -43,6 +43,9 @@ fn fixtures() -> [Fixture; 14] {
         fixture!(DType::Q4K, "q4_k"),
         fixture!(DType::Q5K, "q5_k"),
         fixture!(DType::Q6K, "q6_k"),
+        fixture!(DType::TQ1_0, "tq1_0"),
+        fixture!(DType::TQ2_0, "tq2_0"),
+        fixture!(DType::MXFP4, "mxfp4"),
     ]
 }
 

@@ -116,6 +116,8 @@ const LEGACY: [DType; 5] = [DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, 
 const KQUANTS: [DType; 5] = [DType::Q2K, DType::Q3K, DType::Q4K, DType::Q5K, DType::Q6K];
 const WEIGHTED: [DType; 9] =
     [DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q2K, DType::Q3K, DType::Q4K, DType::Q5K, DType::Q6K];
+/// Types without a weighted search in llama.cpp.
+const TERNARY_AND_FP4: [DType; 3] = [DType::TQ1_0, DType::TQ2_0, DType::MXFP4];
 
 #[test]
 fn legacy_types_match_gguf_py_byte_for_byte() {
@@ -135,6 +137,23 @@ fn k_quants_match_llama_quantize_byte_for_byte() {
 fn importance_weighted_types_match_llama_quantize_imatrix_byte_for_byte() {
     for dtype in WEIGHTED {
         check_type(dtype, true);
+    }
+}
+
+#[test]
+fn ternary_and_mxfp4_match_llama_quantize_and_gguf_py_byte_for_byte() {
+    for dtype in TERNARY_AND_FP4 {
+        check_type(dtype, false);
+    }
+}
+
+#[test]
+fn ternary_and_mxfp4_ignore_importance_like_llama_cpp() {
+    for dtype in TERNARY_AND_FP4 {
+        for t in tensors() {
+            let plain = quantize(dtype, &t.values, t.cols, None).unwrap();
+            assert!(plain == quantize(dtype, &t.values, t.cols, Some(&t.importance)).unwrap(), "{dtype} {}", t.name);
+        }
     }
 }
 
@@ -176,7 +195,7 @@ fn plain_types_match_numpy_and_gguf_py() {
 
 #[test]
 fn fixtures_are_not_trivial() {
-    for dtype in LEGACY.into_iter().chain(KQUANTS) {
+    for dtype in LEGACY.into_iter().chain(KQUANTS).chain(TERNARY_AND_FP4) {
         let expected = read(&fixture_name(dtype, false));
         let mut blocks: Vec<&[u8]> = expected.chunks_exact(dtype.block_bytes()).collect();
         let n = blocks.len();
@@ -304,7 +323,7 @@ fn rmse(a: &[f32], b: &[f32]) -> f64 {
     (sum / a.len() as f64).sqrt()
 }
 
-const ALL: [DType; 13] = [
+const ALL: [DType; 16] = [
     DType::F32,
     DType::F16,
     DType::BF16,
@@ -318,6 +337,9 @@ const ALL: [DType; 13] = [
     DType::Q4K,
     DType::Q5K,
     DType::Q6K,
+    DType::TQ1_0,
+    DType::TQ2_0,
+    DType::MXFP4,
 ];
 
 #[test]
@@ -331,6 +353,7 @@ fn quantization_error_is_within_llama_cpp_test_bounds() {
         let bound = match dtype {
             DType::Q2K => 0.0075,
             DType::Q3K => 0.0040,
+            DType::TQ1_0 | DType::TQ2_0 => 0.01,
             _ => 0.002,
         };
         assert!(error < bound, "{dtype}: total quantization error {error} ≥ {bound}");
@@ -342,7 +365,17 @@ fn error_shrinks_with_every_added_bit() {
     let x = gaussian(64 * 256, 0x5EED);
     let rmse_of = |dtype| rmse(&x, &round_trip(dtype, &x, 1024, None));
     let chains: [&[DType]; 3] = [
-        &[DType::Q2K, DType::Q3K, DType::Q4K, DType::Q5K, DType::Q6K, DType::Q8_0, DType::BF16, DType::F16],
+        &[
+            DType::TQ2_0,
+            DType::Q2K,
+            DType::Q3K,
+            DType::Q4K,
+            DType::Q5K,
+            DType::Q6K,
+            DType::Q8_0,
+            DType::BF16,
+            DType::F16,
+        ],
         &[DType::Q4_0, DType::Q5_0, DType::Q8_0],
         &[DType::Q4_1, DType::Q5_1, DType::Q8_0],
     ];
@@ -353,8 +386,8 @@ fn error_shrinks_with_every_added_bit() {
         }
     }
     // Per-type ceilings, about 1.15× what these quantizers reach on this data (Q2_K 0.296, Q3_K 0.150, Q4_K 0.0712,
-    // Q5_K 0.0361, Q6_K 0.0179, Q4_0 0.0859, Q4_1 0.0777, Q5_0 0.0425, Q5_1 0.0375, Q8_0 0.00535): a change that
-    // costs accuracy fails here even where it keeps the order above.
+    // Q5_K 0.0361, Q6_K 0.0179, Q4_0 0.0859, Q4_1 0.0777, Q5_0 0.0425, Q5_1 0.0375, Q8_0 0.00535, MXFP4 0.115,
+    // TQ2_0 0.805): a change that costs accuracy fails here even where it keeps the order above.
     let ceilings = [
         (DType::Q2K, 0.34),
         (DType::Q3K, 0.173),
@@ -366,12 +399,27 @@ fn error_shrinks_with_every_added_bit() {
         (DType::Q5_0, 0.0489),
         (DType::Q5_1, 0.0431),
         (DType::Q8_0, 0.00615),
+        (DType::MXFP4, 0.132),
+        (DType::TQ2_0, 0.93),
     ];
     for (dtype, ceiling) in ceilings {
         let e = rmse_of(dtype);
         assert!(e < ceiling, "{dtype}: RMSE {e} on N(0, 1) data ≥ {ceiling}");
     }
     assert_eq!(rmse_of(DType::F32), 0.0);
+}
+
+#[test]
+fn both_ternary_packings_hold_the_same_values() {
+    // TQ1_0 and TQ2_0 round alike and differ only in how they pack the trits.
+    let x = gaussian(16 * 256, 0x7E57);
+    let (tq1, tq2) = (round_trip(DType::TQ1_0, &x, 1024, None), round_trip(DType::TQ2_0, &x, 1024, None));
+    assert!(tq1 == tq2);
+    // Every value is -d, 0 or +d of its block.
+    for (b, block) in tq1.chunks(256).enumerate() {
+        let d = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(block.iter().all(|v| v.abs() == d || *v == 0.0), "block {b}");
+    }
 }
 
 #[test]

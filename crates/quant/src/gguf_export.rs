@@ -1,61 +1,33 @@
-//! Re-quantizing a GGUF model to one storage type, one tensor at a time.
+//! Re-quantizing a GGUF model as llama-quantize does, one tensor at a time.
 //!
-//! Rules (llama.cpp's `llama-quantize --pure`, including `tensor_type_fallback`): 1-D tensors
-//! (norms, biases) stay F32; every matrix gets the target type, or, when its rows are not a
-//! multiple of that type's block length, llama.cpp's fallback (Q2_K, Q3_K → Q4_0; Q4_K → Q5_0;
-//! Q5_K → Q5_1; Q6_K → Q8_0; F16 when even the fallback does not fit). The output matches
-//! llama.cpp's byte for byte (tests/llamacpp_pure.rs). Tensors are read, quantized and written
-//! in order, so memory holds one tensor at a time.
+//! Each tensor gets the type `tensor_types::choose_types` picks for the file type (llama.cpp's mixes, or one type
+//! for every matrix with `pure`, llama-quantize's `--pure`), and the bytes lowbit's reference quantizers write, which
+//! are llama.cpp's. The file is laid out as llama-quantize lays it out (metadata in the source's order with
+//! `general.quantization_version` and `general.file_type` moved last, tensors in llama.cpp's loader order), so the
+//! whole file is llama-quantize's byte for byte (tests/llamacpp_quantize.rs). A tensor already in its chosen type is
+//! copied, not re-quantized, as llama-quantize copies it. Tensors are read, quantized and
+//! written one after the other, so memory holds one tensor at a time; the file appears under its name only when
+//! complete.
 
+use std::cell::RefCell;
 use std::path::Path;
 
 use lowbit_formats::dequant::dequantize;
-use lowbit_formats::gguf::{GgufFile, Value};
-use lowbit_formats::gguf_write::{GgufWriter, TensorData};
+use lowbit_formats::gguf::{GgufFile, TensorInfo, Value};
+use lowbit_formats::gguf_write::{GgufWriter, TensorData, TensorSink};
 use lowbit_formats::quantize::quantize;
 use lowbit_formats::{DType, FormatError};
 
-/// The type a tensor of `shape` (row-major) gets when the model is converted to `target`.
-pub fn tensor_type(shape: &[usize], target: DType) -> DType {
-    let row_len = shape.last().copied().unwrap_or(0);
-    if shape.len() < 2 {
-        return DType::F32;
-    }
-    if row_len % target.block_len() == 0 {
-        return target;
-    }
-    let fallback = match target {
-        DType::Q4K => DType::Q5_0,
-        DType::Q5K => DType::Q5_1,
-        DType::Q6K => DType::Q8_0,
-        DType::Q2K | DType::Q3K => DType::Q4_0,
-        _ => DType::F16,
-    };
-    if row_len % fallback.block_len() == 0 {
-        fallback
-    } else {
-        DType::F16
-    }
-}
+use crate::error::QuantError;
+use crate::file_type::FileType;
+use crate::tensor_types::{choose_types, loader_order, ModelFacts, TensorDesc};
 
-/// llama.cpp's `general.file_type` (LLAMA_FTYPE) for a conversion to `target`.
-fn file_type(target: DType) -> Option<u32> {
-    Some(match target {
-        DType::F32 => 0,
-        DType::F16 => 1,
-        DType::Q4_0 => 2,
-        DType::Q4_1 => 3,
-        DType::Q8_0 => 7,
-        DType::Q5_0 => 8,
-        DType::Q5_1 => 9,
-        DType::Q2K => 10,
-        DType::Q3K => 11,
-        DType::Q4K => 14,
-        DType::Q5K => 16,
-        DType::Q6K => 18,
-        DType::BF16 => 32,
-        DType::U8 | DType::I8 => return None,
-    })
+/// Tensors and bytes written in one storage type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TypeCount {
+    pub dtype: DType,
+    pub tensors: usize,
+    pub bytes: u64,
 }
 
 /// What a conversion wrote.
@@ -63,75 +35,85 @@ fn file_type(target: DType) -> Option<u32> {
 pub struct ExportSummary {
     pub tensors: usize,
     pub bytes: u64,
-    /// Tensors per storage type, in first-seen order.
-    pub per_type: Vec<(DType, usize)>,
+    /// Per storage type, in first-seen order.
+    pub per_type: Vec<TypeCount>,
 }
 
-/// Writes `source` with every matrix converted to `target` (see the module rules) to `out`,
-/// atomically. `progress(i, name)` is called as tensor `i` is written.
+/// The storage type of each tensor of `source` (in its order) when written as `ftype`.
+pub fn planned_types(source: &GgufFile, ftype: FileType, pure: bool) -> Result<Vec<DType>, QuantError> {
+    let facts = ModelFacts::from_gguf(source)?;
+    let descs: Vec<TensorDesc> =
+        source.tensors().iter().map(|t| TensorDesc { name: &t.name, ne: &t.dims, dtype: t.dtype }).collect();
+    choose_types(&facts, &descs, ftype, pure)
+}
+
+/// Writes `source` converted to `ftype` to `out`, atomically: on any error nothing is left at `out` (a previous
+/// file there stays). `progress(i, name)` is called as the `i`-th tensor written is converted.
+///
+/// Errors name the tensor: values its type cannot hold (NaN, infinity, beyond the type's range), unreadable source
+/// data, a tensor the rules cannot place; and the file's own I/O errors.
 pub fn export(
     source: &GgufFile,
     out: &Path,
-    target: DType,
+    ftype: FileType,
+    pure: bool,
     progress: &(dyn Fn(usize, &str) + Sync),
-) -> Result<ExportSummary, FormatError> {
-    let ftype = file_type(target).ok_or_else(|| {
-        FormatError::Invalid(format!("{target} is not a storage type a GGUF model can be converted to"))
-    })?;
+) -> Result<ExportSummary, QuantError> {
+    let types = planned_types(source, ftype, pure)?;
+    // The writer's producers can only return a FormatError; the typed error waits here.
+    let failure: RefCell<Option<QuantError>> = RefCell::new(None);
     let mut w = GgufWriter::new();
     w.copy_metadata_from(source, &["general.file_type", "general.quantization_version"])?;
-    w.metadata("general.file_type", Value::U32(ftype))?;
+    // ggml's GGML_QNT_VERSION; gguf_set_val_* appends a key after removing it, hence this order.
     w.metadata("general.quantization_version", Value::U32(2))?;
+    w.metadata("general.file_type", Value::U32(ftype.id()))?;
+    let tensors = source.tensors();
+    let mut order: Vec<usize> = (0..tensors.len()).collect();
+    order.sort_by(|&a, &b| loader_order(&tensors[a].name, &tensors[b].name));
     let mut summary = ExportSummary::default();
-    for (i, t) in source.tensors().iter().enumerate() {
+    for (i, &k) in order.iter().enumerate() {
+        let (t, dtype) = (&tensors[k], types[k]);
         let shape = t.shape();
-        let dtype = tensor_type(&shape, target);
-        let n = t.n_elements as usize;
-        let row_len = shape.last().copied().unwrap_or(n).max(1);
-        let name = t.name.as_str();
+        let raw = source.tensor_data(t);
         let data = if dtype == t.dtype {
-            TensorData::Borrowed(source.tensor_data(t))
+            TensorData::Borrowed(raw)
         } else {
-            let raw = source.tensor_data(t);
+            let failure = &failure;
             TensorData::deferred(move |sink| {
-                progress(i, name);
-                let values = dequantize(t.dtype, raw, n).map_err(|e| in_tensor(name, e))?;
-                let bytes = quantize(dtype, &values, row_len, None).map_err(|e| in_tensor(name, e))?;
-                sink.write(&bytes)
+                progress(i, &t.name);
+                convert(t, raw, dtype, sink).map_err(|e| {
+                    let message = FormatError::Invalid(e.to_string());
+                    *failure.borrow_mut() = Some(e);
+                    message
+                })
             })
         };
-        w.tensor(name, dtype, &shape, data)?;
+        w.tensor(&t.name, dtype, &shape, data)?;
+        let bytes = dtype.storage_bytes(t.n_elements)?;
         summary.tensors += 1;
-        summary.bytes += dtype.storage_bytes(n as u64)?;
-        match summary.per_type.iter_mut().find(|(d, _)| *d == dtype) {
-            Some((_, c)) => *c += 1,
-            None => summary.per_type.push((dtype, 1)),
+        summary.bytes += bytes;
+        match summary.per_type.iter_mut().find(|c| c.dtype == dtype) {
+            Some(c) => (c.tensors, c.bytes) = (c.tensors + 1, c.bytes + bytes),
+            None => summary.per_type.push(TypeCount { dtype, tensors: 1, bytes }),
         }
     }
-    w.write(out)?;
-    Ok(summary)
-}
-
-/// Prefixes an error with the tensor it happened in.
-fn in_tensor(name: &str, e: FormatError) -> FormatError {
-    match e {
-        FormatError::Invalid(what) => FormatError::Invalid(format!("tensor {name}: {what}")),
-        other => other,
+    match w.write(out) {
+        Ok(()) => Ok(summary),
+        Err(e) => Err(failure.take().unwrap_or(QuantError::Format(e))),
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rows_that_do_not_fit_fall_back_like_llama_cpp() {
-        assert_eq!(tensor_type(&[576], DType::Q4K), DType::F32);
-        assert_eq!(tensor_type(&[1536, 576], DType::Q4K), DType::Q5_0);
-        assert_eq!(tensor_type(&[576, 1536], DType::Q4K), DType::Q4K);
-        assert_eq!(tensor_type(&[576, 576], DType::Q6K), DType::Q8_0);
-        assert_eq!(tensor_type(&[576, 576], DType::Q5K), DType::Q5_1);
-        assert_eq!(tensor_type(&[576, 576], DType::Q8_0), DType::Q8_0);
-        assert_eq!(tensor_type(&[10, 100], DType::Q8_0), DType::F16);
-    }
+/// Dequantizes one source tensor and writes it quantized as `dtype`.
+fn convert(t: &TensorInfo, raw: &[u8], dtype: DType, sink: &mut TensorSink) -> Result<(), QuantError> {
+    let tensor = || t.name.clone();
+    let values = dequantize(t.dtype, raw, t.n_elements as usize)
+        .map_err(|e| QuantError::Tensor { tensor: tensor(), what: e.to_string() })?;
+    let row_len = t.dims.first().map_or(1, |&n| n as usize);
+    let bytes = quantize(dtype, &values, row_len, None).map_err(|cause| QuantError::Quantize {
+        tensor: tensor(),
+        dtype,
+        cause,
+    })?;
+    sink.write(&bytes)?;
+    Ok(())
 }

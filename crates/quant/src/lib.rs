@@ -1,5 +1,11 @@
 //! Quantization: which storage type each tensor gets, and writing the result.
 
+pub mod error;
+pub mod file_type;
 pub mod gguf_export;
 pub mod native_export;
 pub mod rtn;
+pub mod tensor_types;
+
+pub use error::QuantError;
+pub use file_type::FileType;

@@ -8,9 +8,13 @@
 
 mod kquants;
 mod legacy;
+mod mxfp4;
+mod ternary;
 
 pub use kquants::{unpack_q3k_scales, unpack_scale_min_k4, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
 pub use legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, QK};
+pub use mxfp4::{e8m0_half, BlockMxfp4, MXFP4_VALUES, QK_MXFP4};
+pub use ternary::{tq1_trit, BlockTQ1_0, BlockTQ2_0};
 
 use half::{bf16, f16};
 
@@ -35,6 +39,9 @@ pub fn dequantize_into(dtype: DType, bytes: &[u8], out: &mut [f32]) -> Result<()
         DType::Q4K => each_block(bytes, out, |b, y| BlockQ4K::from_bytes(b).dequantize(y)),
         DType::Q5K => each_block(bytes, out, |b, y| BlockQ5K::from_bytes(b).dequantize(y)),
         DType::Q6K => each_block(bytes, out, |b, y| BlockQ6K::from_bytes(b).dequantize(y)),
+        DType::TQ1_0 => each_block(bytes, out, |b, y| BlockTQ1_0::from_bytes(b).dequantize(y)),
+        DType::TQ2_0 => each_block(bytes, out, |b, y| BlockTQ2_0::from_bytes(b).dequantize(y)),
+        DType::MXFP4 => each_block(bytes, out, |b, y| BlockMxfp4::from_bytes(b).dequantize(y)),
         // check_lengths has already refused U8.
         DType::U8 => {}
     }
@@ -122,6 +129,9 @@ mod tests {
         assert_eq!(size_of::<BlockQ4K>(), DType::Q4K.block_bytes());
         assert_eq!(size_of::<BlockQ5K>(), DType::Q5K.block_bytes());
         assert_eq!(size_of::<BlockQ6K>(), DType::Q6K.block_bytes());
+        assert_eq!(size_of::<BlockTQ1_0>(), DType::TQ1_0.block_bytes());
+        assert_eq!(size_of::<BlockTQ2_0>(), DType::TQ2_0.block_bytes());
+        assert_eq!(size_of::<BlockMxfp4>(), DType::MXFP4.block_bytes());
     }
 
     #[test]

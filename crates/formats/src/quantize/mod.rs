@@ -6,15 +6,55 @@
 //! `quantize_row_*_impl` that `--imatrix` selects. Byte equality needs ggml's f32 operations in ggml's order (it is
 //! compiled for baseline x86-64: no FMA contraction, no reassociation), its `nearest_int` rounding trick and C's
 //! float-to-small-integer conversions, so the code keeps ggml's expression order wherever rounding depends on it and
-//! reproduces those two conversions below. The block layouts are `dequant`'s structs.
+//! reproduces those two conversions below. The block layouts are `dequant`'s structs. TQ1_0, TQ2_0 and MXFP4 have
+//! only ggml's reference quantizers (llama.cpp ignores importance for them); MXFP4's exponent needs log2f's rounding
+//! (see `mxfp4`).
 
 mod kquants;
 mod legacy;
+mod mxfp4;
+mod ternary;
+
+use std::ops::Range;
 
 use half::{bf16, f16};
 
 use crate::dtype::DType;
-use crate::error::{FormatError, Result};
+use crate::error::FormatError;
+
+/// Why values could not be quantized. Positions are within the values given; callers name the tensor.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum QuantizeError {
+    #[error("{0} has no quantizer")]
+    NoQuantizer(DType),
+    #[error("row length {row_len} is not a positive multiple of the {dtype} block length {}", dtype.block_len())]
+    RowLength { dtype: DType, row_len: usize },
+    #[error("{n_values} values are not a whole number of rows of {row_len}")]
+    PartialRow { n_values: usize, row_len: usize },
+    #[error("importance has {weights} weights, but rows have {row_len} columns")]
+    ImportanceLength { weights: usize, row_len: usize },
+    #[error("importance of column {column} is {weight}: weights must be finite and non-negative")]
+    BadImportance { column: usize, weight: f32 },
+    #[error("row {row}, column {column}: value {value} is not finite")]
+    NonFinite { row: usize, column: usize, value: f32 },
+    #[error("row {row}, column {column}: value {value} overflows {dtype}, whose largest magnitude is {limit}")]
+    Overflow { row: usize, column: usize, value: f32, dtype: DType, limit: f32 },
+    #[error(
+        "row {row}, columns {}..{}: a block scale overflows f16 (largest |value| {largest}); values this large \
+         cannot be stored as {dtype}",
+        columns.start,
+        columns.end
+    )]
+    ScaleOverflow { row: usize, columns: Range<usize>, largest: f32, dtype: DType },
+}
+
+impl From<QuantizeError> for FormatError {
+    fn from(e: QuantizeError) -> Self {
+        FormatError::Invalid(e.to_string())
+    }
+}
+
+type Result<T> = std::result::Result<T, QuantizeError>;
 
 /// Quantizes `values` (a whole number of rows of `row_len`, each a multiple of the block length) into `dtype` blocks.
 ///
@@ -25,11 +65,11 @@ use crate::error::{FormatError, Result};
 /// Rows are quantized independently, so a caller may split a tensor into row ranges, quantize them in parallel and
 /// concatenate the results.
 ///
-/// Errors, which the caller should prefix with the tensor name: a NaN or infinite value (naming its row and column),
-/// a shape that is not whole rows of whole blocks, importance of the wrong length or with a negative or non-finite
-/// weight, a type without a quantizer (U8, I8), and values too large for the type. A value is too large when its
-/// magnitude exceeds the largest the type can represent, or when a block's f16 scale or an F16/BF16 element would
-/// overflow: llama.cpp writes infinities there, which its own `ggml_validate_row_data` then refuses.
+/// Errors (`QuantizeError`; the caller names the tensor): a NaN or infinite value (naming its row and column), a shape
+/// that is not whole rows of whole blocks, importance of the wrong length or with a negative or non-finite weight, a
+/// type without a quantizer (U8, I8), and values too large for the type. A value is too large when its magnitude
+/// exceeds the largest the type can represent, or when a block's f16 scale or an F16/BF16 element would overflow:
+/// llama.cpp writes infinities there, which its own `ggml_validate_row_data` then refuses.
 pub fn quantize(dtype: DType, values: &[f32], row_len: usize, importance: Option<&[f32]>) -> Result<Vec<u8>> {
     check_shape(dtype, values.len(), row_len)?;
     if let Some(importance) = importance {
@@ -59,6 +99,10 @@ pub fn quantize(dtype: DType, values: &[f32], row_len: usize, importance: Option
         DType::Q4K => blocks(values, row_len, importance, dtype, &mut out, kquants::q4k, kquants::q4k_weighted)?,
         DType::Q5K => blocks(values, row_len, importance, dtype, &mut out, kquants::q5k, kquants::q5k_weighted)?,
         DType::Q6K => blocks(values, row_len, importance, dtype, &mut out, kquants::q6k, kquants::q6k_weighted)?,
+        // llama.cpp's `quantize_tq1_0`, `quantize_tq2_0` and `quantize_mxfp4` ignore their importance argument.
+        DType::TQ1_0 => blocks(values, row_len, importance, dtype, &mut out, ternary::tq1_0, |x, _| ternary::tq1_0(x))?,
+        DType::TQ2_0 => blocks(values, row_len, importance, dtype, &mut out, ternary::tq2_0, |x, _| ternary::tq2_0(x))?,
+        DType::MXFP4 => blocks(values, row_len, importance, dtype, &mut out, mxfp4::mxfp4, |x, _| mxfp4::mxfp4(x))?,
         // check_shape has already refused them.
         DType::U8 | DType::I8 => {}
     }
@@ -135,34 +179,25 @@ fn part_mut<const N: usize>(a: &mut [u8], j: usize) -> &mut [u8; N] {
 
 fn check_shape(dtype: DType, n_values: usize, row_len: usize) -> Result<()> {
     if matches!(dtype, DType::U8 | DType::I8) {
-        return Err(FormatError::Invalid(format!("{dtype} has no quantizer")));
+        return Err(QuantizeError::NoQuantizer(dtype));
     }
-    let block_len = dtype.block_len();
-    if row_len == 0 || !row_len.is_multiple_of(block_len) {
-        return Err(FormatError::Invalid(format!(
-            "row length {row_len} is not a positive multiple of the {dtype} block length {block_len}"
-        )));
+    if row_len == 0 || !row_len.is_multiple_of(dtype.block_len()) {
+        return Err(QuantizeError::RowLength { dtype, row_len });
     }
     if !n_values.is_multiple_of(row_len) {
-        return Err(FormatError::Invalid(format!("{n_values} values are not a whole number of rows of {row_len}")));
+        return Err(QuantizeError::PartialRow { n_values, row_len });
     }
     Ok(())
 }
 
 fn check_importance(importance: &[f32], row_len: usize) -> Result<()> {
     if importance.len() != row_len {
-        return Err(FormatError::Invalid(format!(
-            "importance has {} weights, but rows have {row_len} columns",
-            importance.len()
-        )));
+        return Err(QuantizeError::ImportanceLength { weights: importance.len(), row_len });
     }
     // llama-quantize refuses non-finite importance too; a negative weight would turn the least-squares searches
     // into maximizations.
     match importance.iter().position(|w| !w.is_finite() || *w < 0.0) {
-        Some(c) => Err(FormatError::Invalid(format!(
-            "importance of column {c} is {}: weights must be finite and non-negative",
-            importance[c]
-        ))),
+        Some(column) => Err(QuantizeError::BadImportance { column, weight: importance[column] }),
         None => Ok(()),
     }
 }
@@ -182,6 +217,10 @@ fn largest_magnitude(dtype: DType) -> f32 {
         DType::Q4K => 63.0 * 15.0 + 63.0,
         DType::Q5K => 63.0 * 31.0 + 63.0,
         DType::Q6K => 128.0 * 32.0,
+        DType::TQ1_0 | DType::TQ2_0 => 1.0,
+        // The largest code, 12, times the largest scale that keeps it finite, 2^124 (exponent byte 252). ggml would
+        // give larger values exponent 253, whose codes from 8 up dequantize to infinity.
+        DType::MXFP4 => return 12.0 * 2f32.powi(124),
         // Checked element by element when converting.
         DType::F32 | DType::F16 | DType::BF16 | DType::U8 | DType::I8 => return f32::MAX,
     };
@@ -192,12 +231,12 @@ fn check_values(dtype: DType, values: &[f32], row_len: usize) -> Result<()> {
     let limit = largest_magnitude(dtype);
     match values.iter().position(|v| !v.is_finite() || v.abs() > limit) {
         Some(i) => {
-            let (r, c, v) = (i / row_len, i % row_len, values[i]);
-            Err(FormatError::Invalid(if v.is_finite() {
-                format!("row {r}, column {c}: value {v} overflows {dtype}, whose largest magnitude is {limit}")
+            let (row, column, value) = (i / row_len, i % row_len, values[i]);
+            Err(if value.is_finite() {
+                QuantizeError::Overflow { row, column, value, dtype, limit }
             } else {
-                format!("row {r}, column {c}: value {v} is not finite")
-            }))
+                QuantizeError::NonFinite { row, column, value }
+            })
         }
         None => Ok(()),
     }
@@ -212,10 +251,10 @@ fn plain(
     out: &mut Vec<u8>,
     convert: impl Fn(f32) -> Option<[u8; 2]>,
 ) -> Result<()> {
-    for (i, &v) in values.iter().enumerate() {
-        let bytes = convert(v).ok_or_else(|| {
-            FormatError::Invalid(format!("row {}, column {}: value {v} overflows {dtype}", i / row_len, i % row_len))
-        })?;
+    let limit = if dtype == DType::F16 { f32::from(f16::MAX) } else { f32::from(bf16::MAX) };
+    for (i, &value) in values.iter().enumerate() {
+        let (row, column) = (i / row_len, i % row_len);
+        let bytes = convert(value).ok_or(QuantizeError::Overflow { row, column, value, dtype, limit })?;
         out.extend_from_slice(&bytes);
     }
     Ok(())
@@ -242,12 +281,7 @@ fn blocks<const LEN: usize, B: Block>(
             };
             if !block.scales_finite() {
                 let largest = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-                return Err(FormatError::Invalid(format!(
-                    "row {r}, columns {}..{}: a block scale overflows f16 (largest |value| {largest}); \
-                     values this large cannot be stored as {dtype}",
-                    b * LEN,
-                    (b + 1) * LEN
-                )));
+                return Err(QuantizeError::ScaleOverflow { row: r, columns: b * LEN..(b + 1) * LEN, largest, dtype });
             }
             block.write(out);
         }

@@ -1,0 +1,71 @@
+//! ggml's MXFP4 block (`block_mxfp4` in ggml-common.h): 32 E2M1 values sharing an E8M0 exponent.
+//!
+//! ggml stores the E2M1 values doubled (`kvalues_mxfp4`, integers from −12 to 12) and halves the
+//! scale instead: value = kvalues[code]·2^(e − 128). Element `j` is the low nibble of `qs[j]`,
+//! element `j + 16` its high nibble. (The Hugging Face MXFP4 layout differs: see
+//! shared/notes/algorithms.md.)
+
+use super::FieldReader;
+
+/// Elements per block (ggml's QK_MXFP4).
+pub const QK_MXFP4: usize = 32;
+
+/// ggml's `kvalues_mxfp4`: twice the E2M1 values, sign in bit 3.
+pub const MXFP4_VALUES: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BlockMxfp4 {
+    /// Biased exponent: the block scale is 2^(e − 128) (half of E8M0's 2^(e − 127)).
+    pub e: u8,
+    pub qs: [u8; QK_MXFP4 / 2],
+}
+
+/// ggml's `ggml_e8m0_to_fp32_half`: 2^(e − 128), exact for every e (subnormal for e < 2).
+pub fn e8m0_half(e: u8) -> f32 {
+    if e < 2 {
+        f32::from_bits(0x0020_0000 << e)
+    } else {
+        f32::from_bits(u32::from(e - 1) << 23)
+    }
+}
+
+impl BlockMxfp4 {
+    pub fn from_bytes(b: &[u8; 17]) -> Self {
+        let mut f = FieldReader::new(b);
+        let [e] = f.bytes();
+        BlockMxfp4 { e, qs: f.bytes() }
+    }
+
+    pub fn dequantize(&self, y: &mut [f32; QK_MXFP4]) {
+        let d = e8m0_half(self.e);
+        for (j, &byte) in self.qs.iter().enumerate() {
+            y[j] = f32::from(MXFP4_VALUES[usize::from(byte & 0x0F)]) * d;
+            y[j + 16] = f32::from(MXFP4_VALUES[usize::from(byte >> 4)]) * d;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn e8m0_half_is_two_to_the_e_minus_128() {
+        assert_eq!(e8m0_half(128), 1.0);
+        assert_eq!(e8m0_half(127), 0.5);
+        assert_eq!(e8m0_half(255), 2f32.powi(127));
+        assert_eq!(e8m0_half(1), 2f32.powi(-127));
+        assert_eq!(e8m0_half(0), 2f32.powi(-128));
+    }
+
+    #[test]
+    fn low_nibbles_are_the_first_sixteen_elements() {
+        let mut b = [0u8; 17];
+        b[0] = 127; // scale 0.5: values are the E2M1 table
+        b[1] = 0xD7; // element 0: code 7 -> 6.0; element 16: code 13 -> -3.0
+        let mut y = [0.0; QK_MXFP4];
+        BlockMxfp4::from_bytes(&b).dequantize(&mut y);
+        assert_eq!((y[0], y[16], y[1]), (6.0, -3.0, 0.0));
+    }
+}
