@@ -1,0 +1,256 @@
+//! Many activation rows against m weight rows (prefill).
+//!
+//! The weights are decoded once per block of tokens into panels of 8 rows: per 32-element piece, eight
+//! chunks of 32 bytes, chunk c holding the codes of elements 4c..4c + 4 of row r in bytes 4r..4r + 4,
+//! and the 8 rows' scales as vectors. A token's 4 activation codes of chunk c, broadcast to all 8
+//! dwords, then meet all 8 rows in one `maddubs`; the i16 pair sums of several chunks add up in a
+//! register before one `madd` turns them into one i32 per row, so the accumulators hold 8 outputs each
+//! (no horizontal sums) and the scales multiply 8 rows at once. Per 32 products this costs a third of
+//! the instructions of the row-at-a-time kernel of `gemv`, whose `madd`, conversion and FMA come per
+//! row and piece.
+//!
+//! Offsets are taken off in i32 per piece: offset·(sc₀·h₀ + sc₁·h₁), h the token's sums of activation
+//! codes over each half piece, computed once per token block.
+
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+use super::format::*;
+use super::{BlockQ8, QK};
+
+/// Tokens per micro-kernel pass: 4 rows of i16 sums, i32 sums and f32 accumulators (12 registers).
+const TILE_TOKENS: usize = 4;
+/// Tokens per panel decode: their activations (1.25 bytes per value: 240 KB at k = 1536) stay in L2
+/// while each panel passes over them, and decoding costs under 2% of the products it serves.
+const TOKEN_BLOCK: usize = 128;
+
+/// One 32-element piece of 8 weight rows (see the module comment); lane or dword r is row r.
+#[repr(C, align(32))]
+#[derive(Clone, Copy)]
+struct Panel {
+    codes: [__m256i; 8],
+    d: __m256,
+    m: __m256,
+    /// Half-piece scales, each duplicated into both i16 of the row's dword (sub16 formats).
+    sc: [__m256i; 2],
+    /// offset·sc₀ and offset·sc₁ as the two i16 of the row's dword (offset, offset without sub16).
+    osc: __m256i,
+    /// Q2_K: mins₀ and mins₁ as the two i16 of the row's dword.
+    mins: __m256i,
+    dmin: __m256,
+}
+
+struct Scratch {
+    panels: Vec<Panel>,
+    /// h₀ | h₁ << 16 per token and piece.
+    sums: Vec<u32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = const { RefCell::new(Scratch { panels: Vec::new(), sums: Vec::new() }) };
+}
+
+/// Chunks whose i16 pair sums add up before a `madd`: each chunk's pair is at most 2·max_code·127, and
+/// half-piece scales need the sums of chunks 0..4 and 4..8 apart.
+const fn group(f: u8) -> usize {
+    let mut g = 8usize;
+    while g > 1 && (g as i32 * 2 * max_code(f) * 127 > i16::MAX as i32 || (sub16(f) && g > 4)) {
+        g /= 2;
+    }
+    g
+}
+
+/// out[t·m + o] for n ≥ 1 activation rows at `a` and m weight rows of k at `w`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn gemm<const F: u8>(w: *const u8, a: *const BlockQ8, out: *mut f32, n: usize, k: usize, m: usize) {
+    let np = k / QK;
+    let row_bytes = np / pieces(F) * block_bytes(F);
+    SCRATCH.with_borrow_mut(|s| {
+        // Nothing here calls back into code that could borrow the scratch again.
+        s.panels.resize(np, std::mem::zeroed());
+        s.sums.resize(TOKEN_BLOCK * np, 0);
+        let mut t0 = 0;
+        while t0 < n {
+            let tn = (n - t0).min(TOKEN_BLOCK);
+            let at = a.add(t0 * np);
+            if offset(F) > 0 || has_mins16(F) {
+                half_sums(at, tn * np, s.sums.as_mut_ptr());
+            }
+            let mut o = 0;
+            while o < m {
+                let rows = (m - o).min(8);
+                decode_panels::<F>(w.add(o * row_bytes), row_bytes, rows, s.panels.as_mut_ptr(), np);
+                let mut t = 0;
+                while t < tn {
+                    let c = (tn - t).min(TILE_TOKENS);
+                    let (ap, sp, op) = (at.add(t * np), s.sums.as_ptr().add(t * np), out.add((t0 + t) * m + o));
+                    match c {
+                        4 => tile::<F, 4>(s.panels.as_ptr(), ap, sp, np, op, m, rows),
+                        3 => tile::<F, 3>(s.panels.as_ptr(), ap, sp, np, op, m, rows),
+                        2 => tile::<F, 2>(s.panels.as_ptr(), ap, sp, np, op, m, rows),
+                        _ => tile::<F, 1>(s.panels.as_ptr(), ap, sp, np, op, m, rows),
+                    }
+                    t += c;
+                }
+                o += rows;
+            }
+            t0 += tn;
+        }
+    })
+}
+
+/// For each of `blocks` activation blocks: Σ qs[0..16] | Σ qs[16..32] << 16 (as i16).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn half_sums(a: *const BlockQ8, blocks: usize, out: *mut u32) {
+    for i in 0..blocks {
+        // Σ (q + 128) over each 8 bytes with `psadbw`, then the 8·128 taken off.
+        let q = _mm256_xor_si256(_mm256_loadu_si256((*a.add(i)).qs.as_ptr().cast()), _mm256_set1_epi8(-128));
+        let s = _mm256_sad_epu8(q, _mm256_setzero_si256());
+        let lo = _mm256_extract_epi64::<0>(s) + _mm256_extract_epi64::<1>(s) - 2048;
+        let hi = _mm256_extract_epi64::<2>(s) + _mm256_extract_epi64::<3>(s) - 2048;
+        *out.add(i) = (lo as u16) as u32 | ((hi as u16) as u32) << 16;
+    }
+}
+
+/// 8×8 transpose of dwords: out[c] dword r = rows[r] dword c.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn transpose(r: &[__m256i; 8]) -> [__m256i; 8] {
+    let t: [__m256i; 8] = std::array::from_fn(|i| {
+        let (x, y) = (r[2 * (i / 2)], r[2 * (i / 2) + 1]);
+        if i % 2 == 0 {
+            _mm256_unpacklo_epi32(x, y)
+        } else {
+            _mm256_unpackhi_epi32(x, y)
+        }
+    });
+    // t[2p] = r[2p][0] r[2p+1][0] r[2p][1] r[2p+1][1] | (dwords 4, 5); t[2p+1]: dwords 2, 3 | 6, 7.
+    let u: [__m256i; 8] = std::array::from_fn(|i| {
+        let (quad, col) = (i / 4, i % 4);
+        let (x, y) = (t[4 * quad + col / 2], t[4 * quad + 2 + col / 2]);
+        if col % 2 == 0 {
+            _mm256_unpacklo_epi64(x, y)
+        } else {
+            _mm256_unpackhi_epi64(x, y)
+        }
+    });
+    // u[4q + c] = rows 4q..4q+4 of dword c | of dword c + 4.
+    std::array::from_fn(|c| {
+        if c < 4 {
+            _mm256_permute2x128_si256::<0x20>(u[c], u[4 + c])
+        } else {
+            _mm256_permute2x128_si256::<0x31>(u[c - 4], u[c])
+        }
+    })
+}
+
+/// Decodes the `rows` (≤ 8) weight rows at `w` into `np` panels; missing rows get zero codes and scales.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn decode_panels<const F: u8>(w: *const u8, row_bytes: usize, rows: usize, panels: *mut Panel, np: usize) {
+    let (bytes, pp) = (block_bytes(F), pieces(F));
+    let pair = |lo: i32, hi: i32| (lo as u16) as i32 | ((hi as u16) as i32) << 16;
+    for b in 0..np / pp {
+        let mut rowcodes = [[_mm256_setzero_si256(); 8]; 8];
+        let mut d = [[0.0f32; 8]; 8];
+        let mut m = [[0.0f32; 8]; 8];
+        let mut sc = [[[0i32; 8]; 2]; 8];
+        let mut osc = [[pair(offset(F), offset(F)); 8]; 8];
+        let mut mins = [[0i32; 8]; 8];
+        let mut dmin = [0.0f32; 8];
+        for r in 0..rows {
+            let p = w.add(r * row_bytes + b * bytes);
+            let s = scales::<F>(p);
+            dmin[r] = s.dmin;
+            for j in 0..pp {
+                rowcodes[j][r] = codes::<F>(p, j);
+                (d[j][r], m[j][r]) = (s.d[j], s.m[j]);
+                if sub16(F) {
+                    let (lo, hi) = (i32::from(s.sc[j] as i16), i32::from((s.sc[j] >> 16) as i16));
+                    (sc[j][0][r], sc[j][1][r]) = (pair(lo, lo), pair(hi, hi));
+                    osc[j][r] = pair(offset(F) * lo, offset(F) * hi);
+                }
+                mins[j][r] = s.mins[j] as i32;
+            }
+        }
+        for j in 0..pp {
+            let ld = |v: &[i32; 8]| _mm256_loadu_si256(v.as_ptr().cast());
+            *panels.add(b * pp + j) = Panel {
+                codes: transpose(&rowcodes[j]),
+                d: _mm256_loadu_ps(d[j].as_ptr()),
+                m: _mm256_loadu_ps(m[j].as_ptr()),
+                sc: [ld(&sc[j][0]), ld(&sc[j][1])],
+                osc: ld(&osc[j]),
+                mins: ld(&mins[j]),
+                dmin: _mm256_loadu_ps(dmin.as_ptr()),
+            };
+        }
+    }
+}
+
+/// T tokens (activation rows at `a`, `np` blocks apart; their half sums at `sums`) against the 8 rows
+/// of `panels`: out[t·ldo + r] for r < rows.
+#[allow(clippy::needless_range_loop)] // indices into fixed-size register arrays unroll fully
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile<const F: u8, const T: usize>(
+    panels: *const Panel,
+    a: *const BlockQ8,
+    sums: *const u32,
+    np: usize,
+    out: *mut f32,
+    ldo: usize,
+    rows: usize,
+) {
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); T];
+    for j in 0..np {
+        let p = &*panels.add(j);
+        let mut isum = [_mm256_setzero_si256(); T];
+        let mut s16 = [_mm256_setzero_si256(); T];
+        for c in 0..8 {
+            let wc = p.codes[c];
+            let wabs = if signed(F) { _mm256_sign_epi8(wc, wc) } else { wc };
+            for t in 0..T {
+                let q = (*a.add(t * np + j)).qs.as_ptr().add(4 * c);
+                let av = _mm256_set1_epi32(q.cast::<i32>().read_unaligned());
+                if signed(F) {
+                    let pairs = _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(av, wc));
+                    isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(pairs, ones));
+                } else {
+                    s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(wc, av));
+                    if (c + 1) % group(F) == 0 {
+                        let mult = if sub16(F) { p.sc[c / 4] } else { ones };
+                        isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(s16[t], mult));
+                        s16[t] = _mm256_setzero_si256();
+                    }
+                }
+            }
+        }
+        for t in 0..T {
+            let ab = &*a.add(t * np + j);
+            let h = _mm256_set1_epi32(*sums.add(t * np + j) as i32);
+            let mut lanes = isum[t];
+            if offset(F) > 0 {
+                lanes = _mm256_sub_epi32(lanes, _mm256_madd_epi16(h, p.osc));
+            }
+            let da = _mm256_set1_ps(ab.d);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), _mm256_mul_ps(p.d, da), acc[t]);
+            if has_min(F) {
+                acc[t] = _mm256_fmadd_ps(p.m, _mm256_set1_ps(ab.s), acc[t]);
+            }
+            if has_mins16(F) {
+                let msum = _mm256_cvtepi32_ps(_mm256_madd_epi16(h, p.mins));
+                acc[t] = _mm256_fnmadd_ps(msum, _mm256_mul_ps(p.dmin, da), acc[t]);
+            }
+        }
+    }
+    for t in 0..T {
+        if rows == 8 {
+            _mm256_storeu_ps(out.add(t * ldo), acc[t]);
+        } else {
+            let mut v = [0.0f32; 8];
+            _mm256_storeu_ps(v.as_mut_ptr(), acc[t]);
+            std::ptr::copy_nonoverlapping(v.as_ptr(), out.add(t * ldo), rows);
+        }
+    }
+}
