@@ -9,14 +9,16 @@
 //! the instructions of the row-at-a-time kernel of `gemv`, whose `madd`, conversion and FMA come per
 //! row and piece.
 //!
-//! Offsets are taken off in i32 per piece: offset·(sc₀·h₀ + sc₁·h₁), h the token's sums of activation
-//! codes over each half piece, computed once per token block.
+//! Offsets come off before the `madd`: the i16 sums of a group of chunks start from −offset times the
+//! token's matching sums of activation code pairs (computed once per token block), so they end at
+//! Σ (code − offset)·a. Intermediate sums may wrap around i16 (`vpaddw` wraps, it does not saturate);
+//! the final ones fit ([`group`]), so they come out exact.
 
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
 use super::format::*;
-use super::{BlockQ8, QK};
+use super::{BlockQ8, QuantType, QK};
 
 /// Tokens per micro-kernel pass: 4 rows of i16 sums, i32 sums and f32 accumulators (12 registers).
 const TILE_TOKENS: usize = 4;
@@ -33,8 +35,6 @@ struct Panel {
     m: __m256,
     /// Half-piece scales, each duplicated into both i16 of the row's dword (sub16 formats).
     sc: [__m256i; 2],
-    /// offset·sc₀ and offset·sc₁ as the two i16 of the row's dword (offset, offset without sub16).
-    osc: __m256i,
     /// Q2_K: mins₀ and mins₁ as the two i16 of the row's dword.
     mins: __m256i,
     dmin: __m256,
@@ -42,23 +42,45 @@ struct Panel {
 
 struct Scratch {
     panels: Vec<Panel>,
-    /// h₀ | h₁ << 16 per token and piece.
-    sums: Vec<u32>,
+    sums: Vec<TokenSums>,
+}
+
+/// What the micro-kernel needs of a token's activation block besides its codes and scales.
+#[derive(Clone, Copy, Default)]
+struct TokenSums {
+    /// The i16 pair each chunk group's sums start from: −offset·(Σ_c a₄c + a₄c₊₁, Σ_c a₄c₊₂ + a₄c₊₃) over
+    /// the chunks c of the group (chunks 0..4 and 4..8, or all 8 in `init[0]` when the group is 8).
+    init: [u32; 2],
+    /// h₀ | h₁ << 16: Σ a over elements 0..16 and 16..32 (Q2_K's minimums).
+    h: u32,
 }
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = const { RefCell::new(Scratch { panels: Vec::new(), sums: Vec::new() }) };
 }
 
-/// Chunks whose i16 pair sums add up before a `madd`: each chunk's pair is at most 2·max_code·127, and
-/// half-piece scales need the sums of chunks 0..4 and 4..8 apart.
+/// Chunks whose i16 pair sums add up before a `madd`: each sum ends as Σ (code − offset)·a over 2 elements
+/// per chunk, at most 2·g·max|code − offset|·127, which must fit in i16; half-piece scales need the sums
+/// of chunks 0..4 and 4..8 apart.
 const fn group(f: u8) -> usize {
+    let (max, off) = (max_code(f), offset(f));
+    let span = if max - off > off { max - off } else { off };
     let mut g = 8usize;
-    while g > 1 && (g as i32 * 2 * max_code(f) * 127 > i16::MAX as i32 || (sub16(f) && g > 4)) {
+    while g > 1 && (g as i32 * 2 * span * 127 > i16::MAX as i32 || (sub16(f) && g > 4)) {
         g /= 2;
     }
     g
 }
+
+// The offsets are folded into the starting values of groups of 4 or 8 chunks only.
+const _: () = {
+    let mut i = 0;
+    while i < QuantType::ALL.len() {
+        let f = QuantType::ALL[i] as u8;
+        assert!(signed(f) || offset(f) == 0 || group(f) >= 4);
+        i += 1;
+    }
+};
 
 /// out[t·m + o] for n ≥ 1 activation rows at `a` and m weight rows of k at `w`.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -68,13 +90,13 @@ pub unsafe fn gemm<const F: u8>(w: *const u8, a: *const BlockQ8, out: *mut f32, 
     SCRATCH.with_borrow_mut(|s| {
         // Nothing here calls back into code that could borrow the scratch again.
         s.panels.resize(np, std::mem::zeroed());
-        s.sums.resize(TOKEN_BLOCK * np, 0);
+        s.sums.resize(TOKEN_BLOCK * np, TokenSums::default());
         let mut t0 = 0;
         while t0 < n {
             let tn = (n - t0).min(TOKEN_BLOCK);
             let at = a.add(t0 * np);
             if offset(F) > 0 || has_mins16(F) {
-                half_sums(at, tn * np, s.sums.as_mut_ptr());
+                token_sums::<F>(at, tn * np, s.sums.as_mut_ptr());
             }
             let mut o = 0;
             while o < m {
@@ -99,16 +121,26 @@ pub unsafe fn gemm<const F: u8>(w: *const u8, a: *const BlockQ8, out: *mut f32, 
     })
 }
 
-/// For each of `blocks` activation blocks: Σ qs[0..16] | Σ qs[16..32] << 16 (as i16).
+/// [`TokenSums`] of `blocks` activation blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn half_sums(a: *const BlockQ8, blocks: usize, out: *mut u32) {
+unsafe fn token_sums<const F: u8>(a: *const BlockQ8, blocks: usize, out: *mut TokenSums) {
     for i in 0..blocks {
-        // Σ (q + 128) over each 8 bytes with `psadbw`, then the 8·128 taken off.
-        let q = _mm256_xor_si256(_mm256_loadu_si256((*a.add(i)).qs.as_ptr().cast()), _mm256_set1_epi8(-128));
-        let s = _mm256_sad_epu8(q, _mm256_setzero_si256());
-        let lo = _mm256_extract_epi64::<0>(s) + _mm256_extract_epi64::<1>(s) - 2048;
-        let hi = _mm256_extract_epi64::<2>(s) + _mm256_extract_epi64::<3>(s) - 2048;
-        *out.add(i) = (lo as u16) as u32 | ((hi as u16) as u32) << 16;
+        let q = _mm256_loadu_si256((*a.add(i)).qs.as_ptr().cast());
+        // i16 lane i: a₂ᵢ + a₂ᵢ₊₁; dword c: the two pairs of chunk c. Adding the dwords of each 128-bit
+        // half as i16 pairs gives the pair sums of chunks 0..4 and 4..8.
+        let pairs = _mm256_maddubs_epi16(_mm256_set1_epi8(1), q);
+        let pairs = _mm256_add_epi16(pairs, _mm256_shuffle_epi32::<0b0100_1110>(pairs));
+        let pairs = _mm256_add_epi16(pairs, _mm256_shuffle_epi32::<0b1011_0001>(pairs));
+        let halves = [_mm256_castsi256_si128(pairs), _mm256_extracti128_si256::<1>(pairs)];
+        let neg_off = _mm_set1_epi16(-offset(F) as i16);
+        let init = if group(F) == 8 {
+            [_mm_cvtsi128_si32(_mm_mullo_epi16(_mm_add_epi16(halves[0], halves[1]), neg_off)) as u32, 0]
+        } else {
+            halves.map(|h| _mm_cvtsi128_si32(_mm_mullo_epi16(h, neg_off)) as u32)
+        };
+        // Each half's two pair sums added: Σ a over elements 0..16 and 16..32.
+        let h = halves.map(|v| _mm_cvtsi128_si32(_mm_madd_epi16(v, _mm_set1_epi16(1))) as u16 as u32);
+        *out.add(i) = TokenSums { init, h: h[0] | h[1] << 16 };
     }
 }
 
@@ -154,7 +186,6 @@ unsafe fn decode_panels<const F: u8>(w: *const u8, row_bytes: usize, rows: usize
         let mut d = [[0.0f32; 8]; 8];
         let mut m = [[0.0f32; 8]; 8];
         let mut sc = [[[0i32; 8]; 2]; 8];
-        let mut osc = [[pair(offset(F), offset(F)); 8]; 8];
         let mut mins = [[0i32; 8]; 8];
         let mut dmin = [0.0f32; 8];
         for r in 0..rows {
@@ -167,7 +198,6 @@ unsafe fn decode_panels<const F: u8>(w: *const u8, row_bytes: usize, rows: usize
                 if sub16(F) {
                     let (lo, hi) = (i32::from(s.sc[j] as i16), i32::from((s.sc[j] >> 16) as i16));
                     (sc[j][0][r], sc[j][1][r]) = (pair(lo, lo), pair(hi, hi));
-                    osc[j][r] = pair(offset(F) * lo, offset(F) * hi);
                 }
                 mins[j][r] = s.mins[j] as i32;
             }
@@ -179,7 +209,6 @@ unsafe fn decode_panels<const F: u8>(w: *const u8, row_bytes: usize, rows: usize
                 d: _mm256_loadu_ps(d[j].as_ptr()),
                 m: _mm256_loadu_ps(m[j].as_ptr()),
                 sc: [ld(&sc[j][0]), ld(&sc[j][1])],
-                osc: ld(&osc[j]),
                 mins: ld(&mins[j]),
                 dmin: _mm256_loadu_ps(dmin.as_ptr()),
             };
@@ -195,7 +224,7 @@ unsafe fn decode_panels<const F: u8>(w: *const u8, row_bytes: usize, rows: usize
 unsafe fn tile<const F: u8, const T: usize>(
     panels: *const Panel,
     a: *const BlockQ8,
-    sums: *const u32,
+    sums: *const TokenSums,
     np: usize,
     out: *mut f32,
     ldo: usize,
@@ -211,6 +240,9 @@ unsafe fn tile<const F: u8, const T: usize>(
             let wc = p.codes[c];
             let wabs = if signed(F) { _mm256_sign_epi8(wc, wc) } else { wc };
             for t in 0..T {
+                if offset(F) > 0 && c % group(F) == 0 {
+                    s16[t] = _mm256_set1_epi32((*sums.add(t * np + j)).init[c / 4] as i32);
+                }
                 let q = (*a.add(t * np + j)).qs.as_ptr().add(4 * c);
                 let av = _mm256_set1_epi32(q.cast::<i32>().read_unaligned());
                 if signed(F) {
@@ -228,17 +260,13 @@ unsafe fn tile<const F: u8, const T: usize>(
         }
         for t in 0..T {
             let ab = &*a.add(t * np + j);
-            let h = _mm256_set1_epi32(*sums.add(t * np + j) as i32);
-            let mut lanes = isum[t];
-            if offset(F) > 0 {
-                lanes = _mm256_sub_epi32(lanes, _mm256_madd_epi16(h, p.osc));
-            }
             let da = _mm256_set1_ps(ab.d);
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), _mm256_mul_ps(p.d, da), acc[t]);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(p.d, da), acc[t]);
             if has_min(F) {
                 acc[t] = _mm256_fmadd_ps(p.m, _mm256_set1_ps(ab.s), acc[t]);
             }
             if has_mins16(F) {
+                let h = _mm256_set1_epi32((*sums.add(t * np + j)).h as i32);
                 let msum = _mm256_cvtepi32_ps(_mm256_madd_epi16(h, p.mins));
                 acc[t] = _mm256_fnmadd_ps(msum, _mm256_mul_ps(p.dmin, da), acc[t]);
             }
