@@ -11,8 +11,8 @@
 //!
 //! The blocks stay in the file's layout, with no repacking at load: decode (one token) streams each
 //! row once, for which the file layout is as good as any; prefill decodes panels of 8 interleaved rows
-//! per call inside the kernel (`lowbit_kernels::quant`), which costs under 2% of a 128-token block's
-//! products and keeps one copy of the weights in memory instead of two.
+//! per call inside the kernel (`lowbit_kernels::quant`), which costs 2–10% of the products of the
+//! 128-token block it serves, and keeps one copy of the weights in memory instead of two.
 
 use std::sync::Arc;
 
