@@ -1,7 +1,10 @@
 //! Throughput of the quantized matmul (`matmul_quant_f32`: activation quantization included) on the
 //! shapes of SmolLM2-135M.
 //!
-//!     cargo bench -p lowbit-kernels --bench quant [-- THREADS] [decode|prefill]
+//!     cargo bench -p lowbit-kernels --bench quant [-- THREADS] [decode|prefill] [FORMAT...]
+//!
+//! FORMAT is a ggml name (Q4_0, Q4_K, ...); by default the formats of SmolLM2's llama.cpp files (Q8_0,
+//! Q4_0, and Q4_K_M's Q5_0/Q4_K/Q6_K).
 //!
 //! Decode (n = 1) reports GB/s of weight bytes read (compare with the machine's read bandwidth, 20.6
 //! GB/s on two threads of this project's machine) and the equivalent int8 GOP/s; "hot" repeats one
@@ -12,36 +15,40 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use lowbit_kernels::quant::{self, matmul_quant_f32, QuantType, QK};
+use lowbit_kernels::quant::{self, matmul_quant_f32, QuantType};
 use lowbit_kernels::{matmul_f32, set_threads, threads};
 
 fn main() {
     // `cargo bench` passes --bench; anything else is a thread count or the part to run.
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     set_threads(args.iter().find_map(|a| a.parse().ok()).unwrap_or(2));
-    let run = |part: &str| args.iter().all(|a| a.parse::<usize>().is_ok() || a == part);
+    let parts = ["decode", "prefill"];
+    let run = |part: &str| !args.iter().any(|a| parts.contains(&a.as_str())) || args.iter().any(|a| a == part);
+    let mut types: Vec<QuantType> =
+        QuantType::ALL.into_iter().filter(|t| args.iter().any(|a| a.eq_ignore_ascii_case(t.name()))).collect();
+    if types.is_empty() {
+        types = vec![QuantType::Q8_0, QuantType::Q4_0, QuantType::Q5_0, QuantType::Q4K, QuantType::Q6K];
+    }
     println!("path {}, {} threads", quant::active().name, threads());
+    // SmolLM2's shapes: gate/up (576 → 1536), down (1536 → 576), the tied lm_head (576 → 49152); the
+    // k-quants only where k is whole super-blocks (llama.cpp keeps the others in Q5_0/Q8_0).
+    let super_ok = |ty: QuantType, k: usize| k.is_multiple_of(ty.block_elems());
     if run("decode") {
-        for (ty, k, m) in [
-            (QuantType::Q4_1, 576, 1536),
-            (QuantType::Q4_1, 1536, 576),
-            (QuantType::Q4_0, 576, 1536),
-            (QuantType::Q8_0, 576, 1536),
-            (QuantType::Q8_0, 576, 49_152),
-            (QuantType::Q4_0, 576, 49_152),
-        ] {
-            decode(ty, k, m);
+        for &ty in &types {
+            for (k, m) in [(576, 1536), (1536, 576), (576, 49_152)] {
+                if super_ok(ty, k) {
+                    decode(ty, k, m);
+                }
+            }
         }
     }
     if run("prefill") {
-        for (ty, n, k, m) in [
-            (QuantType::Q4_1, 16, 576, 1536),
-            (QuantType::Q4_1, 512, 576, 1536),
-            (QuantType::Q4_1, 512, 1536, 576),
-            (QuantType::Q4_0, 512, 576, 1536),
-            (QuantType::Q8_0, 512, 576, 1536),
-        ] {
-            prefill(ty, n, k, m);
+        for &ty in &types {
+            for (n, k, m) in [(16, 576, 1536), (512, 576, 1536), (512, 1536, 576)] {
+                if super_ok(ty, k) {
+                    prefill(ty, n, k, m);
+                }
+            }
         }
     }
 }
@@ -50,7 +57,7 @@ fn decode(ty: QuantType, k: usize, m: usize) {
     let x = random_f32(k, 1);
     let bytes = m * ty.row_bytes(k);
     let copies = ((256 << 20) / bytes).max(1);
-    let ws: Vec<Vec<u8>> = (0..copies).map(|c| random_blocks(ty, m * k / QK, c as u64 + 2)).collect();
+    let ws: Vec<Vec<u8>> = (0..copies).map(|c| random_blocks(ty, m * k / ty.block_elems(), c as u64 + 2)).collect();
     let mut out = vec![0.0; m];
     let mut hot_out = vec![0.0; m];
     let mut hot = || matmul_quant_f32(ty, &ws[0], &x, &mut hot_out, 1, k, m);
@@ -74,7 +81,7 @@ fn decode(ty: QuantType, k: usize, m: usize) {
 
 fn prefill(ty: QuantType, n: usize, k: usize, m: usize) {
     let x = random_f32(n * k, 1);
-    let w = random_blocks(ty, m * k / QK, 2);
+    let w = random_blocks(ty, m * k / ty.block_elems(), 2);
     let wf = random_f32(m * k, 3);
     let mut out = vec![0.0; n * m];
     let mut out_f32 = vec![0.0; n * m];
@@ -137,14 +144,24 @@ fn random_f32(len: usize, seed: u64) -> Vec<f32> {
     (0..len).map(|_| (r() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).collect()
 }
 
-/// `blocks` blocks of `ty` with random codes and scales of about 2⁻⁷ (f16 0x2000 + mantissa).
+/// `blocks` blocks of `ty` with random codes and packed scales, and f16 fields of about 2⁻⁷ (f16 0x2000
+/// + mantissa). The speed does not depend on the values; finite ones keep the outputs readable.
 fn random_blocks(ty: QuantType, blocks: usize, seed: u64) -> Vec<u8> {
     let mut r = xorshift(seed);
     let mut w: Vec<u8> = (0..blocks * ty.block_bytes()).map(|_| r() as u8).collect();
-    let scales = if ty == QuantType::Q4_1 { 2 } else { 1 };
+    let fields: &[usize] = match ty {
+        QuantType::Q4_1 | QuantType::Q5_1 | QuantType::Q4K | QuantType::Q5K => &[0, 2],
+        QuantType::Q2K => &[80, 82],
+        QuantType::Q3K => &[108],
+        QuantType::Q6K => &[208],
+        QuantType::TQ1_0 => &[52],
+        QuantType::TQ2_0 => &[64],
+        QuantType::MXFP4 => &[],
+        _ => &[0],
+    };
     for b in w.chunks_exact_mut(ty.block_bytes()) {
-        for s in 0..scales {
-            b[2 * s..2 * s + 2].copy_from_slice(&(0x2000 | (r() as u16 & 0x3FF)).to_le_bytes());
+        for &f in fields {
+            b[f..f + 2].copy_from_slice(&(0x2000 | (r() as u16 & 0x3FF)).to_le_bytes());
         }
     }
     w

@@ -1,70 +1,42 @@
-//! Matrix products with weights kept in GGUF's legacy block formats (Q8_0, Q4_0, Q4_1), llama.cpp's
-//! method: the activation rows are quantized once per matmul into int8 blocks ([`BlockQ8`]) in a
-//! reusable buffer ([`QuantizedActs`]), then every output is a sum over blocks of one integer dot
-//! product (32 int8 × int8 or uint4 × int8 products, exact in i32) times one float scale.
+//! Matrix products with weights kept in GGUF's block formats ([`QuantType`]: the legacy Q4_0…Q8_0, the
+//! k-quants Q2_K…Q6_K, the ternary TQ1_0/TQ2_0 and MXFP4), llama.cpp's method: the activation rows are
+//! quantized once per matmul into int8 blocks of 32 ([`BlockQ8`]) in a reusable buffer
+//! ([`QuantizedActs`]), then every output is a sum of integer dot products (exact in i32) times float
+//! scales.
 //!
 //! As for the f32 kernels, [`scalar`] is the specification and each SIMD path in the [`QuantKernels`]
 //! table (chosen once from run-time CPU detection) computes the same integer dot products; only the
-//! order in which the per-block float terms are added differs (see [`scalar::matmul`]).
+//! order in which the float terms are added differs (see [`scalar::matmul`]).
 //!
 //! Activation blocks carry their own f32 scale `d` (llama.cpp's `block_q8_0` has an f16 one) and the
-//! sum `s = d·Σq` of their codes (`block_q8_1`'s), which turns Q4_1's `m·Σx` term into one multiply-add
-//! per block instead of a second pass over the codes.
+//! sum `s = d·Σq` of their codes (`block_q8_1`'s), which turns the minimum terms of Q4_1, Q5_1, Q4_K and
+//! Q5_K into one multiply-add per 32 values instead of a second pass over the codes.
+//!
+//! One activation format serves every weight format, the 256-element super-blocks included (llama.cpp
+//! quantizes activations for those to `block_q8_K`: one f32 scale per 256 codes, plus sums per 16).
+//! Why blocks of 32 here:
+//! - one quantization of a layer input serves every matrix reading it, whatever their formats, and
+//!   llama.cpp's own mixes put different formats on one input (Q4_K_M: Q4_K or Q5_0 for q/k, Q6_K or
+//!   Q8_0 for v; on SmolLM2, whose 576 columns are not whole super-blocks, Q5_0 next to Q4_K/Q6_K);
+//! - a scale per 32 follows activation outliers more closely than one per 256;
+//! - the price, one float multiply-add per 32 products instead of per 256, is small against the integer
+//!   work in the batched kernels (see `avx2`), which accumulate 8 weight rows per register and convert
+//!   once per 32-element piece either way; decode is bound by reading weights from memory.
 
 pub mod scalar;
+mod types;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 
+pub use types::{QuantType, QK, QK_K};
+
 use std::cell::RefCell;
 use std::sync::OnceLock;
 
 use crate::{parallel_chunks_mut, threads};
-
-/// Elements per block, in the weight formats and in [`BlockQ8`].
-pub const QK: usize = 32;
-
-/// The weight block formats multiplied natively: GGUF's (ggml's) `block_q4_0`, `block_q4_1` and
-/// `block_q8_0`, byte for byte as they are stored in the file (little-endian f16 scales).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum QuantType {
-    /// 2-byte f16 scale d, then 16 bytes of 4-bit codes q: value = (q − 8)·d. Element j is the low
-    /// nibble of byte j, element j + 16 its high nibble.
-    Q4_0,
-    /// f16 scale d, f16 minimum m, 16 bytes of 4-bit codes (same order as Q4_0): value = q·d + m.
-    Q4_1,
-    /// f16 scale d, then 32 int8 codes q: value = q·d.
-    Q8_0,
-}
-
-impl QuantType {
-    pub const ALL: [QuantType; 3] = [QuantType::Q4_0, QuantType::Q4_1, QuantType::Q8_0];
-
-    /// Bytes of one block of [`QK`] weights.
-    pub const fn block_bytes(self) -> usize {
-        match self {
-            QuantType::Q4_0 => 18,
-            QuantType::Q4_1 => 20,
-            QuantType::Q8_0 => 34,
-        }
-    }
-
-    /// Bytes of one row of `k` weights (k a multiple of [`QK`]).
-    pub const fn row_bytes(self, k: usize) -> usize {
-        k / QK * self.block_bytes()
-    }
-
-    /// ggml's name of the format.
-    pub const fn name(self) -> &'static str {
-        match self {
-            QuantType::Q4_0 => "Q4_0",
-            QuantType::Q4_1 => "Q4_1",
-            QuantType::Q8_0 => "Q8_0",
-        }
-    }
-}
 
 /// One block of 32 quantized activations: x[i] ≈ d·qs[i], with qs in [−127, 127] (never −128: the
 /// Q8_0 kernels negate activation codes) and s = d·Σ qs. Made by [`scalar::quantize_block`].
@@ -88,9 +60,10 @@ pub struct QuantKernels {
     pub name: &'static str,
     /// Quantizes x (a multiple of [`QK`] long) into x.len()/32 blocks.
     pub quantize_row: fn(x: &[f32], out: &mut [BlockQ8]),
-    /// Single-threaded `out[t·m + o] = Σ_b dot(block b of weight row o, block b of activation row t)`
-    /// for weights `w` of m rows of `k` (m = w.len() / ty.row_bytes(k)) and activations `acts` of
-    /// n rows (n = acts.len()·32 / k); the public [`matmul_quant`] splits work across threads.
+    /// Single-threaded `out[t·m + o] = Σ_p term(piece p of weight row o, activation block p of row t)`
+    /// ([`scalar::matmul`]) for weights `w` of m rows of `k` (m = w.len() / ty.row_bytes(k)) and
+    /// activations `acts` of n rows (n = acts.len()·32 / k); the public [`matmul_quant`] splits work
+    /// across threads.
     pub matmul: fn(ty: QuantType, w: &[u8], acts: &[BlockQ8], out: &mut [f32], k: usize),
 }
 
@@ -117,7 +90,12 @@ pub fn paths() -> Vec<&'static QuantKernels> {
 
 /// Checks the shapes of a `QuantKernels::matmul` call and returns (n, m).
 pub(crate) fn matmul_dims(ty: QuantType, w: &[u8], acts: &[BlockQ8], out: &[f32], k: usize) -> (usize, usize) {
-    assert!(k > 0 && k.is_multiple_of(QK), "quantized matmul: k = {k} is not a positive multiple of {QK}");
+    let be = ty.block_elems();
+    assert!(
+        k > 0 && k.is_multiple_of(be),
+        "quantized {} matmul: k = {k} is not a positive multiple of {be}",
+        ty.name()
+    );
     let (row_bytes, nb) = (ty.row_bytes(k), k / QK);
     assert!(
         w.len().is_multiple_of(row_bytes) && acts.len().is_multiple_of(nb),
@@ -199,6 +177,8 @@ pub fn matmul_quant(ty: QuantType, w: &[u8], acts: &QuantizedActs, out: &mut [f3
         assert!(out.is_empty(), "matmul_quant: out has {} elements, want {n}×{m}", out.len());
         return;
     }
+    let be = ty.block_elems();
+    assert!(k.is_multiple_of(be), "matmul_quant: k = {k} is not a multiple of the {} block of {be}", ty.name());
     let row_bytes = ty.row_bytes(k);
     assert_eq!(w.len(), m * row_bytes, "matmul_quant: w has {} bytes, want {m} rows of {k} {}", w.len(), ty.name());
     assert_eq!(out.len(), n * m, "matmul_quant: out has {} elements, want {n}×{m}", out.len());
