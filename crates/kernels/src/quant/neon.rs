@@ -48,6 +48,10 @@ mod entry {
     }
 
     pub fn matmul<D: IntDot>(ty: QuantType, w: &[u8], acts: &[BlockQ8], out: &mut [f32], k: usize) {
+        if !matches!(ty, QuantType::Q4_0 | QuantType::Q4_1 | QuantType::Q8_0) {
+            // No NEON kernel for the other formats yet: the scalar reference runs them (correct, slower).
+            return crate::quant::scalar::matmul(ty, w, acts, out, k);
+        }
         let (n, m) = matmul_dims(ty, w, acts, out, k);
         let (w, a, o, nb) = (w.as_ptr(), acts.as_ptr(), out.as_mut_ptr(), k / QK);
         // SAFETY: see module comment; matmul_dims checked w = m rows of k, acts = n rows, out = n·m.
@@ -56,6 +60,7 @@ mod entry {
                 QuantType::Q4_0 => D::matmul::<Q4_0>(w, a, o, n, nb, m),
                 QuantType::Q4_1 => D::matmul::<Q4_1>(w, a, o, n, nb, m),
                 QuantType::Q8_0 => D::matmul::<Q8_0>(w, a, o, n, nb, m),
+                _ => unreachable!("formats without a NEON kernel returned above"),
             }
         }
     }
