@@ -189,12 +189,12 @@ fn native_factory_keeps_legacy_blocks_and_dequantizes_the_rest() {
     DenseF32::new(deq.clone(), 2, 32).forward(&x, 1, &mut yf);
     assert!(yq.iter().zip(&yf).all(|(a, b)| (a - b).abs() <= 1e-6 * b.abs()), "{yq:?} vs {yf:?}");
 
-    // Float storage types go through F32Factory; every block format is native.
+    // F32 goes through F32Factory, F16/BF16 stay 16-bit (HalfLinear); every block format is native.
     let f32_bytes: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0].iter().flat_map(|v| v.to_le_bytes()).collect();
     let l = NativeFactory.build(&tensor("output.weight", DType::F32, vec![2, 2], &f32_bytes)).unwrap();
     assert_eq!(l.storage(), "F32");
     let l = NativeFactory.build(&tensor("blk.0.ffn_down.weight", DType::F16, vec![1, 2], &[0; 4])).unwrap();
-    assert_eq!(l.storage(), "F32");
+    assert_eq!((l.storage(), l.weight_bytes()), ("F16".into(), 4));
     let l = NativeFactory.build(&tensor("blk.0.ffn_down.weight", DType::Q6K, vec![2, 256], &[0; 420])).unwrap();
     assert_eq!((l.storage(), l.weight_bytes()), ("Q6_K".into(), 420));
     let e = NativeFactory.build(&tensor("blk.1.ffn_down.weight", DType::Q4K, vec![2, 128], &[0; 144])).err().unwrap();
