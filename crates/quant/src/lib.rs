@@ -2,4 +2,5 @@
 
 pub mod gguf_export;
 pub mod native_export;
+pub mod nf4;
 pub mod rtn;
