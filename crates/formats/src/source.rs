@@ -9,7 +9,7 @@ use crate::dtype::DType;
 use crate::error::{FormatError, Result};
 use crate::gguf::GgufFile;
 use crate::hf_config::read_json;
-use crate::native::{is_native_dir, GroupView, NativeModel, NativeTensor};
+use crate::native::{is_native_dir, GroupView, NativeModel, NativeTensor, Nf4View};
 use crate::safetensors::HfModel;
 
 #[derive(Debug)]
@@ -27,9 +27,9 @@ pub enum ModelSource {
 
 /// A tensor borrowed from an open model.
 ///
-/// A group-quantized tensor of a native directory appears with its logical shape, dtype `U8` and its
-/// codes as `data`; [`ModelSource::group_view`] gives all of its parts, [`ModelSource::tensor_f32`]
-/// its values.
+/// A group- or NF4-quantized tensor of a native directory appears with its logical shape, dtype `U8`
+/// and its codes as `data`; [`ModelSource::group_view`] and [`ModelSource::nf4_view`] give all of its
+/// parts, [`ModelSource::tensor_f32`] its values.
 #[derive(Clone, Debug)]
 pub struct TensorRef<'a> {
     /// Canonical (GGUF) name.
@@ -116,6 +116,7 @@ impl ModelSource {
                 let (dtype, data) = match m.tensor(name)? {
                     NativeTensor::Plain { dtype, data } => (dtype, data),
                     NativeTensor::Group(v) => (DType::U8, v.codes),
+                    NativeTensor::Nf4(v) => (DType::U8, v.codes),
                 };
                 Ok(TensorRef { name: &spec.name, dtype, shape: spec.shape.clone(), data })
             }
@@ -126,6 +127,9 @@ impl ModelSource {
     /// The tensor's shape and its values dequantized to f32.
     pub fn tensor_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
         if let Some(v) = self.group_view(name) {
+            return Ok((vec![v.rows, v.cols], v.dequantize()));
+        }
+        if let Some(v) = self.nf4_view(name) {
             return Ok((vec![v.rows, v.cols], v.dequantize()));
         }
         let t = self.tensor(name)?;
@@ -160,6 +164,17 @@ impl ModelSource {
         }
     }
 
+    /// All parts of an NF4 tensor of a native directory; `None` for any other tensor.
+    pub fn nf4_view(&self, name: &str) -> Option<Nf4View<'_>> {
+        match self {
+            ModelSource::Native(m) => match m.tensor(name) {
+                Ok(NativeTensor::Nf4(v)) => Some(v),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// Bytes a tensor occupies in storage, all its parts together.
     pub fn stored_bytes(&self, name: &str) -> Result<usize> {
         match self {
@@ -168,7 +183,7 @@ impl ModelSource {
         }
     }
 
-    /// The storage format's name: the dtype's, or a native group format's (`int4-g128-sym`).
+    /// The storage format's name: the dtype's, or a native format's (`int4-g128-sym`, `nf4`).
     pub fn storage_name(&self, name: &str) -> Result<String> {
         match self {
             ModelSource::Native(m) => {

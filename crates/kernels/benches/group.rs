@@ -21,13 +21,24 @@ fn main() {
         let x: Vec<f32> = (0..k).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
         let mut out = vec![0.0f32; m];
         let mut candidates: Vec<(String, Gemv)> = Vec::new();
-        for (bits, g) in [(4u8, 128usize), (8, k), (3, 128), (2, 128)] {
+        for (bits, g) in [(4u8, 128usize), (4, 64), (8, k), (3, 128), (2, 128)] {
             let l = GroupLayout::new(bits, g);
             let codes: Vec<u8> = (0..m * l.row_bytes(k)).map(|i| (i * 131 % 251) as u8).collect();
             let params = vec![GroupParams::new(bits, 0.01, 1); m * l.n_groups(k)];
             let xx = x.clone();
             candidates.push((
                 format!("int{bits} g{g}"),
+                Box::new(move |o: &mut [f32]| matmul_group_f32(l, &codes, &params, &xx, o, 1, k, m)),
+            ));
+        }
+        {
+            // NF4: 4-bit codes through a table in blocks of 64 (the table's values do not matter here).
+            let l = GroupLayout::table4(64, [-127, -88, -67, -50, -36, -23, -12, 0, 10, 20, 31, 43, 56, 71, 92, 127]);
+            let codes: Vec<u8> = (0..m * l.row_bytes(k)).map(|i| (i * 131 % 251) as u8).collect();
+            let params = vec![GroupParams { scale: 0.01, min: 0.0 }; m * l.n_groups(k)];
+            let xx = x.clone();
+            candidates.push((
+                "nf4".into(),
                 Box::new(move |o: &mut [f32]| matmul_group_f32(l, &codes, &params, &xx, o, 1, k, m)),
             ));
         }

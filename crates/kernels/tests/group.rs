@@ -1,8 +1,10 @@
 //! The group kernels: every SIMD path against the scalar reference, and the reference against an f64
-//! evaluation of dequantize(weights)·dequantize(quantize(x)), for every bit width, groups that divide
-//! the row, a short last group, per-channel groups, and row/token counts that exercise every tile edge.
+//! evaluation of dequantize(weights)·dequantize(quantize(x)), for every bit width and a code table
+//! (NF4's), groups that divide the row, a short last group, per-channel groups, and row/token counts
+//! that exercise every tile edge.
 //!
-//! Tolerance. For one output let mag = Σ_g Σ_b (|scale|·|d_b|·Σ_i |u_i − c|·|q_i| + |min|·|s_b|). Each
+//! Tolerance. For one output let mag = Σ_g Σ_b (|scale|·|d_b|·Σ_i |v(u_i)|·|q_i| + |min|·|s_b|), v(u) the
+//! integer a code stands for. Each
 //! path forms its result from at most 8·nb + 2·ng terms, each with at most 3 roundings, added along
 //! paths of at most 2·nb + ng + 4 additions, so each is within γ_{2nb+ng+7}·mag of the exact value of
 //! its (identically rounded) terms (Higham §3.1); two paths differ by at most twice that. A wrong code,
@@ -48,15 +50,21 @@ struct Case {
     params: Vec<GroupParams>,
 }
 
-fn random_case(bits: u8, group: usize, k: usize, m: usize, seed: u64) -> Case {
-    let l = GroupLayout::new(bits, group);
+/// NF4's values ×127 rounded, with −128 in place of −127 so that the extreme byte is covered too.
+const TABLE: [i8; 16] = [-128, -88, -67, -50, -36, -23, -12, 0, 10, 20, 31, 43, 56, 71, 92, 127];
+
+fn random_case(l: GroupLayout, k: usize, m: usize, seed: u64) -> Case {
+    let bits = l.bits;
     let mut r = Rng::new(seed);
     // Every byte value, so every code (and INT3 bit pattern) occurs.
     let codes = (0..m * l.row_bytes(k)).map(|_| r.below(256) as u8).collect();
     let params = (0..m * l.n_groups(k))
         .map(|_| {
             let s = r.unit().abs() * 2f32.powi(r.below(8) as i32 - 8);
-            GroupParams::new(bits, s, r.below(1 << bits) as u8)
+            match l.table {
+                Some(_) => GroupParams { scale: s, min: 0.0 },
+                None => GroupParams::new(bits, s, r.below(1 << bits) as u8),
+            }
         })
         .collect();
     Case { l, k, m, codes, params }
@@ -76,15 +84,14 @@ fn random_acts(n: usize, k: usize, seed: u64) -> QuantizedActs {
 /// times dequantized activations: weight = scale·(u − c) + min, activation = d·q.
 fn reference(c: &Case, a: &[BlockQ8], o: usize) -> (f64, f64) {
     let (nb, ng, sbb, gsb) = (c.k / QK, c.l.n_groups(c.k), c.l.sub_block_bytes(), c.l.group / QK);
-    let off = if c.l.bits == 8 { 128.0 } else { 0.0 };
     let (mut exact, mut mag) = (0.0f64, 0.0f64);
     for (b, ab) in a[..nb].iter().enumerate() {
         let p = c.params[o * ng + b / gsb];
         let u = scalar::unpack(c.l.bits, &c.codes[o * c.l.row_bytes(c.k) + b * sbb..][..sbb]);
         for (&u, &q) in u.iter().zip(&ab.qs) {
-            let w = p.scale as f64 * (u as f64 - off) + p.min as f64;
-            exact += w * ab.d as f64 * q as f64;
-            mag += (p.scale as f64 * (u as f64 - off) * ab.d as f64 * q as f64).abs();
+            let v = scalar::code_value(c.l, u) as f64;
+            exact += (p.scale as f64 * v + p.min as f64) * ab.d as f64 * q as f64;
+            mag += (p.scale as f64 * v * ab.d as f64 * q as f64).abs();
         }
         mag += (p.min as f64 * ab.s as f64).abs();
     }
@@ -97,7 +104,8 @@ fn run(k: &GroupKernels, c: &Case, acts: &QuantizedActs) -> Vec<f32> {
     out
 }
 
-const SHAPES: [(u8, usize, usize); 9] = [
+/// (layout, k): bits 0 stands for 4-bit codes through [`TABLE`].
+const SHAPES: [(u8, usize, usize); 12] = [
     (4, 128, 576), // short last group of 64
     (4, 32, 96),
     (4, 64, 576),
@@ -107,12 +115,23 @@ const SHAPES: [(u8, usize, usize); 9] = [
     (3, 128, 160),
     (2, 32, 64),
     (2, 128, 320),
+    (0, 64, 576), // NF4's geometry
+    (0, 64, 64),
+    (0, 128, 160),
 ];
+
+fn layout(bits: u8, group: usize) -> GroupLayout {
+    if bits == 0 {
+        GroupLayout::table4(group, TABLE)
+    } else {
+        GroupLayout::new(bits, group)
+    }
+}
 
 #[test]
 fn scalar_equals_dequantized_dot() {
     for (i, &(bits, group, k)) in SHAPES.iter().enumerate() {
-        let c = random_case(bits, group, k, 5, i as u64);
+        let c = random_case(layout(bits, group), k, 5, i as u64);
         let acts = random_acts(3, k, 100 + i as u64);
         let out = run(&group::SCALAR, &c, &acts);
         let nb = k / QK;
@@ -138,7 +157,7 @@ fn simd_paths_equal_scalar() {
             // m = 21: two 8-row GEMV passes and edges of 4 and 1; n covers the GEMV, 2×… tiles with a
             // remainder token, and more than one 32-token block.
             for (m, n) in [(21, 1), (7, 1), (21, 3), (6, 37), (1, 2)] {
-                let c = random_case(bits, group, kk, m, 1000 + i as u64);
+                let c = random_case(layout(bits, group), kk, m, 1000 + i as u64);
                 let acts = random_acts(n, kk, 2000 + i as u64);
                 let want = run(&group::SCALAR, &c, &acts);
                 let got = run(k, &c, &acts);
@@ -163,13 +182,15 @@ fn simd_paths_equal_scalar() {
 #[test]
 fn threaded_entry_equals_single_call() {
     // Large enough to be split across threads, both as a GEMV and as a batch.
-    let c = random_case(4, 128, 576, 300, 7);
-    for n in [1, 5] {
-        let acts = random_acts(n, 576, 8);
-        let want = run(group::active(), &c, &acts);
-        let mut got = vec![0.0; n * c.m];
-        lowbit_kernels::set_threads(2);
-        group::matmul_group(c.l, &c.codes, &c.params, &acts, &mut got, c.m);
-        assert_eq!(got, want, "n = {n}");
+    for l in [GroupLayout::new(4, 128), GroupLayout::table4(64, TABLE)] {
+        let c = random_case(l, 576, 300, 7);
+        for n in [1, 5] {
+            let acts = random_acts(n, 576, 8);
+            let want = run(group::active(), &c, &acts);
+            let mut got = vec![0.0; n * c.m];
+            lowbit_kernels::set_threads(2);
+            group::matmul_group(c.l, &c.codes, &c.params, &acts, &mut got, c.m);
+            assert_eq!(got, want, "{l:?}, n = {n}");
+        }
     }
 }

@@ -7,7 +7,7 @@
 //! a whole-table dequantization gives, since every format dequantizes block by block.
 
 use lowbit_formats::dequant::dequantize_into;
-use lowbit_formats::native::GroupMatrix;
+use lowbit_formats::native::{GroupMatrix, Nf4Matrix};
 use lowbit_formats::source::{ModelSource, TensorRef};
 use lowbit_formats::{DType, FormatError};
 
@@ -21,14 +21,30 @@ pub struct Embedding {
 
 enum Table {
     /// A GGUF-typed tensor: rows of whole blocks.
-    Blocks { dtype: DType, data: Vec<u8>, row_bytes: usize },
+    Blocks {
+        dtype: DType,
+        data: Vec<u8>,
+        row_bytes: usize,
+    },
     /// A native directory's group-quantized matrix.
     Group(GroupMatrix),
+    Nf4(Nf4Matrix),
 }
 
 impl Embedding {
     /// The table `tensor` of `source`, in whichever of the source's formats it is stored.
     pub fn load(source: &ModelSource, tensor: &TensorRef<'_>) -> Result<Embedding, FormatError> {
+        if let Some(v) = source.nf4_view(tensor.name) {
+            let m = Nf4Matrix {
+                rows: v.rows,
+                cols: v.cols,
+                codes: v.codes.to_vec(),
+                absmax: v.absmax.to_vec(),
+                nested_absmax: v.nested_absmax.to_vec(),
+                offset: v.offset.to_le_bytes(),
+            };
+            return Ok(Embedding { rows: m.rows, cols: m.cols, table: Table::Nf4(m) });
+        }
         let Some(v) = source.group_view(tensor.name) else { return Embedding::from_tensor(tensor) };
         let m = GroupMatrix {
             format: v.format,
@@ -74,6 +90,7 @@ impl Embedding {
                     .expect("rows were checked to be whole blocks of a dequantizable type at load")
             }
             Table::Group(m) => m.view().dequantize_row(token, out),
+            Table::Nf4(m) => m.view().dequantize_row(token, out),
         }
     }
 
@@ -82,6 +99,7 @@ impl Embedding {
         match &self.table {
             Table::Blocks { data, .. } => data.len(),
             Table::Group(m) => m.codes.len() + m.scales.len() + m.zeros.len(),
+            Table::Nf4(m) => m.codes.len() + m.absmax.len() + m.nested_absmax.len() + m.offset.len(),
         }
     }
 }

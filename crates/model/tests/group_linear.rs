@@ -74,3 +74,50 @@ fn forward_equals_dequantized_matmul() {
         }
     }
 }
+
+#[test]
+fn nf4_forward_equals_table_matmul() {
+    use lowbit_formats::native::nf4;
+    use lowbit_model::group_linear::nf4_table;
+
+    assert_eq!(nf4_table(), [-127, -88, -67, -50, -36, -23, -12, 0, 10, 20, 31, 43, 56, 71, 92, 127]);
+    let (rows, cols, n) = (13, 576, 3);
+    let mut r = Rng(0x0F1E_2D3C_4B5A_6978);
+    let w: Vec<f32> = (0..rows * cols).map(|i| r.unit() * 0.02 * if i % 89 == 0 { 8.0 } else { 1.0 }).collect();
+    let x: Vec<f32> = (0..n * cols).map(|_| r.unit()).collect();
+    let mut acts = QuantizedActs::new();
+    acts.quantize(&x, n, cols);
+    let xq: Vec<f64> = acts.blocks().iter().flat_map(|b| b.qs.map(|q| b.d as f64 * q as f64)).collect();
+    let m = nf4::quantize(&w, rows, cols).unwrap();
+    let v = m.view();
+    let deq = v.dequantize();
+    // The kernel's weights, read from the codes by the documented packing: table[u]·(s_b/127).
+    let table = nf4_table();
+    let kernel_w: Vec<f64> = (0..rows * cols)
+        .map(|i| {
+            let (b, j) = (i / 64, i % 64);
+            let byte = m.codes[b * 32 + j / 32 * 16 + j % 16];
+            let u = if j % 32 < 16 { byte & 15 } else { byte >> 4 };
+            let s = v.block_scale(b);
+            let kw = table[u as usize] as f64 * (s / 127.0) as f64;
+            // The same code as the format's own dequantization, up to the table's rounding.
+            assert!((kw - deq[i] as f64).abs() <= 0.5 / 127.0 * s as f64 * 1.001, "weight {i}: {kw} vs {}", deq[i]);
+            kw
+        })
+        .collect();
+    let lin = GroupLinear::from_nf4(&v);
+    assert_eq!(lin.storage(), "nf4");
+    let mut out = vec![0.0f32; n * rows];
+    lin.forward(&x, n, &mut out);
+    for t in 0..n {
+        for o in 0..rows {
+            let (wr, xr) = (&kernel_w[o * cols..][..cols], &xq[t * cols..][..cols]);
+            let exact: f64 = wr.iter().zip(xr).map(|(&a, &b)| a * b).sum();
+            let mag: f64 = wr.iter().zip(xr).map(|(&a, &b)| (a * b).abs()).sum();
+            let got = out[t * rows + o] as f64;
+            // As above with one more rounding per block (s_b/127), so n = 2·nb + n_blocks + 8.
+            let tol = 2.0 * (2 * cols / QK + cols / 64 + 8) as f64 * 2f64.powi(-24) * mag;
+            assert!((got - exact).abs() <= tol, "nf4 ({t},{o}): {got} vs {exact} (tol {tol})");
+        }
+    }
+}

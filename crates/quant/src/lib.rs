@@ -4,6 +4,7 @@ pub mod error;
 pub mod file_type;
 pub mod gguf_export;
 pub mod native_export;
+pub mod nf4;
 pub mod rtn;
 pub mod tensor_types;
 

@@ -1,7 +1,7 @@
 //! Writing a model as a lowbit native directory (`lowbit_formats::native`), one tensor at a time.
 //!
 //! Any source works (GGUF, Hugging Face, a native directory): tensors are read through
-//! `ModelSource::tensor_f32`, quantized per [`RtnScheme`], and streamed into model.safetensors, so
+//! `ModelSource::tensor_f32`, quantized per [`NativeScheme`], and streamed into model.safetensors, so
 //! memory holds one tensor's values and output at a time. The source's metadata travels with the
 //! tensors in its own format: a GGUF source's key-value metadata as a tensor-less metadata.gguf, a
 //! Hugging Face source's config.json and tokenizer files as copies.
@@ -10,14 +10,52 @@ use std::io::Write;
 use std::path::Path;
 
 use lowbit_formats::gguf_write::GgufWriter;
-use lowbit_formats::native::qconfig::{codes_name, scales_name, zeros_name, FORMAT_TAG, FORMAT_VERSION};
+use lowbit_formats::native::nf4::{self, BLOCK_BYTES, NESTED_BLOCK};
+use lowbit_formats::native::qconfig::{
+    absmax_name, codes_name, nested_absmax_name, offset_name, scales_name, zeros_name, FORMAT_TAG, FORMAT_VERSION,
+};
 use lowbit_formats::native::write::{SafetensorsWriter, StagedDir};
-use lowbit_formats::native::{QuantizationConfig, Storage, TensorSpec, METADATA_GGUF};
+use lowbit_formats::native::{GroupFormat, QuantizationConfig, Storage, TensorSpec, METADATA_GGUF};
 use lowbit_formats::safetensors::{CONFIG_FILE, SINGLE_FILE};
 use lowbit_formats::source::ModelSource;
 use lowbit_formats::{DType, FormatError, Result};
 
 use crate::rtn::{quantize_tensor, RtnScheme};
+
+/// How [`export`] stores the model's matrices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NativeScheme {
+    /// Round to nearest into a group-wise integer format.
+    Rtn(RtnScheme),
+    /// NF4 with double quantization, blocks of 64 (`crate::nf4`).
+    Nf4,
+}
+
+impl NativeScheme {
+    /// `int4-g128-sym`, `nf4`.
+    pub fn name(&self) -> String {
+        match self {
+            NativeScheme::Rtn(s) => s.name(),
+            NativeScheme::Nf4 => "nf4".into(),
+        }
+    }
+
+    /// The storage of a quantized tensor of `shape`, or `None` when it stays unquantized.
+    fn storage_for(&self, shape: &[usize]) -> Option<Storage> {
+        match self {
+            NativeScheme::Rtn(s) => s.format_for(shape).map(Storage::group),
+            NativeScheme::Nf4 => crate::nf4::quantizable(shape).then(Storage::nf4),
+        }
+    }
+
+    /// `method`, `bits`, `group` and `sym` of the quantization config.
+    fn summary(&self) -> (&'static str, u8, Option<usize>, bool) {
+        match self {
+            NativeScheme::Rtn(s) => ("rtn", s.bits, s.group, s.sym),
+            NativeScheme::Nf4 => ("nf4", 4, Some(nf4::BLOCK), true),
+        }
+    }
+}
 
 /// Files of a Hugging Face directory that describe the model or its tokenizer, copied when present.
 const HF_SIDE_FILES: [&str; 6] = [
@@ -47,7 +85,7 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> FormatError + '_ {
 pub fn export(
     source: &ModelSource,
     out: &Path,
-    scheme: &RtnScheme,
+    scheme: &NativeScheme,
     progress: &(dyn Fn(usize, &str) + Sync),
 ) -> Result<NativeSummary> {
     let staged = StagedDir::new(out)?;
@@ -58,8 +96,9 @@ pub fn export(
     for (i, name) in source.tensor_names().into_iter().enumerate() {
         let t = source.tensor(name)?;
         let shape = t.shape.clone();
-        let storage = match scheme.format_for(&shape) {
-            Some(f) => {
+        let storage = match scheme.storage_for(&shape) {
+            Some(Storage::Group { bits, group, sym }) => {
+                let f = GroupFormat { bits, group, sym };
                 let (rows, cols) = (shape[0], shape[1]);
                 let (ng, row_bytes) = (f.n_groups(cols), f.row_bytes(cols));
                 let mut parts = vec![
@@ -84,7 +123,32 @@ pub fn export(
                 )?;
                 Storage::group(f)
             }
-            None => {
+            Some(storage @ Storage::Nf4 { .. }) => {
+                let (rows, cols) = (shape[0], shape[1]);
+                let blocks = rows * cols / nf4::BLOCK;
+                let chunks = blocks.div_ceil(NESTED_BLOCK);
+                summary.tensor_bytes += (blocks * (BLOCK_BYTES + 1) + 4 * chunks + 4) as u64;
+                writer.add(
+                    vec![
+                        (codes_name(name), DType::U8, vec![rows, cols / 2]),
+                        (absmax_name(name), DType::U8, vec![rows, cols / nf4::BLOCK]),
+                        (nested_absmax_name(name), DType::F32, vec![chunks]),
+                        (offset_name(name), DType::F32, vec![1]),
+                    ],
+                    Box::new(move |w: &mut dyn Write| {
+                        progress(i, name);
+                        let (_, values) = source.tensor_f32(name)?;
+                        let m = crate::nf4::quantize_tensor(name, &values, rows, cols)?;
+                        let path = Path::new(SINGLE_FILE);
+                        for part in [&m.codes[..], &m.absmax, &m.nested_absmax, &m.offset] {
+                            w.write_all(part).map_err(io(path))?;
+                        }
+                        Ok(())
+                    }),
+                )?;
+                storage
+            }
+            Some(Storage::Plain { .. }) | None => {
                 let dtype = if shape.len() >= 2 { DType::F16 } else { DType::F32 };
                 let n: usize = shape.iter().product();
                 summary.tensor_bytes += (n * dtype.block_bytes()) as u64;
@@ -109,14 +173,15 @@ pub fn export(
         specs.push(TensorSpec { name: name.to_string(), shape, storage });
     }
     writer.write(&staged.path().join(SINGLE_FILE))?;
+    let (method, bits, group, sym) = scheme.summary();
     let qconfig = QuantizationConfig {
         format: FORMAT_TAG.to_string(),
         format_version: FORMAT_VERSION,
         tool_version: format!("lowbit {}", env!("CARGO_PKG_VERSION")),
-        method: "rtn".into(),
-        bits: scheme.bits,
-        group: scheme.group,
-        sym: scheme.sym,
+        method: method.into(),
+        bits,
+        group,
+        sym,
         source: source.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
         metadata,
         tensors: specs,

@@ -1,19 +1,20 @@
-//! A native directory made from a Hugging Face directory (the sharded tiny Llama fixture): it carries
-//! the source's config.json, keeps every tensor under the same canonical name, and reads back exactly
-//! what the reference quantizer produced (plain tensors bit for bit).
+//! Native directories made from a Hugging Face directory (the sharded tiny Llama fixture), in a group
+//! format and in NF4: they carry the source's config.json, keep every tensor under the same canonical
+//! name, and read back exactly what the reference quantizer produced (plain tensors bit for bit).
 
-use lowbit_formats::native::group::quantize;
-use lowbit_formats::native::Storage;
+use std::path::PathBuf;
+
+use lowbit_formats::native::{group, nf4, Storage};
 use lowbit_formats::source::ModelSource;
-use lowbit_quant::native_export::export;
+use lowbit_quant::native_export::{export, NativeScheme};
 use lowbit_quant::rtn::RtnScheme;
 
-#[test]
-fn hf_source_round_trips() {
+/// Exports the fixture per `scheme`, checks the round trip, and returns the directory and the name of
+/// a quantized tensor.
+fn round_trip(scheme: NativeScheme, tag: &str) -> (PathBuf, String) {
     let src_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../formats/tests/data/hf_tiny");
     let source = ModelSource::open(std::path::Path::new(src_dir)).unwrap();
-    let out = std::env::temp_dir().join(format!("lowbit-native-hf-{}", std::process::id()));
-    let scheme = RtnScheme::new(4, Some(32), false).unwrap();
+    let out = std::env::temp_dir().join(format!("lowbit-native-hf-{tag}-{}", std::process::id()));
     export(&source, &out, &scheme, &|_, _| {}).unwrap();
     assert!(out.join("config.json").is_file());
     let native = ModelSource::open(&out).unwrap();
@@ -21,37 +22,70 @@ fn hf_source_round_trips() {
     assert_eq!(m.quantization_config().metadata, "config.json");
     assert_eq!(native.config().unwrap(), source.config().unwrap());
     assert_eq!(native.tensor_names(), source.tensor_names());
-    let mut quantized = 0;
+    let mut quantized = None;
     for name in source.tensor_names() {
         let (shape, values) = source.tensor_f32(name).unwrap();
         let (back_shape, back) = native.tensor_f32(name).unwrap();
         assert_eq!(back_shape, shape, "{name}");
-        match &m.spec(name).unwrap().storage {
-            Storage::Group { .. } => {
-                let f = scheme.format_for(&shape).unwrap();
-                let want = quantize(f, &values, shape[0], shape[1]).unwrap().view().dequantize();
-                assert_eq!(back, want, "{name}");
-                quantized += 1;
+        let want = match (&m.spec(name).unwrap().storage, scheme) {
+            (Storage::Group { .. }, NativeScheme::Rtn(s)) => {
+                let f = s.format_for(&shape).unwrap();
+                group::quantize(f, &values, shape[0], shape[1]).unwrap().view().dequantize()
             }
-            Storage::Plain { dtype } => {
+            (Storage::Nf4 { .. }, NativeScheme::Nf4) => {
+                nf4::quantize(&values, shape[0], shape[1]).unwrap().view().dequantize()
+            }
+            (Storage::Plain { dtype }, _) => {
                 assert_eq!(dtype, "F32", "{name}: only 1-D tensors stay plain here");
-                assert_eq!(back, values, "{name}");
+                values
             }
+            (storage, _) => panic!("{name}: {storage:?} from {scheme:?}"),
+        };
+        assert_eq!(back, want, "{name}");
+        if !matches!(m.spec(name).unwrap().storage, Storage::Plain { .. }) {
+            quantized = Some(name.to_string());
         }
     }
-    assert!(quantized > 0);
+    (out, quantized.expect("a quantized tensor"))
+}
 
+/// Rewrites the quantization config of `dir` with `edit` applied to the spec of tensor `name`.
+fn edit_spec(dir: &std::path::Path, name: &str, edit: impl Fn(&mut serde_json::Value)) {
+    let qpath = dir.join("quantization_config.json");
+    let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&qpath).unwrap()).unwrap();
+    edit(json["tensors"].as_array_mut().unwrap().iter_mut().find(|t| t["name"] == name).unwrap());
+    std::fs::write(&qpath, serde_json::to_string(&json).unwrap()).unwrap();
+}
+
+#[test]
+fn hf_source_round_trips_in_a_group_format() {
+    let (out, name) = round_trip(NativeScheme::Rtn(RtnScheme::new(4, Some(32), false).unwrap()), "int4");
     // A config that disagrees with the stored tensors is refused with the tensor's name.
     let qpath = out.join("quantization_config.json");
     let good = std::fs::read_to_string(&qpath).unwrap();
-    let mut json: serde_json::Value = serde_json::from_str(&good).unwrap();
-    let spec = json["tensors"].as_array_mut().unwrap().iter_mut().find(|t| t["storage"]["kind"] == "group").unwrap();
-    let name = spec["name"].as_str().unwrap().to_string();
-    spec["shape"][0] = (spec["shape"][0].as_u64().unwrap() + 1).into();
-    std::fs::write(&qpath, serde_json::to_string(&json).unwrap()).unwrap();
+    edit_spec(&out, &name, |spec| spec["shape"][0] = (spec["shape"][0].as_u64().unwrap() + 1).into());
     let err = ModelSource::open(&out).unwrap_err().to_string();
     assert!(err.contains(&name) && err.contains("codes"), "{err}");
     std::fs::write(&qpath, good.replace("lowbit-native", "other")).unwrap();
     assert!(ModelSource::open(&out).unwrap_err().to_string().contains("is not \"lowbit-native\""));
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn hf_source_round_trips_in_nf4() {
+    let (out, name) = round_trip(NativeScheme::Nf4, "nf4");
+    let ModelSource::Native(m) = ModelSource::open(&out).unwrap() else { panic!("not a native directory") };
+    let q = m.quantization_config();
+    assert_eq!((q.method.as_str(), q.bits, q.group), ("nf4", 4, Some(64)));
+    // Wrong shapes, and block sizes this reader does not know, are refused with the tensor's name.
+    let qpath = out.join("quantization_config.json");
+    let good = std::fs::read_to_string(&qpath).unwrap();
+    edit_spec(&out, &name, |spec| spec["shape"][1] = (spec["shape"][1].as_u64().unwrap() + 64).into());
+    let err = ModelSource::open(&out).unwrap_err().to_string();
+    assert!(err.contains(&name) && err.contains("codes"), "{err}");
+    std::fs::write(&qpath, &good).unwrap();
+    edit_spec(&out, &name, |spec| spec["storage"]["block"] = 128.into());
+    let err = ModelSource::open(&out).unwrap_err().to_string();
+    assert!(err.contains(&name) && err.contains("blocks of 128"), "{err}");
     std::fs::remove_dir_all(&out).unwrap();
 }

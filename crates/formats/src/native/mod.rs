@@ -4,7 +4,9 @@
 //! OUT/
 //!   model.safetensors            every tensor under its canonical (GGUF) name: plain ones as F32/F16/BF16,
 //!                                group-quantized ones as NAME.qweight (U8 codes), NAME.scales (F16) and,
-//!                                when asymmetric, NAME.zeros (U8); layout in `group`
+//!                                when asymmetric, NAME.zeros (U8); layout in `group`; NF4 ones as
+//!                                NAME.qweight, NAME.absmax (U8), NAME.nested_absmax and NAME.offset
+//!                                (F32); layout in `nf4`
 //!   quantization_config.json     method, bits, group, sym, tool version, and every tensor's logical shape
 //!                                and storage (`qconfig`)
 //!   metadata.gguf                for a GGUF source: its metadata (hyperparameters, vocabulary, chat
@@ -20,11 +22,13 @@
 
 pub mod group;
 pub mod model;
+pub mod nf4;
 pub mod qconfig;
 pub mod write;
 
 pub use group::{GroupFormat, GroupMatrix, GroupView};
 pub use model::{is_native_dir, NativeModel, NativeTensor};
+pub use nf4::{Nf4Matrix, Nf4View};
 pub use qconfig::{QuantizationConfig, Storage, TensorSpec};
 
 /// The quantization config's file name.

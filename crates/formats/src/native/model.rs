@@ -11,7 +11,11 @@ use crate::error::{FormatError, Result};
 use crate::gguf::GgufFile;
 use crate::hf_config::read_json;
 use crate::native::group::{GroupFormat, GroupView};
-use crate::native::qconfig::{codes_name, scales_name, zeros_name, QuantizationConfig, Storage, TensorSpec};
+use crate::native::nf4::{self, Nf4View};
+use crate::native::qconfig::{
+    absmax_name, codes_name, nested_absmax_name, offset_name, scales_name, zeros_name, QuantizationConfig, Storage,
+    TensorSpec,
+};
 use crate::native::{METADATA_GGUF, QUANT_CONFIG};
 use crate::safetensors::{SafetensorsFile, TensorEntry, CONFIG_FILE, SINGLE_FILE};
 
@@ -24,6 +28,7 @@ pub enum NativeTensor<'a> {
         data: &'a [u8],
     },
     Group(GroupView<'a>),
+    Nf4(Nf4View<'a>),
 }
 
 /// An open native directory.
@@ -99,6 +104,12 @@ impl NativeModel {
                     }
                     used.insert(scales_name(&spec.name))
                 }
+                Storage::Nf4 { .. } => {
+                    used.insert(codes_name(&spec.name));
+                    used.insert(absmax_name(&spec.name));
+                    used.insert(nested_absmax_name(&spec.name));
+                    used.insert(offset_name(&spec.name))
+                }
             };
         }
         if let Some(t) = self.file.tensors().iter().find(|t| !used.contains(&t.name)) {
@@ -136,6 +147,32 @@ impl NativeModel {
                 let scales = self.file.data(self.part(&scales_name(&spec.name), DType::F16)?);
                 let zeros = if sym { &[][..] } else { self.file.data(self.part(&zeros_name(&spec.name), DType::U8)?) };
                 GroupView::new(format, rows, cols, codes, scales, zeros).map(NativeTensor::Group)
+            }
+            &Storage::Nf4 { block, nested_block } => {
+                if (block, nested_block) != (nf4::BLOCK, nf4::NESTED_BLOCK) {
+                    return Err(FormatError::Unsupported {
+                        path: self.dir.join(QUANT_CONFIG),
+                        what: format!(
+                            "tensor {:?}: nf4 in blocks of {block} and {nested_block} (this lowbit reads {} and {})",
+                            spec.name,
+                            nf4::BLOCK,
+                            nf4::NESTED_BLOCK
+                        ),
+                    });
+                }
+                let [rows, cols] = spec.shape[..] else {
+                    return Err(FormatError::Invalid(format!("shape {:?}: nf4 holds matrices", spec.shape)));
+                };
+                let part = |name: String, dtype| self.part(&name, dtype).map(|t| self.file.data(t));
+                Nf4View::new(
+                    rows,
+                    cols,
+                    part(codes_name(&spec.name), DType::U8)?,
+                    part(absmax_name(&spec.name), DType::U8)?,
+                    part(nested_absmax_name(&spec.name), DType::F32)?,
+                    part(offset_name(&spec.name), DType::F32)?,
+                )
+                .map(NativeTensor::Nf4)
             }
         }
     }
@@ -177,6 +214,7 @@ impl NativeModel {
         Ok(match self.tensor(name)? {
             NativeTensor::Plain { data, .. } => data.len(),
             NativeTensor::Group(v) => v.codes.len() + v.scales.len() + v.zeros.len(),
+            NativeTensor::Nf4(v) => v.codes.len() + v.absmax.len() + v.nested_absmax.len() + 4,
         })
     }
 }

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{FormatError, Result};
 use crate::native::group::GroupFormat;
+use crate::native::nf4;
 
 /// The value of `format` that marks a lowbit native directory.
 pub const FORMAT_TAG: &str = "lowbit-native";
@@ -50,6 +51,10 @@ pub enum Storage {
     Plain { dtype: String },
     /// A group-wise integer format: tensors `NAME.qweight`, `NAME.scales` and (asymmetric) `NAME.zeros`.
     Group { bits: u8, group: usize, sym: bool },
+    /// NF4 with double quantization (`super::nf4`): tensors `NAME.qweight`, `NAME.absmax`,
+    /// `NAME.nested_absmax` and `NAME.offset`. The block sizes are recorded to make the directory
+    /// self-describing; 64 and 256 are the only ones read.
+    Nf4 { block: usize, nested_block: usize },
 }
 
 impl Storage {
@@ -57,11 +62,17 @@ impl Storage {
         Storage::Group { bits: f.bits, group: f.group, sym: f.sym }
     }
 
+    /// NF4 in its only block sizes.
+    pub fn nf4() -> Storage {
+        Storage::Nf4 { block: nf4::BLOCK, nested_block: nf4::NESTED_BLOCK }
+    }
+
     /// `F32`, `int4-g128-sym`, ...
     pub fn name(&self) -> String {
         match self {
             Storage::Plain { dtype } => dtype.clone(),
             Storage::Group { bits, group, sym } => GroupFormat { bits: *bits, group: *group, sym: *sym }.name(),
+            Storage::Nf4 { .. } => "nf4".to_string(),
         }
     }
 }
@@ -77,6 +88,19 @@ pub fn scales_name(name: &str) -> String {
 
 pub fn zeros_name(name: &str) -> String {
     format!("{name}.zeros")
+}
+
+/// Safetensors names of an NF4 tensor's parts besides its codes (`codes_name`).
+pub fn absmax_name(name: &str) -> String {
+    format!("{name}.absmax")
+}
+
+pub fn nested_absmax_name(name: &str) -> String {
+    format!("{name}.nested_absmax")
+}
+
+pub fn offset_name(name: &str) -> String {
+    format!("{name}.offset")
 }
 
 impl QuantizationConfig {

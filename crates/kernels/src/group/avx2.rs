@@ -8,6 +8,8 @@
 //! fewer are the unsigned operand of `_mm256_maddubs_epi16` directly (pairs of at most 2·15·127, no
 //! saturation); 8-bit codes are made signed (u − 128) and multiplied as in the Q8_0 kernel, their
 //! magnitude unsigned and their sign moved onto the activation codes (pairs of at most 2·128·127).
+//! Table codes (NF4) are 4-bit codes looked up with one byte shuffle in a register holding the table,
+//! then multiplied as signed bytes like the 8-bit ones.
 
 use std::arch::x86_64::*;
 
@@ -23,12 +25,19 @@ static AVX2: GroupKernels = GroupKernels { name: "avx2", matmul: entry };
 
 fn entry(l: GroupLayout, codes: &[u8], params: &[GroupParams], acts: &[BlockQ8], out: &mut [f32], k: usize) {
     let (n, m) = matmul_dims(l, codes, params, acts, out, k);
-    let g = Geometry { row_bytes: l.row_bytes(k), nb: k / QK, ng: l.n_groups(k), gsb: l.group / QK };
+    let g = Geometry {
+        row_bytes: l.row_bytes(k),
+        nb: k / QK,
+        ng: l.n_groups(k),
+        gsb: l.group / QK,
+        table: l.table.unwrap_or_default(),
+    };
     let (w, p, a, o) = (codes.as_ptr(), params.as_ptr(), acts.as_ptr(), out.as_mut_ptr());
     // SAFETY: reachable only through AVX2, handed out after avx2 and fma were detected; matmul_dims
     // checked codes = m rows, params = m·ng, acts = n rows, out = n·m.
     unsafe {
         match l.bits {
+            _ if l.table.is_some() => matmul::<TABLE4>(&g, w, p, a, o, n, m),
             8 => matmul::<8>(&g, w, p, a, o, n, m),
             4 => matmul::<4>(&g, w, p, a, o, n, m),
             3 => matmul::<3>(&g, w, p, a, o, n, m),
@@ -37,16 +46,21 @@ fn entry(l: GroupLayout, codes: &[u8], params: &[GroupParams], acts: &[BlockQ8],
     }
 }
 
-/// Sizes of one matrix, in bytes per row, activation blocks per row, groups per row, blocks per group.
+/// Sizes of one matrix, in bytes per row, activation blocks per row, groups per row, blocks per group;
+/// and the code table of [`TABLE4`].
 struct Geometry {
     row_bytes: usize,
     nb: usize,
     ng: usize,
     gsb: usize,
+    table: [i8; 16],
 }
 
-const fn sub_block_bytes(bits: u8) -> usize {
-    QK * bits as usize / 8
+/// The code kind of 4-bit codes that index a table (the other kinds are the bit widths).
+const TABLE4: u8 = 0;
+
+const fn sub_block_bytes(kind: u8) -> usize {
+    QK * if kind == TABLE4 { 4 } else { kind as usize } / 8
 }
 
 #[inline]
@@ -66,11 +80,13 @@ unsafe fn two_bit_plane(p: *const u8) -> __m256i {
     _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 2, 4, 6)), _mm256_set1_epi8(3))
 }
 
-/// The 32 codes of the sub-block at `p` as bytes in element order (for B = 8: u − 128, signed).
+/// The 32 codes of the sub-block at `p` as bytes in element order (for B = 8: u − 128, signed; for
+/// [`TABLE4`]: their entries of `table`, the table in both lanes).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn codes<const B: u8>(p: *const u8) -> __m256i {
+unsafe fn codes<const B: u8>(p: *const u8, table: __m256i) -> __m256i {
     match B {
+        TABLE4 => _mm256_shuffle_epi8(table, codes::<4>(p, table)),
         8 => _mm256_xor_si256(_mm256_loadu_si256(p.cast()), _mm256_set1_epi8(-128)),
         4 => {
             let packed = _mm256_broadcastsi128_si256(_mm_loadu_si128(p.cast()));
@@ -93,11 +109,11 @@ unsafe fn codes<const B: u8>(p: *const u8) -> __m256i {
     }
 }
 
-/// Eight i32 lanes summing to Σ (u − c)·q of codes `w` (from `codes`) and activation codes `a`.
+/// Eight i32 lanes summing to Σ value·q of code values `w` (from `codes`) and activation codes `a`.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot<const B: u8>(w: __m256i, a: __m256i) -> __m256i {
-    let pairs = if B == 8 {
+    let pairs = if B == 8 || B == TABLE4 {
         _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w))
     } else {
         _mm256_maddubs_epi16(w, a)
@@ -121,6 +137,7 @@ unsafe fn tile<const B: u8, const R: usize, const T: usize>(
     ldo: usize,
 ) {
     let sbb = sub_block_bytes(B);
+    let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(g.table.as_ptr().cast()));
     let mut acc = [[_mm256_setzero_ps(); T]; R];
     let mut mins = [[0.0f32; T]; R];
     for gi in 0..g.ng {
@@ -141,7 +158,7 @@ unsafe fn tile<const B: u8, const R: usize, const T: usize>(
                     // Decode streams the weights: fetch the next group of rows at the same offset.
                     _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(R * g.row_bytes).cast());
                 }
-                let c = codes::<B>(q);
+                let c = codes::<B>(q, table);
                 let scale = _mm256_broadcast_ss(&(*p.add(r * g.ng + gi)).scale);
                 for t in 0..T {
                     let lanes = _mm256_cvtepi32_ps(dot::<B>(c, aq[t]));

@@ -9,6 +9,11 @@
 //! s_b = d_b·Σq). [`GroupParams`] holds `scale = s` and `min = s·(c − z)` per group, so the zero point
 //! costs one multiply-add per group and row, whatever the group length.
 //!
+//! A layout with a code table ([`GroupLayout::table4`], NF4) has 4-bit codes that stand for signed bytes
+//! `table[u]`: a weight decodes to `table[u]·s + min`, and the integer dot product is `Σ table[u_i]·q_i`
+//! (on AVX2 one byte shuffle per 32 codes). NF4's values are irrational, so its table holds them ×127
+//! rounded and its scale carries the 1/127.
+//!
 //! As for the other kernels, [`scalar`] is the specification; each SIMD path computes the same integer
 //! dot products and differs only in the order of its float additions.
 
@@ -40,13 +45,16 @@ impl GroupParams {
     }
 }
 
-/// The code layout of a weight matrix: bits per code and codes per group.
+/// The code layout of a weight matrix: bits per code, codes per group, and what a code stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GroupLayout {
     /// 8, 4, 3 or 2.
     pub bits: u8,
     /// A positive multiple of 32; the last group of a row may be shorter.
     pub group: usize,
+    /// With 4-bit codes: the signed value of each code, used in place of the code; `None`: the code's
+    /// own value (less 128 for 8 bits).
+    pub table: Option<[i8; 16]>,
 }
 
 impl GroupLayout {
@@ -54,7 +62,12 @@ impl GroupLayout {
     pub fn new(bits: u8, group: usize) -> GroupLayout {
         assert!(matches!(bits, 8 | 4 | 3 | 2), "group kernels: {bits}-bit codes do not exist");
         assert!(group > 0 && group.is_multiple_of(QK), "group kernels: group {group} is not a multiple of {QK}");
-        GroupLayout { bits, group }
+        GroupLayout { bits, group, table: None }
+    }
+
+    /// 4-bit codes (packed as the 4-bit integer codes) standing for `table[code]`.
+    pub fn table4(group: usize, table: [i8; 16]) -> GroupLayout {
+        GroupLayout { table: Some(table), ..GroupLayout::new(4, group) }
     }
 
     /// Bytes of 32 codes.

@@ -22,10 +22,17 @@ pub fn unpack(bits: u8, bytes: &[u8]) -> [u8; QK] {
     u
 }
 
-/// Σ (u_i − c)·q_i over one sub-block, c = 128 for 8-bit codes, else 0: exact in i32.
-pub fn sub_block_dot(bits: u8, bytes: &[u8], a: &BlockQ8) -> i32 {
-    let c = if bits == 8 { 128 } else { 0 };
-    unpack(bits, bytes).iter().zip(&a.qs).map(|(&u, &q)| (i32::from(u) - c) * i32::from(q)).sum()
+/// The integer each code of `l` stands for: `table[u]`, or `u − c` with c = 128 for 8-bit codes, else 0.
+pub fn code_value(l: GroupLayout, u: u8) -> i32 {
+    match l.table {
+        Some(t) => i32::from(t[usize::from(u)]),
+        None => i32::from(u) - if l.bits == 8 { 128 } else { 0 },
+    }
+}
+
+/// Σ code_value(u_i)·q_i over one sub-block: exact in i32.
+pub fn sub_block_dot(l: GroupLayout, bytes: &[u8], a: &BlockQ8) -> i32 {
+    unpack(l.bits, bytes).iter().zip(&a.qs).map(|(&u, &q)| code_value(l, u) * i32::from(q)).sum()
 }
 
 /// out[t·m + o] = Σ_g (scale·Σ_b d_b·dot_b + min·Σ_b s_b), g over the groups of row o and b over the
@@ -41,7 +48,7 @@ pub fn matmul(l: GroupLayout, codes: &[u8], params: &[GroupParams], acts: &[Bloc
             for (g, p) in params[o * ng..][..ng].iter().enumerate() {
                 let (mut dot, mut asum) = (0.0f32, 0.0f32);
                 for b in g * gsb..((g + 1) * gsb).min(nb) {
-                    dot += a[b].d * sub_block_dot(l.bits, &row[b * sbb..][..sbb], &a[b]) as f32;
+                    dot += a[b].d * sub_block_dot(l, &row[b * sbb..][..sbb], &a[b]) as f32;
                     asum += a[b].s;
                 }
                 sum += p.scale * dot + p.min * asum;
