@@ -258,10 +258,15 @@ fn check(path: &QuantKernels, ty: QuantType, n: usize, k: usize, m: usize, seed:
     }
 }
 
-/// Row lengths to test a format on: odd numbers of blocks, and a long row.
-fn ks(ty: QuantType) -> [usize; 3] {
+/// Row lengths to test a format on: odd numbers of blocks, SmolLM2's 576 where it is whole blocks (it
+/// is not whole super-blocks), and a long row.
+fn ks(ty: QuantType) -> Vec<usize> {
     let b = ty.block_elems();
-    [b, 3 * b, 1024usize.next_multiple_of(b)]
+    let mut ks = vec![b, 3 * b, 1024usize.next_multiple_of(b)];
+    if 576 % b == 0 {
+        ks.insert(2, 576);
+    }
+    ks
 }
 
 #[test]
@@ -363,8 +368,9 @@ fn quantization_error_is_half_a_step() {
 
 #[test]
 fn matmul_exact_on_edge_shapes() {
-    // n covers the GEMV (1..3 rows), the batched kernel's tiles of 4 tokens with every remainder, and
-    // more than one token block (128); m every remainder of 8-row panels and GEMV groups.
+    // n covers the GEMV (1..3 rows), the batched kernels' tiles (AVX2: 4 tokens, NEON: 2) with every
+    // remainder, and more than one token block (AVX2: 128, NEON: 32); m every remainder of 8-row panels
+    // and GEMV groups, and of NEON's 4-row tiles.
     for path in quant::paths() {
         for ty in QuantType::ALL {
             for k in ks(ty) {
