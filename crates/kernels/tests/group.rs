@@ -104,18 +104,24 @@ fn run(k: &GroupKernels, c: &Case, acts: &QuantizedActs) -> Vec<f32> {
     out
 }
 
-/// (layout, k): bits 0 stands for 4-bit codes through [`TABLE`].
-const SHAPES: [(u8, usize, usize); 12] = [
+/// (layout, k): bits 0 stands for 4-bit codes through [`TABLE`]. Among the row lengths, SmolLM2's
+/// (576, 1536) and gpt-oss's (2880).
+const SHAPES: [(u8, usize, usize); 17] = [
     (4, 128, 576), // short last group of 64
     (4, 32, 96),
     (4, 64, 576),
-    (8, 576, 576), // per channel
+    (4, 128, 2880), // short last group of 64
+    (8, 576, 576),  // per channel
+    (8, 1536, 1536),
     (8, 128, 288),
     (3, 64, 192),
     (3, 128, 160),
+    (3, 256, 2880), // short last group of 64
     (2, 32, 64),
     (2, 128, 320),
+    (2, 64, 1536),
     (0, 64, 576), // NF4's geometry
+    (0, 64, 2880),
     (0, 64, 64),
     (0, 128, 160),
 ];

@@ -79,7 +79,7 @@ fn every_path_widens_every_bit_pattern_like_the_reference() {
 #[test]
 fn every_path_gemv_matches_the_reference() {
     for ty in HalfType::ALL {
-        for (m, k) in [(1, 1), (4, 8), (7, 13), (9, 576), (33, 1536)] {
+        for (m, k) in [(1, 1), (4, 8), (7, 13), (9, 576), (33, 1536), (6, 2883), (5, 2880)] {
             let w = weights(ty, m * k, (m * k) as u64);
             let x = activations(k, k as u64 + 7);
             let mut want = vec![0.0; m];

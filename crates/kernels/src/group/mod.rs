@@ -11,8 +11,8 @@
 //!
 //! A layout with a code table ([`GroupLayout::table4`], NF4) has 4-bit codes that stand for signed bytes
 //! `table[u]`: a weight decodes to `table[u]·s + min`, and the integer dot product is `Σ table[u_i]·q_i`
-//! (on AVX2 one byte shuffle per 32 codes). NF4's values are irrational, so its table holds them ×127
-//! rounded and its scale carries the 1/127.
+//! (on AVX2 one byte shuffle per 32 codes, on NEON one `tbl` per 16). NF4's values are irrational, so
+//! its table holds them ×127 rounded and its scale carries the 1/127.
 //!
 //! As for the other kernels, [`scalar`] is the specification; each SIMD path computes the same integer
 //! dot products and differs only in the order of its float additions.
@@ -21,6 +21,8 @@ pub mod scalar;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 
 use std::cell::RefCell;
 use std::sync::OnceLock;
@@ -92,7 +94,7 @@ pub type GroupMatmul =
 /// One instruction-set path.
 #[derive(Clone, Copy)]
 pub struct GroupKernels {
-    /// "scalar", "avx2".
+    /// "scalar", "avx2", "neon", "neon-dotprod".
     pub name: &'static str,
     pub matmul: GroupMatmul,
 }
@@ -105,11 +107,13 @@ pub fn active() -> &'static GroupKernels {
     ACTIVE.get_or_init(|| paths().last().copied().unwrap_or(&SCALAR))
 }
 
-/// Every path this CPU can run, scalar first. (No NEON path yet: aarch64 runs the scalar one.)
+/// Every path this CPU can run, scalar first.
 pub fn paths() -> Vec<&'static GroupKernels> {
     #[cfg(target_arch = "x86_64")]
     let simd = avx2::kernels();
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    let simd = neon::kernels();
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     let simd = None;
     std::iter::once(&SCALAR).chain(simd).collect()
 }
@@ -162,7 +166,7 @@ pub fn matmul_group(
         if threads == 1 || codes.len() < PAR_MIN_BYTES {
             return kern(l, codes, params, blocks, out, k);
         }
-        // About four chunks per thread, in whole 8-row groups (the AVX2 GEMV's unit).
+        // About four chunks per thread, in whole 8-row groups (the SIMD GEMVs' unit).
         let rows = m.div_ceil(4 * threads).next_multiple_of(8);
         parallel_chunks_mut(out, rows, &|i, part| {
             let r0 = i * rows;

@@ -10,6 +10,8 @@ pub mod scalar;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 
 use std::cell::RefCell;
 use std::sync::OnceLock;
@@ -48,7 +50,7 @@ impl HalfType {
 /// `widen` exactly, `gemv` up to the order of its float additions.
 #[derive(Clone, Copy)]
 pub struct HalfKernels {
-    /// "scalar", "avx2".
+    /// "scalar", "avx2", "neon".
     pub name: &'static str,
     /// out[i] = w[i] as f32.
     pub widen: fn(ty: HalfType, w: &[u16], out: &mut [f32]),
@@ -64,11 +66,13 @@ pub fn active() -> &'static HalfKernels {
     ACTIVE.get_or_init(|| paths().last().copied().unwrap_or(&SCALAR))
 }
 
-/// Every path this CPU can run, scalar first. (No NEON path yet: aarch64 runs the scalar one.)
+/// Every path this CPU can run, scalar first.
 pub fn paths() -> Vec<&'static HalfKernels> {
     #[cfg(target_arch = "x86_64")]
     let simd = avx2::kernels();
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    let simd = neon::kernels();
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     let simd = None;
     std::iter::once(&SCALAR).chain(simd).collect()
 }
@@ -95,7 +99,7 @@ pub fn matmul_half(ty: HalfType, x: &[f32], w: &[u16], out: &mut [f32], n: usize
         if threads() == 1 || w.len() * 2 < PAR_MIN_BYTES {
             return (kern.gemv)(ty, x, w, out);
         }
-        // About four chunks per thread, whole 4-row groups (the AVX2 GEMV's unit).
+        // About four chunks per thread, whole 4-row groups (the SIMD GEMVs' unit).
         let rows = m.div_ceil(4 * threads()).next_multiple_of(4);
         return parallel_chunks_mut(out, rows, &|i, part| {
             (kern.gemv)(ty, x, &w[i * rows * k..][..part.len() * k], part)
