@@ -10,6 +10,7 @@
 
 use lowbit_kernels::dispatch::{self, Kernels};
 use lowbit_kernels::scalar;
+use lowbit_testdata::Rng;
 use proptest::prelude::*;
 
 const U: f64 = 1.0 / (1u64 << 24) as f64;
@@ -25,19 +26,8 @@ fn dot_tol(a: &[f32], b: &[f32]) -> f64 {
 
 /// Deterministic values in [-1, 1), or small integers in [-8, 8) when `ints`.
 fn values(len: usize, seed: u64, ints: bool) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            if ints {
-                (s >> 60) as f32 - 8.0
-            } else {
-                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            }
-        })
-        .collect()
+    let mut r = Rng::new(seed);
+    (0..len).map(|_| if ints { (r.next_u64() >> 60) as f32 - 8.0 } else { r.unit() }).collect()
 }
 
 fn simd_paths() -> impl Iterator<Item = &'static Kernels> {

@@ -22,6 +22,7 @@
 use lowbit_formats::dequant::dequantize;
 use lowbit_formats::DType;
 use lowbit_kernels::quant::{self, scalar, BlockQ8, QuantKernels, QuantType, QuantizedActs, QK};
+use lowbit_testdata::Rng;
 use proptest::prelude::*;
 
 const U: f64 = 1.0 / (1u64 << 24) as f64;
@@ -32,31 +33,6 @@ fn gamma(n: usize) -> f64 {
 
 fn simd_paths() -> impl Iterator<Item = &'static QuantKernels> {
     quant::paths().into_iter().skip(1)
-}
-
-/// A xorshift stream: cheap, deterministic, good enough for test data.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// Uniform in [-1, 1).
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
 }
 
 /// f16 bits of a normal value with random sign, mantissa and an exponent giving 2⁻¹⁰..2⁵.

@@ -10,31 +10,12 @@ use lowbit_formats::DType;
 use lowbit_kernels::quant::scalar::f16_to_f32 as half_to_f32;
 use lowbit_kernels::quant::{QuantType, QuantizedActs, QK};
 use lowbit_model::{DenseF32, F32Factory, Linear, LinearFactory, Logits, Model, NativeFactory, QuantLinear};
+use lowbit_testdata::Rng;
 
 const U: f64 = 1.0 / (1u64 << 24) as f64;
 
 fn gamma(n: usize) -> f64 {
     n as f64 * U / (1.0 - n as f64 * U)
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// Uniform in [-1, 1).
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
 }
 
 /// The formats lowbit-formats has a storage type (and a dequantizer) for, with that type.
@@ -66,11 +47,13 @@ fn f16_fields(ty: QuantType) -> &'static [usize] {
 /// 2⁻⁸..2⁻¹ (2⁻¹⁴..2⁻⁷ for the k-quants, whose sub-scales multiply them by up to 63 or 127).
 fn random_blocks(ty: QuantType, blocks: usize, seed: u64) -> Vec<u8> {
     let mut r = Rng::new(seed);
-    let mut w: Vec<u8> = (0..blocks * ty.block_bytes()).map(|_| r.next() as u8).collect();
+    let mut w: Vec<u8> = (0..blocks * ty.block_bytes()).map(|_| r.next_u64() as u8).collect();
     let low = if ty.block_elems() == QK { 7 } else { 1 };
     for b in w.chunks_exact_mut(ty.block_bytes()) {
         for &f in f16_fields(ty) {
-            let h = (r.next() as u16 & 0x8000) | (low + (r.next() % 7) as u16) << 10 | (r.next() as u16 & 0x3FF);
+            let h = (r.next_u64() as u16 & 0x8000)
+                | (low + (r.next_u64() % 7) as u16) << 10
+                | (r.next_u64() as u16 & 0x3FF);
             b[f..f + 2].copy_from_slice(&h.to_le_bytes());
         }
     }
@@ -83,7 +66,7 @@ fn random_acts(len: usize, seed: u64) -> Vec<f32> {
     (0..len)
         .map(|i| {
             let scale = 2f32.powi((i / QK % 7) as i32 - 3);
-            r.unit() * scale * if r.next().is_multiple_of(64) { 20.0 } else { 1.0 }
+            r.unit() * scale * if r.next_u64().is_multiple_of(64) { 20.0 } else { 1.0 }
         })
         .collect()
 }
