@@ -149,20 +149,13 @@ fn dequantize_extra(ty: QuantType, block: &[u8]) -> Vec<f32> {
     y
 }
 
+/// lowbit-formats' storage type of the same ggml name, for the formats dequantized by lowbit-formats here
+/// (the others by `dequantize_extra`).
 fn dtype(ty: QuantType) -> Option<DType> {
-    Some(match ty {
-        QuantType::Q4_0 => DType::Q4_0,
-        QuantType::Q4_1 => DType::Q4_1,
-        QuantType::Q5_0 => DType::Q5_0,
-        QuantType::Q5_1 => DType::Q5_1,
-        QuantType::Q8_0 => DType::Q8_0,
-        QuantType::Q2K => DType::Q2K,
-        QuantType::Q3K => DType::Q3K,
-        QuantType::Q4K => DType::Q4K,
-        QuantType::Q5K => DType::Q5K,
-        QuantType::Q6K => DType::Q6K,
-        QuantType::TQ1_0 | QuantType::TQ2_0 | QuantType::MXFP4 => return None,
-    })
+    match ty {
+        QuantType::TQ1_0 | QuantType::TQ2_0 | QuantType::MXFP4 => None,
+        _ => (0..=u8::MAX.into()).filter_map(DType::from_ggml).find(|d| d.name() == ty.name()),
+    }
 }
 
 /// All of `w` (whole blocks) dequantized to f32 by the independent route.
