@@ -11,7 +11,7 @@
 mod common;
 
 use common::{cold_copies, hot_and_cold, seconds_per_call, Args};
-use lowbit_kernels::{dispatch, matmul_f32, parallel_chunks_mut, threads, GEMM_MIN_ROWS};
+use lowbit_kernels::{dispatch, matmul_f32, matmul_f32_gemm, parallel_chunks_mut, threads, GEMM_MIN_ROWS};
 use lowbit_testdata::Rng;
 
 fn main() {
@@ -69,34 +69,7 @@ fn prefill(n: usize, k: usize, m: usize) {
         })
     };
     let mut gemm_out = vec![0.0; n * m];
-    let par = if threads() > 1 { gemm::Parallelism::Rayon(threads()) } else { gemm::Parallelism::None };
-    let mut via_gemm = || {
-        // SAFETY: dst is n×m with row stride m, lhs n×k with row stride k, and rhs = wᵀ (k×m) read
-        // through strides (row stride 1, column stride k); all three slices have exactly those sizes.
-        unsafe {
-            gemm::gemm(
-                n,
-                m,
-                k,
-                gemm_out.as_mut_ptr(),
-                1,
-                m as isize,
-                false,
-                x.as_ptr(),
-                1,
-                k as isize,
-                w.as_ptr(),
-                k as isize,
-                1,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                par,
-            )
-        }
-    };
+    let mut via_gemm = || matmul_f32_gemm(&x, &w, &mut gemm_out, n, k, m);
     let [t_tiles, t_gemm] = seconds_per_call([&mut tiles, &mut via_gemm]);
     let max_diff = tiles_out.iter().zip(&gemm_out).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     let used = if n < GEMM_MIN_ROWS { "tiles" } else { "gemm" };
