@@ -13,15 +13,14 @@
 //! synced and renamed, so the target path holds either its previous content or the complete file.
 
 use std::collections::HashSet;
-use std::ffi::OsString;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::dtype::DType;
 use crate::error::{FormatError, Result};
 use crate::gguf::{GgufFile, Value, ValueType, DEFAULT_ALIGNMENT, MAGIC, MAX_DIMS};
+use crate::staging::{create_beside, parent_dir, sync_dir};
 
 /// The GGUF version written (gguf-py's and llama.cpp's current one).
 pub const VERSION: u32 = 3;
@@ -391,39 +390,16 @@ impl Drop for TempGuard {
 /// Creates a new, unique temporary file next to `path` (same directory, so the rename stays on one
 /// file system and is atomic). Returns the directory, the temporary path and the open file.
 fn create_temp(path: &Path) -> std::io::Result<(PathBuf, PathBuf, File)> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let name = path
         .file_name()
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "the output path does not name a file"))?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    // Each attempt uses a fresh counter value, so collisions need other processes' leftovers with
-    // this process id; a bounded loop turns a pathological directory into an error, not a hang.
-    for _ in 0..1000 {
-        let mut tmp = OsString::from(".");
-        tmp.push(name);
-        tmp.push(format!(".{}.{}.tmp", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
-        let tmp_path = dir.join(tmp);
-        // create_new never reuses a file another writer (or a stale crashed run) holds.
-        match File::options().write(true).create_new(true).open(&tmp_path) {
-            Ok(f) => return Ok((dir, tmp_path, f)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
+    let dir = parent_dir(path);
+    // create_new never reuses a file another writer (or a stale crashed run) holds.
+    match create_beside(&dir, name, |tmp| File::options().write(true).create_new(true).open(tmp))? {
+        Some((tmp_path, file)) => Ok((dir, tmp_path, file)),
+        None => Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "no free temporary file name next to the output",
+        )),
     }
-    Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "no free temporary file name next to the output"))
-}
-
-/// Makes the rename itself durable (POSIX records directory entries in the directory's inode).
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Other platforms cannot open a directory as a file; the rename is as durable as they make it.
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> std::io::Result<()> {
-    Ok(())
 }

@@ -20,6 +20,7 @@ pub mod params;
 pub mod quantize;
 pub mod safetensors;
 pub mod source;
+mod staging;
 
 pub use config::ModelConfig;
 pub use dtype::DType;

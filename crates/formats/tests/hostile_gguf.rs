@@ -12,6 +12,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use lowbit_formats::dequant::dequantize;
 use lowbit_formats::gguf::{GgufFile, Value};
 use lowbit_formats::DType;
+use lowbit_testdata::Rng;
 
 /// Records the largest single allocation request of the current thread while it measures, so
 /// the test harness's other threads do not disturb the figure.
@@ -369,26 +370,10 @@ fn truncation_anywhere_is_an_error() {
     }
 }
 
-/// Marsaglia's xorshift64: a seeded, dependency-free source of mutations.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 #[test]
 fn random_byte_changes_never_panic_or_overallocate() {
     let img = valid_image();
-    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    let mut rng = Rng::new(1);
     let mut rejected = 0;
     const MUTANTS: usize = 3000;
     for i in 0..MUTANTS {
@@ -396,9 +381,10 @@ fn random_byte_changes_never_panic_or_overallocate() {
         let mut changes = Vec::new();
         for _ in 0..1 + rng.below(3) {
             // Mostly the header: changes in tensor data are not the reader's business.
-            let pos = if rng.below(10) < 9 { rng.below(img.data_offset) } else { rng.below(b.len()) };
+            let pos =
+                if rng.below(10) < 9 { rng.below(img.data_offset as u64) } else { rng.below(b.len() as u64) } as usize;
             // Half single-bit flips (lengths and counts grow by powers of two), half any byte.
-            let new = if rng.below(2) == 0 { b[pos] ^ (1 << rng.below(8)) } else { rng.next() as u8 };
+            let new = if rng.below(2) == 0 { b[pos] ^ (1 << rng.below(8)) } else { rng.next_u64() as u8 };
             changes.push((pos, b[pos], new));
             b[pos] = new;
         }

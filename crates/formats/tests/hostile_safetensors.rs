@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use lowbit_formats::source::ModelSource;
 use lowbit_formats::FormatError;
+use lowbit_testdata::Rng;
 use serde_json::{json, Map, Value};
 
 /// Records the largest single allocation of the current thread while armed. Thread-local, so
@@ -400,19 +401,13 @@ fn random_header_damage() {
     let base = read_fixture(SHARD1);
     let header_end = 8 + u64::from_le_bytes(base[..8].try_into().unwrap()) as usize;
     let single = SingleFile::new("random_damage");
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut rng = Rng::new(1);
     let mut refused = 0;
     for case in 0..400 {
         let mut b = base.clone();
-        for _ in 0..1 + next() % 4 {
-            let pos = (next() % header_end as u64) as usize;
-            b[pos] = next() as u8;
+        for _ in 0..1 + rng.below(4) {
+            let pos = rng.below(header_end as u64) as usize;
+            b[pos] = rng.next_u64() as u8;
         }
         std::fs::write(&single.file, &b).unwrap();
         let bound = allocation_bound(&single.dir);

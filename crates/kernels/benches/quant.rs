@@ -12,20 +12,17 @@
 //! decode does when it walks every layer once per token. Prefill reports GOP/s (2 per weight per token)
 //! next to `matmul_f32` on the same shape.
 
-use std::hint::black_box;
-use std::time::Instant;
+mod common;
 
+use common::{cold_copies, hot_and_cold, seconds_per_call, Args};
 use lowbit_kernels::quant::{self, matmul_quant_f32, QuantType};
-use lowbit_kernels::{matmul_f32, set_threads, threads};
+use lowbit_kernels::{matmul_f32, threads};
+use lowbit_testdata::Rng;
 
 fn main() {
-    // `cargo bench` passes --bench; anything else is a thread count or the part to run.
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
-    set_threads(args.iter().find_map(|a| a.parse().ok()).unwrap_or(2));
-    let parts = ["decode", "prefill"];
-    let run = |part: &str| !args.iter().any(|a| parts.contains(&a.as_str())) || args.iter().any(|a| a == part);
+    let args = Args::from_env();
     let mut types: Vec<QuantType> =
-        QuantType::ALL.into_iter().filter(|t| args.iter().any(|a| a.eq_ignore_ascii_case(t.name()))).collect();
+        QuantType::ALL.into_iter().filter(|t| args.words.iter().any(|a| a.eq_ignore_ascii_case(t.name()))).collect();
     if types.is_empty() {
         types = vec![QuantType::Q8_0, QuantType::Q4_0, QuantType::Q5_0, QuantType::Q4K, QuantType::Q6K];
     }
@@ -33,7 +30,7 @@ fn main() {
     // SmolLM2's shapes: gate/up (576 → 1536), down (1536 → 576), the tied lm_head (576 → 49152); the
     // k-quants only where k is whole super-blocks (llama.cpp keeps the others in Q5_0/Q8_0).
     let super_ok = |ty: QuantType, k: usize| k.is_multiple_of(ty.block_elems());
-    if run("decode") {
+    if args.runs("decode") {
         for &ty in &types {
             for (k, m) in [(576, 1536), (1536, 576), (576, 49_152)] {
                 if super_ok(ty, k) {
@@ -42,7 +39,7 @@ fn main() {
             }
         }
     }
-    if run("prefill") {
+    if args.runs("prefill") {
         for &ty in &types {
             for (n, k, m) in [(16, 576, 1536), (512, 576, 1536), (512, 1536, 576)] {
                 if super_ok(ty, k) {
@@ -54,19 +51,11 @@ fn main() {
 }
 
 fn decode(ty: QuantType, k: usize, m: usize) {
-    let x = random_f32(k, 1);
+    let x = Rng::new(1).units(k);
     let bytes = m * ty.row_bytes(k);
-    let copies = ((256 << 20) / bytes).max(1);
-    let ws: Vec<Vec<u8>> = (0..copies).map(|c| random_blocks(ty, m * k / ty.block_elems(), c as u64 + 2)).collect();
-    let mut out = vec![0.0; m];
-    let mut hot_out = vec![0.0; m];
-    let mut hot = || matmul_quant_f32(ty, &ws[0], &x, &mut hot_out, 1, k, m);
-    let mut i = 0;
-    let mut cold = || {
-        i = (i + 1) % ws.len();
-        matmul_quant_f32(ty, &ws[i], &x, &mut out, 1, k, m)
-    };
-    let [hot, cold] = seconds_per_call([&mut hot, &mut cold]);
+    let ws: Vec<Vec<u8>> =
+        (0..cold_copies(bytes)).map(|c| random_blocks(ty, m * k / ty.block_elems(), c as u64 + 2)).collect();
+    let [hot, cold] = hot_and_cold(&ws, m, |w, out| matmul_quant_f32(ty, w, &x, out, 1, k, m));
     let gop = (2 * m * k) as f64 / 1e9;
     for (label, s) in [("hot ", hot), ("cold", cold)] {
         println!(
@@ -80,9 +69,9 @@ fn decode(ty: QuantType, k: usize, m: usize) {
 }
 
 fn prefill(ty: QuantType, n: usize, k: usize, m: usize) {
-    let x = random_f32(n * k, 1);
+    let x = Rng::new(1).units(n * k);
     let w = random_blocks(ty, m * k / ty.block_elems(), 2);
-    let wf = random_f32(m * k, 3);
+    let wf = Rng::new(3).units(m * k);
     let mut out = vec![0.0; n * m];
     let mut out_f32 = vec![0.0; n * m];
     let mut q = || matmul_quant_f32(ty, &w, &x, &mut out, n, k, m);
@@ -99,56 +88,11 @@ fn prefill(ty: QuantType, n: usize, k: usize, m: usize) {
     );
 }
 
-/// Seconds per call of each function: the median over 5 rounds, each round timing a batch of about
-/// 0.2 s (at least one call) of every function in turn, so that load from other processes, which
-/// varies over time, affects all of them alike.
-fn seconds_per_call<const N: usize>(mut fs: [&mut dyn FnMut(); N]) -> [f64; N] {
-    let batch: Vec<usize> = fs
-        .iter_mut()
-        .map(|f| {
-            let start = Instant::now();
-            f();
-            ((0.2 / start.elapsed().as_secs_f64()) as usize).max(1)
-        })
-        .collect();
-    let mut times: [Vec<f64>; N] = std::array::from_fn(|_| Vec::new());
-    for _ in 0..5 {
-        for (j, f) in fs.iter_mut().enumerate() {
-            let start = Instant::now();
-            for _ in 0..batch[j] {
-                f();
-            }
-            times[j].push(start.elapsed().as_secs_f64() / batch[j] as f64);
-        }
-    }
-    black_box(&mut fs);
-    times.map(|mut t| {
-        t.sort_by(f64::total_cmp);
-        t[2]
-    })
-}
-
-fn xorshift(seed: u64) -> impl FnMut() -> u64 {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    move || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        s
-    }
-}
-
-/// Uniform in [-1, 1).
-fn random_f32(len: usize, seed: u64) -> Vec<f32> {
-    let mut r = xorshift(seed);
-    (0..len).map(|_| (r() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).collect()
-}
-
 /// `blocks` blocks of `ty` with random codes and packed scales, and f16 fields of about 2⁻⁷ (f16 0x2000
 /// + mantissa). The speed does not depend on the values; finite ones keep the outputs readable.
 fn random_blocks(ty: QuantType, blocks: usize, seed: u64) -> Vec<u8> {
-    let mut r = xorshift(seed);
-    let mut w: Vec<u8> = (0..blocks * ty.block_bytes()).map(|_| r() as u8).collect();
+    let mut r = Rng::new(seed);
+    let mut w: Vec<u8> = (0..blocks * ty.block_bytes()).map(|_| r.next_u64() as u8).collect();
     let fields: &[usize] = match ty {
         QuantType::Q4_1 | QuantType::Q5_1 | QuantType::Q4K | QuantType::Q5K => &[0, 2],
         QuantType::Q2K => &[80, 82],
@@ -161,7 +105,7 @@ fn random_blocks(ty: QuantType, blocks: usize, seed: u64) -> Vec<u8> {
     };
     for b in w.chunks_exact_mut(ty.block_bytes()) {
         for &f in fields {
-            b[f..f + 2].copy_from_slice(&(0x2000 | (r() as u16 & 0x3FF)).to_le_bytes());
+            b[f..f + 2].copy_from_slice(&(0x2000 | (r.next_u64() as u16 & 0x3FF)).to_le_bytes());
         }
     }
     w

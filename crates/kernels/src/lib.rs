@@ -32,14 +32,7 @@ const PAR_MIN_WEIGHTS: usize = 32 * 1024;
 ///
 /// Panics if a slice length does not match n, k, m.
 pub fn matmul_f32(x: &[f32], w: &[f32], out: &mut [f32], n: usize, k: usize, m: usize) {
-    assert_eq!(x.len(), n * k, "matmul_f32: x has {} elements, want {n}×{k}", x.len());
-    assert_eq!(w.len(), m * k, "matmul_f32: w has {} elements, want {m}×{k}", w.len());
-    assert_eq!(out.len(), n * m, "matmul_f32: out has {} elements, want {n}×{m}", out.len());
-    if out.is_empty() {
-        return;
-    }
-    if k == 0 {
-        out.fill(0.0);
+    if trivial_matmul(x, w, out, n, k, m) {
         return;
     }
     let kern = dispatch::active().matmul_f32;
@@ -69,8 +62,31 @@ pub fn matmul_f32(x: &[f32], w: &[f32], out: &mut [f32], n: usize, k: usize, m: 
 /// processes competing for the cores gemm's finer work split (rayon) kept it 5–15% ahead.
 pub const GEMM_MIN_ROWS: usize = 128;
 
+/// [`matmul_f32`] through the `gemm` crate whatever n: the path it takes from [`GEMM_MIN_ROWS`] rows on,
+/// for benches/matmul.rs to time against the tile kernel that the threshold was set by.
+///
+/// Panics if a slice length does not match n, k, m.
+pub fn matmul_f32_gemm(x: &[f32], w: &[f32], out: &mut [f32], n: usize, k: usize, m: usize) {
+    if !trivial_matmul(x, w, out, n, k, m) {
+        gemm_f32(x, w, out, n, k, m, threads());
+    }
+}
+
+/// Checks the slice lengths of a matmul (panics if one does not match n, k, m) and says whether it is
+/// already done: out is empty, or k = 0 and out has been zeroed.
+fn trivial_matmul(x: &[f32], w: &[f32], out: &mut [f32], n: usize, k: usize, m: usize) -> bool {
+    assert_eq!(x.len(), n * k, "matmul_f32: x has {} elements, want {n}×{k}", x.len());
+    assert_eq!(w.len(), m * k, "matmul_f32: w has {} elements, want {m}×{k}", w.len());
+    assert_eq!(out.len(), n * m, "matmul_f32: out has {} elements, want {n}×{m}", out.len());
+    if k == 0 {
+        out.fill(0.0);
+    }
+    out.is_empty() || k == 0
+}
+
 /// The `gemm` crate on our layout: x is its row-major lhs, and w, read with row stride 1 and column
 /// stride k, is its rhs wᵀ (k×m) without a copy. It dispatches on CPU features at run time itself.
+/// The caller has checked the slice lengths (`trivial_matmul`).
 fn gemm_f32(x: &[f32], w: &[f32], out: &mut [f32], n: usize, k: usize, m: usize, threads: usize) {
     let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     // SAFETY: the caller checked x.len() = n·k, w.len() = m·k, out.len() = n·m; with the strides below

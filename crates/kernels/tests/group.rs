@@ -12,34 +12,12 @@
 
 use lowbit_kernels::group::{self, scalar, GroupKernels, GroupLayout, GroupParams};
 use lowbit_kernels::quant::{BlockQ8, QuantizedActs, QK};
+use lowbit_testdata::Rng;
 
 const U: f64 = 1.0 / (1u64 << 24) as f64;
 
 fn gamma(n: usize) -> f64 {
     n as f64 * U / (1.0 - n as f64 * U)
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
 }
 
 struct Case {

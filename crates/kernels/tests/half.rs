@@ -4,6 +4,7 @@
 //! terms differ by at most 2·γ_k·Σ|terms|, and small-integer inputs make every path exact.
 
 use lowbit_kernels::half::{self, matmul_half, HalfType};
+use lowbit_testdata::Rng;
 
 const U: f64 = 1.0 / (1u64 << 24) as f64;
 
@@ -11,22 +12,12 @@ fn gamma(k: usize) -> f64 {
     k as f64 * U / (1.0 - k as f64 * U)
 }
 
-fn xorshift(seed: u64) -> impl FnMut() -> u64 {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    move || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        s
-    }
-}
-
 /// Weights whose values are finite and of moderate size: sign, exponent near 1, random mantissa.
 fn weights(ty: HalfType, len: usize, seed: u64) -> Vec<u16> {
-    let mut r = xorshift(seed);
+    let mut r = Rng::new(seed);
     (0..len)
         .map(|_| {
-            let v = r();
+            let v = r.next_u64();
             let mant = (v & 0x3FF) as u16;
             let sign = ((v >> 20) & 1) as u16;
             let exp = 13 + ((v >> 24) % 4) as u16; // 2^-2 .. 2^1
@@ -44,8 +35,7 @@ fn half_to_f32_bits(h: u16) -> u32 {
 }
 
 fn activations(len: usize, seed: u64) -> Vec<f32> {
-    let mut r = xorshift(seed);
-    (0..len).map(|_| (r() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).collect()
+    Rng::new(seed).units(len)
 }
 
 #[test]
@@ -109,8 +99,8 @@ fn small_integers_are_exact_on_every_path() {
     // Weights and activations in [-8, 8): every partial sum is an integer below 2^24.
     let (m, k) = (12, 100);
     for ty in HalfType::ALL {
-        let mut r = xorshift(3);
-        let vals: Vec<f32> = (0..m * k).map(|_| (r() >> 60) as f32 - 8.0).collect();
+        let mut r = Rng::new(3);
+        let vals: Vec<f32> = (0..m * k).map(|_| (r.next_u64() >> 60) as f32 - 8.0).collect();
         let w: Vec<u16> = vals
             .iter()
             .map(|&v| match ty {
@@ -118,7 +108,7 @@ fn small_integers_are_exact_on_every_path() {
                 HalfType::BF16 => (v.to_bits() >> 16) as u16,
             })
             .collect();
-        let x: Vec<f32> = (0..k).map(|_| (r() >> 60) as f32 - 8.0).collect();
+        let x: Vec<f32> = (0..k).map(|_| (r.next_u64() >> 60) as f32 - 8.0).collect();
         let want: Vec<f32> = (0..m).map(|o| (0..k).map(|i| vals[o * k + i] * x[i]).sum()).collect();
         for path in half::paths() {
             let mut got = vec![0.0; m];

@@ -10,6 +10,7 @@
 
 use lowbit_kernels::dispatch::{self, Kernels};
 use lowbit_kernels::scalar;
+use lowbit_testdata::Rng;
 use proptest::prelude::*;
 
 const U: f64 = 1.0 / (1u64 << 24) as f64;
@@ -25,19 +26,8 @@ fn dot_tol(a: &[f32], b: &[f32]) -> f64 {
 
 /// Deterministic values in [-1, 1), or small integers in [-8, 8) when `ints`.
 fn values(len: usize, seed: u64, ints: bool) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            if ints {
-                (s >> 60) as f32 - 8.0
-            } else {
-                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            }
-        })
-        .collect()
+    let mut r = Rng::new(seed);
+    (0..len).map(|_| if ints { (r.next_u64() >> 60) as f32 - 8.0 } else { r.unit() }).collect()
 }
 
 fn simd_paths() -> impl Iterator<Item = &'static Kernels> {
@@ -156,6 +146,18 @@ fn matmul_uses_cache_blocks_of_w() {
     }
 }
 
+/// `matmul_f32`, and the same product forced through the gemm crate, against the scalar reference.
+fn check_public(x: &[f32], w: &[f32], n: usize, k: usize, m: usize, exact: bool, what: &str) {
+    let mut want = vec![f32::NAN; n * m];
+    scalar::matmul_f32(x, w, &mut want, k);
+    let mut got = vec![f32::NAN; n * m];
+    lowbit_kernels::matmul_f32(x, w, &mut got, n, k, m);
+    check_against(&got, &want, x, w, n, k, m, exact, &format!("public, {what}"));
+    let mut got = vec![f32::NAN; n * m];
+    lowbit_kernels::matmul_f32_gemm(x, w, &mut got, n, k, m);
+    check_against(&got, &want, x, w, n, k, m, exact, &format!("gemm, {what}"));
+}
+
 #[test]
 fn public_matmul_is_exact_on_integers_for_any_thread_count() {
     // Integer inputs make the result independent of how work is split: every thread count must give
@@ -176,13 +178,8 @@ fn public_matmul_is_exact_on_integers_for_any_thread_count() {
     for threads in [1, 2, 3, 4] {
         lowbit_kernels::set_threads(threads);
         for (n, k, m) in shapes {
-            let x = values(n * k, 21, true);
-            let w = values(m * k, 22, true);
-            let mut got = vec![f32::NAN; n * m];
-            let mut want = vec![f32::NAN; n * m];
-            lowbit_kernels::matmul_f32(&x, &w, &mut got, n, k, m);
-            scalar::matmul_f32(&x, &w, &mut want, k);
-            assert_eq!(got, want, "{threads} threads, {n}×{k}×{m}");
+            let (x, w) = (values(n * k, 21, true), values(m * k, 22, true));
+            check_public(&x, &w, n, k, m, true, &format!("{threads} threads"));
         }
     }
 }
@@ -191,6 +188,9 @@ fn public_matmul_is_exact_on_integers_for_any_thread_count() {
 fn public_matmul_degenerate_shapes() {
     let mut out = vec![f32::NAN; 6];
     lowbit_kernels::matmul_f32(&[], &[], &mut out, 2, 0, 3);
+    assert_eq!(out, [0.0; 6]);
+    let mut out = vec![f32::NAN; 6];
+    lowbit_kernels::matmul_f32_gemm(&[], &[], &mut out, 2, 0, 3);
     assert_eq!(out, [0.0; 6]);
     lowbit_kernels::matmul_f32(&[], &[1.0, 2.0], &mut [], 0, 2, 1);
     lowbit_kernels::matmul_f32(&[1.0, 2.0], &[], &mut [], 1, 2, 0);
@@ -208,13 +208,8 @@ proptest! {
         for path in simd_paths() {
             check_matmul(path, n, k, m, seed, false);
         }
-        let x = values(n * k, seed, false);
-        let w = values(m * k, seed ^ 1, false);
-        let mut got = vec![f32::NAN; n * m];
-        let mut want = vec![f32::NAN; n * m];
-        lowbit_kernels::matmul_f32(&x, &w, &mut got, n, k, m);
-        scalar::matmul_f32(&x, &w, &mut want, k);
-        check_against(&got, &want, &x, &w, n, k, m, false, "public");
+        let (x, w) = (values(n * k, seed, false), values(m * k, seed ^ 1, false));
+        check_public(&x, &w, n, k, m, false, "random shapes");
     }
 
     #[test]
@@ -222,13 +217,8 @@ proptest! {
         dn in 0usize..40, k in 1usize..100, m in 1usize..40, seed in any::<u64>()
     ) {
         let n = lowbit_kernels::GEMM_MIN_ROWS - 20 + dn;
-        let x = values(n * k, seed, false);
-        let w = values(m * k, seed ^ 1, false);
-        let mut got = vec![f32::NAN; n * m];
-        let mut want = vec![f32::NAN; n * m];
-        lowbit_kernels::matmul_f32(&x, &w, &mut got, n, k, m);
-        scalar::matmul_f32(&x, &w, &mut want, k);
-        check_against(&got, &want, &x, &w, n, k, m, false, "public");
+        let (x, w) = (values(n * k, seed, false), values(m * k, seed ^ 1, false));
+        check_public(&x, &w, n, k, m, false, "around the gemm switch");
     }
 
     #[test]

@@ -22,6 +22,7 @@
 use lowbit_formats::dequant::dequantize;
 use lowbit_formats::DType;
 use lowbit_kernels::quant::{self, scalar, BlockQ8, QuantKernels, QuantType, QuantizedActs, QK};
+use lowbit_testdata::Rng;
 use proptest::prelude::*;
 
 const U: f64 = 1.0 / (1u64 << 24) as f64;
@@ -32,31 +33,6 @@ fn gamma(n: usize) -> f64 {
 
 fn simd_paths() -> impl Iterator<Item = &'static QuantKernels> {
     quant::paths().into_iter().skip(1)
-}
-
-/// A xorshift stream: cheap, deterministic, good enough for test data.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// Uniform in [-1, 1).
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
 }
 
 /// f16 bits of a normal value with random sign, mantissa and an exponent giving 2⁻¹⁰..2⁵.
@@ -173,20 +149,13 @@ fn dequantize_extra(ty: QuantType, block: &[u8]) -> Vec<f32> {
     y
 }
 
+/// lowbit-formats' storage type of the same ggml name, for the formats dequantized by lowbit-formats here
+/// (the others by `dequantize_extra`).
 fn dtype(ty: QuantType) -> Option<DType> {
-    Some(match ty {
-        QuantType::Q4_0 => DType::Q4_0,
-        QuantType::Q4_1 => DType::Q4_1,
-        QuantType::Q5_0 => DType::Q5_0,
-        QuantType::Q5_1 => DType::Q5_1,
-        QuantType::Q8_0 => DType::Q8_0,
-        QuantType::Q2K => DType::Q2K,
-        QuantType::Q3K => DType::Q3K,
-        QuantType::Q4K => DType::Q4K,
-        QuantType::Q5K => DType::Q5K,
-        QuantType::Q6K => DType::Q6K,
-        QuantType::TQ1_0 | QuantType::TQ2_0 | QuantType::MXFP4 => return None,
-    })
+    match ty {
+        QuantType::TQ1_0 | QuantType::TQ2_0 | QuantType::MXFP4 => None,
+        _ => (0..=u8::MAX.into()).filter_map(DType::from_ggml).find(|d| d.name() == ty.name()),
+    }
 }
 
 /// All of `w` (whole blocks) dequantized to f32 by the independent route.

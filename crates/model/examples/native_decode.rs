@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use lowbit_formats::source::ModelSource;
 use lowbit_model::{F32Factory, GroupFactory, LinearFactory, Logits, Model};
+use lowbit_testdata::Rng;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -37,15 +38,8 @@ fn main() {
     let vocab = model.config.vocab_size as u32;
 
     // pp512: token ids from a fixed xorshift stream (the speed does not depend on the text).
-    let mut s = 0x9E37_79B9_7F4A_7C15u64;
-    let prompt: Vec<u32> = (0..512)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s % u64::from(vocab)) as u32
-        })
-        .collect();
+    let mut r = Rng::new(1);
+    let prompt: Vec<u32> = (0..512).map(|_| r.below(u64::from(vocab)) as u32).collect();
     let mut pp = Vec::new();
     for _ in 0..3 {
         let mut cache = model.new_cache(512).unwrap();

@@ -21,24 +21,14 @@ use lowbit_kernels::quant::{matmul_quant_f32, QuantType};
 use crate::half_linear::HalfLinear;
 use crate::linear::{matrix_shape, F32Factory, Linear, LinearFactory};
 
-/// The kernels' format for a storage type, if they multiply it natively.
+/// The kernels' format for a storage type, if they multiply it natively: the one of the same ggml name.
+///
+/// `QuantType` and `DType` each list the GGUF block formats because neither crate may depend on the
+/// other: the kernels are the compute leaf (no file parsing, serde or mmap), and lowbit-formats'
+/// dequantizers are the independent reading the kernels are tested against. This is the one place
+/// that relates them; the test below checks that the two lists agree, format by format.
 pub fn native_type(dtype: DType) -> Option<QuantType> {
-    match dtype {
-        DType::Q4_0 => Some(QuantType::Q4_0),
-        DType::Q4_1 => Some(QuantType::Q4_1),
-        DType::Q5_0 => Some(QuantType::Q5_0),
-        DType::Q5_1 => Some(QuantType::Q5_1),
-        DType::Q8_0 => Some(QuantType::Q8_0),
-        DType::Q2K => Some(QuantType::Q2K),
-        DType::Q3K => Some(QuantType::Q3K),
-        DType::Q4K => Some(QuantType::Q4K),
-        DType::Q5K => Some(QuantType::Q5K),
-        DType::Q6K => Some(QuantType::Q6K),
-        DType::TQ1_0 => Some(QuantType::TQ1_0),
-        DType::TQ2_0 => Some(QuantType::TQ2_0),
-        DType::MXFP4 => Some(QuantType::MXFP4),
-        DType::F32 | DType::F16 | DType::BF16 | DType::U8 | DType::I8 => None,
-    }
+    QuantType::ALL.into_iter().find(|ty| ty.name() == dtype.name())
 }
 
 /// A `[rows, cols]` weight matrix stored as GGUF blocks (each row cols / ty.block_elems() blocks).
@@ -127,6 +117,32 @@ impl LinearFactory for NativeFactory {
         match HalfLinear::from_tensor(tensor)? {
             Some(h) => Ok(Box::new(h)),
             None => F32Factory.build(tensor),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every storage type GGUF files carry, and U8 (which has no ggml id).
+    fn all_dtypes() -> Vec<DType> {
+        (0..=u8::MAX.into()).filter_map(DType::from_ggml).chain([DType::U8]).collect()
+    }
+
+    /// The two lists of block formats agree: every kernel format is the native type of exactly one
+    /// storage type, with the same block geometry, and every storage type made of blocks has one.
+    #[test]
+    fn kernel_formats_and_storage_block_types_agree() {
+        let dtypes = all_dtypes();
+        for ty in QuantType::ALL {
+            let stored: Vec<DType> = dtypes.iter().copied().filter(|&d| native_type(d) == Some(ty)).collect();
+            assert_eq!(stored.len(), 1, "{}: storage types {stored:?}", ty.name());
+            let d = stored[0];
+            assert_eq!((d.block_len(), d.block_bytes()), (ty.block_elems(), ty.block_bytes()), "{}", ty.name());
+        }
+        for d in dtypes {
+            assert_eq!(native_type(d).is_some(), d.block_len() > 1, "{d}: a block format without a kernel format");
         }
     }
 }

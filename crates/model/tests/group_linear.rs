@@ -7,26 +7,12 @@
 use lowbit_formats::native::group::{quantize, GroupFormat};
 use lowbit_kernels::quant::{QuantizedActs, QK};
 use lowbit_model::{GroupLinear, Linear};
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-}
+use lowbit_testdata::Rng;
 
 #[test]
 fn forward_equals_dequantized_matmul() {
     let (rows, cols, n) = (19, 576, 3);
-    let mut r = Rng(0x1234_5678_9ABC_DEF1);
+    let mut r = Rng::new(1);
     let w: Vec<f32> = (0..rows * cols).map(|i| r.unit() * 0.02 * if i % 97 == 0 { 8.0 } else { 1.0 }).collect();
     let x: Vec<f32> = (0..n * cols).map(|_| r.unit()).collect();
     let mut acts = QuantizedActs::new();
@@ -82,7 +68,7 @@ fn nf4_forward_equals_table_matmul() {
 
     assert_eq!(nf4_table(), [-127, -88, -67, -50, -36, -23, -12, 0, 10, 20, 31, 43, 56, 71, 92, 127]);
     let (rows, cols, n) = (13, 576, 3);
-    let mut r = Rng(0x0F1E_2D3C_4B5A_6978);
+    let mut r = Rng::new(2);
     let w: Vec<f32> = (0..rows * cols).map(|i| r.unit() * 0.02 * if i % 89 == 0 { 8.0 } else { 1.0 }).collect();
     let x: Vec<f32> = (0..n * cols).map(|_| r.unit()).collect();
     let mut acts = QuantizedActs::new();

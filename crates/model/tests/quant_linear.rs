@@ -9,7 +9,9 @@ use lowbit_formats::source::{ModelSource, TensorRef};
 use lowbit_formats::DType;
 use lowbit_kernels::quant::scalar::f16_to_f32 as half_to_f32;
 use lowbit_kernels::quant::{QuantType, QuantizedActs, QK};
+use lowbit_model::quant_linear::native_type;
 use lowbit_model::{DenseF32, F32Factory, Linear, LinearFactory, Logits, Model, NativeFactory, QuantLinear};
+use lowbit_testdata::Rng;
 
 const U: f64 = 1.0 / (1u64 << 24) as f64;
 
@@ -17,39 +19,16 @@ fn gamma(n: usize) -> f64 {
     n as f64 * U / (1.0 - n as f64 * U)
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// Uniform in [-1, 1).
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
+/// The formats tested on random blocks: the legacy and k-quant ones (`random_blocks` fills their f16
+/// fields; the ternary formats and MXFP4 are covered by lowbit-kernels' tests/quant.rs).
+fn tested_types() -> impl Iterator<Item = QuantType> {
+    QuantType::ALL.into_iter().filter(|ty| !matches!(ty, QuantType::TQ1_0 | QuantType::TQ2_0 | QuantType::MXFP4))
 }
 
-/// The formats lowbit-formats has a storage type (and a dequantizer) for, with that type.
-const TYPES: [(QuantType, DType); 10] = [
-    (QuantType::Q4_0, DType::Q4_0),
-    (QuantType::Q4_1, DType::Q4_1),
-    (QuantType::Q5_0, DType::Q5_0),
-    (QuantType::Q5_1, DType::Q5_1),
-    (QuantType::Q8_0, DType::Q8_0),
-    (QuantType::Q2K, DType::Q2K),
-    (QuantType::Q3K, DType::Q3K),
-    (QuantType::Q4K, DType::Q4K),
-    (QuantType::Q5K, DType::Q5K),
-    (QuantType::Q6K, DType::Q6K),
-];
+/// The storage type `native_type` maps to `ty`.
+fn storage_type(ty: QuantType) -> DType {
+    (0..=u8::MAX.into()).filter_map(DType::from_ggml).find(|&d| native_type(d) == Some(ty)).unwrap()
+}
 
 /// Byte offsets of a block's f16 fields (d, and m or dmin).
 fn f16_fields(ty: QuantType) -> &'static [usize] {
@@ -66,11 +45,13 @@ fn f16_fields(ty: QuantType) -> &'static [usize] {
 /// 2⁻⁸..2⁻¹ (2⁻¹⁴..2⁻⁷ for the k-quants, whose sub-scales multiply them by up to 63 or 127).
 fn random_blocks(ty: QuantType, blocks: usize, seed: u64) -> Vec<u8> {
     let mut r = Rng::new(seed);
-    let mut w: Vec<u8> = (0..blocks * ty.block_bytes()).map(|_| r.next() as u8).collect();
+    let mut w: Vec<u8> = (0..blocks * ty.block_bytes()).map(|_| r.next_u64() as u8).collect();
     let low = if ty.block_elems() == QK { 7 } else { 1 };
     for b in w.chunks_exact_mut(ty.block_bytes()) {
         for &f in f16_fields(ty) {
-            let h = (r.next() as u16 & 0x8000) | (low + (r.next() % 7) as u16) << 10 | (r.next() as u16 & 0x3FF);
+            let h = (r.next_u64() as u16 & 0x8000)
+                | (low + (r.next_u64() % 7) as u16) << 10
+                | (r.next_u64() as u16 & 0x3FF);
             b[f..f + 2].copy_from_slice(&h.to_le_bytes());
         }
     }
@@ -83,7 +64,7 @@ fn random_acts(len: usize, seed: u64) -> Vec<f32> {
     (0..len)
         .map(|i| {
             let scale = 2f32.powi((i / QK % 7) as i32 - 3);
-            r.unit() * scale * if r.next().is_multiple_of(64) { 20.0 } else { 1.0 }
+            r.unit() * scale * if r.next_u64().is_multiple_of(64) { 20.0 } else { 1.0 }
         })
         .collect()
 }
@@ -102,7 +83,8 @@ fn random_acts(len: usize, seed: u64) -> Vec<f32> {
 #[test]
 fn quant_linear_matches_dequantized_weights() {
     let mut worst_rel = 0f64;
-    for (ty, dtype) in TYPES {
+    for ty in tested_types() {
+        let dtype = storage_type(ty);
         for (n, k, m) in [(1, 32usize, 1), (3, 96, 7), (5, 800, 13), (1, 576, 37), (17, 224, 9), (2, 1536, 3)] {
             let k = k.next_multiple_of(ty.block_elems());
             let seed = (n * 7 + k * 11 + m * 13) as u64;
@@ -218,17 +200,57 @@ fn argmax(row: &[f32]) -> usize {
     row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0
 }
 
+/// The token ids of tests/data/`fixture`.
+fn golden_ids(fixture: &str) -> Vec<u32> {
+    let path = format!("{}/tests/data/{fixture}", env!("CARGO_MANIFEST_DIR"));
+    let golden: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    golden["input_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect()
+}
+
+/// The logits of every position of `ids`, computed in one batch (the n > 1 kernels) and one token at a
+/// time (the decode GEMV).
+fn batched_and_stepwise(model: &Model, ids: &[u32]) -> (Vec<f32>, Vec<f32>) {
+    let mut cache = model.new_cache(64).unwrap();
+    let batched = model.forward(ids, &mut cache, Logits::From(0)).unwrap();
+    let mut cache = model.new_cache(64).unwrap();
+    let mut stepwise = Vec::with_capacity(batched.len());
+    for &t in ids {
+        stepwise.extend(model.forward(&[t], &mut cache, Logits::Last).unwrap());
+    }
+    (batched, stepwise)
+}
+
+/// How far rows of logits `got` are from `want` (rows of `vocab`).
+struct Agreement {
+    /// Largest |Δlogit|.
+    max_diff: f32,
+    /// Rows whose argmax is the same.
+    agree: usize,
+    /// Largest and mean KL(want‖got).
+    max_kl: f64,
+    mean_kl: f64,
+}
+
+fn agreement(got: &[f32], want: &[f32], vocab: usize) -> Agreement {
+    let rows = want.len() / vocab;
+    let mut a = Agreement { max_diff: 0.0, agree: 0, max_kl: 0.0, mean_kl: 0.0 };
+    for (g, w) in got.chunks_exact(vocab).zip(want.chunks_exact(vocab)) {
+        a.max_diff = g.iter().zip(w).map(|(x, y)| (x - y).abs()).fold(a.max_diff, f32::max);
+        a.agree += usize::from(argmax(g) == argmax(w));
+        let kl = kl(w, g);
+        a.max_kl = a.max_kl.max(kl);
+        a.mean_kl += kl / rows as f64;
+    }
+    a
+}
+
 /// SmolLM2 (Q4_1 layers, Q8_0 tied embedding) loaded with NativeFactory against the same file
 /// dequantized to f32, on the 22 tokens of the golden fixture, batched (the n > 1 kernels) and one
 /// token at a time (the decode GEMV).
 #[test]
 fn smollm2_native_logits_match_f32() {
     let Some(path) = lowbit_testdata::model(lowbit_testdata::SMOLLM2) else { return };
-    let golden: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(format!("{}/tests/data/golden_smollm2.json", env!("CARGO_MANIFEST_DIR"))).unwrap(),
-    )
-    .unwrap();
-    let ids: Vec<u32> = golden["input_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let ids = golden_ids("golden_smollm2.json");
     let source = ModelSource::open(&path).unwrap();
     let native = Model::load(&source, &NativeFactory).unwrap();
     let dense = Model::load(&source, &F32Factory).unwrap();
@@ -242,13 +264,7 @@ fn smollm2_native_logits_match_f32() {
 
     let mut cache = dense.new_cache(64).unwrap();
     let want = dense.forward(&ids, &mut cache, Logits::From(0)).unwrap();
-    let mut cache = native.new_cache(64).unwrap();
-    let batched = native.forward(&ids, &mut cache, Logits::From(0)).unwrap();
-    let mut cache = native.new_cache(64).unwrap();
-    let mut stepwise = Vec::with_capacity(ids.len() * vocab);
-    for &t in &ids {
-        stepwise.extend(native.forward(&[t], &mut cache, Logits::Last).unwrap());
-    }
+    let (batched, stepwise) = batched_and_stepwise(&native, &ids);
     // The tile kernels of n > 1 add each output's terms in the same order as the GEMV, and attention and
     // norms work row by row, so the two runs agree exactly today (measured: 0). The bound leaves room
     // for rounding differences elsewhere in the forward pass flipping an activation code; a token or
@@ -257,14 +273,7 @@ fn smollm2_native_logits_match_f32() {
     eprintln!("SmolLM2 native: stepwise vs batched max |Δ| {step_err:.2e}");
     assert!(step_err < 0.1, "native decode differs from native prefill by {step_err}");
     for (label, got) in [("batched", &batched), ("stepwise", &stepwise)] {
-        let (mut max_diff, mut agree, mut max_kl, mut mean_kl) = (0f32, 0, 0f64, 0f64);
-        for (g, w) in got.chunks_exact(vocab).zip(want.chunks_exact(vocab)) {
-            max_diff = g.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(max_diff, f32::max);
-            agree += usize::from(argmax(g) == argmax(w));
-            let kl = kl(w, g);
-            max_kl = max_kl.max(kl);
-            mean_kl += kl / ids.len() as f64;
-        }
+        let Agreement { max_diff, agree, max_kl, mean_kl } = agreement(got, &want, vocab);
         let scale = want.iter().map(|v| v.abs()).fold(0f32, f32::max);
         eprintln!(
             "SmolLM2 native ({label}) vs f32: max |Δlogit| {max_diff:.3} (logits up to {scale:.1}), \
@@ -290,35 +299,18 @@ fn smollm2_native_logits_match_f32() {
 #[test]
 fn gemma3_native_logits_match_f32() {
     let Some(path) = lowbit_testdata::model(lowbit_testdata::GEMMA3) else { return };
-    let golden: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(format!("{}/tests/data/golden_gemma3.json", env!("CARGO_MANIFEST_DIR"))).unwrap(),
-    )
-    .unwrap();
-    let ids: Vec<u32> = golden["input_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let ids = golden_ids("golden_gemma3.json");
     let source = ModelSource::open(&path).unwrap();
     let native = Model::load(&source, &NativeFactory).unwrap();
     let vocab = native.config.vocab_size;
-    let mut cache = native.new_cache(64).unwrap();
-    let batched = native.forward(&ids, &mut cache, Logits::From(0)).unwrap();
-    let mut cache = native.new_cache(64).unwrap();
-    let mut stepwise = Vec::with_capacity(ids.len() * vocab);
-    for &t in &ids {
-        stepwise.extend(native.forward(&[t], &mut cache, Logits::Last).unwrap());
-    }
+    let (batched, stepwise) = batched_and_stepwise(&native, &ids);
     // Each output is the same float operations whether its token came alone or in a batch.
     assert!(batched == stepwise, "Gemma 3 native: batched and stepwise logits differ");
     drop(native);
     let dense = Model::load(&source, &F32Factory).unwrap();
     let mut cache = dense.new_cache(64).unwrap();
     let want = dense.forward(&ids, &mut cache, Logits::From(0)).unwrap();
-    let (mut max_diff, mut agree, mut max_kl, mut mean_kl) = (0f32, 0, 0f64, 0f64);
-    for (g, w) in batched.chunks_exact(vocab).zip(want.chunks_exact(vocab)) {
-        max_diff = g.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(max_diff, f32::max);
-        agree += usize::from(argmax(g) == argmax(w));
-        let kl = kl(w, g);
-        max_kl = max_kl.max(kl);
-        mean_kl += kl / ids.len() as f64;
-    }
+    let Agreement { max_diff, agree, max_kl, mean_kl } = agreement(&batched, &want, vocab);
     eprintln!(
         "Gemma 3 native vs f32: max |Δlogit| {max_diff:.3}, argmax agrees {agree}/{}, KL max {max_kl:.2e} mean {mean_kl:.2e}",
         ids.len()

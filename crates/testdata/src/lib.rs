@@ -1,10 +1,15 @@
-//! Where tests find the real models fetched by scripts/fetch-models.sh.
+//! Test support: where tests find the real models fetched by scripts/fetch-models.sh, and the seeded
+//! random stream ([`Rng`]) tests and benches draw their data from.
 //!
 //! Real-model tests skip (with a message) when a model is absent, so `cargo test` works on a
 //! bare checkout; scripts/test.sh sets `LOWBIT_REQUIRE_MODELS=1`, which turns an absent model
 //! into a failure, so CI can never pass by skipping.
 
 use std::path::PathBuf;
+
+mod rng;
+
+pub use rng::Rng;
 
 pub const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 pub const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";

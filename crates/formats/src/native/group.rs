@@ -50,6 +50,7 @@
 
 use half::f16;
 
+use super::check_values;
 use crate::error::{FormatError, Result};
 
 /// Codes per sub-block, the packing unit of every bit width.
@@ -229,17 +230,7 @@ impl GroupMatrix {
 /// documentation). Errors name the row and column of a non-finite value or an overflowing scale.
 pub fn quantize(format: GroupFormat, values: &[f32], rows: usize, cols: usize) -> Result<GroupMatrix> {
     format.check_shape(rows, cols)?;
-    if rows.checked_mul(cols) != Some(values.len()) {
-        return Err(FormatError::Invalid(format!("{} values are not a {rows}×{cols} matrix", values.len())));
-    }
-    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        return Err(FormatError::Invalid(format!(
-            "row {}, column {}: {} cannot be quantized",
-            i / cols,
-            i % cols,
-            values[i]
-        )));
-    }
+    check_values(values, rows, cols)?;
     let ng = format.n_groups(cols);
     let mut m = GroupMatrix {
         format,

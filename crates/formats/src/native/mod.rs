@@ -26,6 +26,8 @@ pub mod nf4;
 pub mod qconfig;
 pub mod write;
 
+use crate::error::{FormatError, Result};
+
 pub use group::{GroupFormat, GroupMatrix, GroupView};
 pub use model::{is_native_dir, NativeModel, NativeTensor};
 pub use nf4::{Nf4Matrix, Nf4View};
@@ -35,3 +37,20 @@ pub use qconfig::{QuantizationConfig, Storage, TensorSpec};
 pub const QUANT_CONFIG: &str = "quantization_config.json";
 /// The tensor-less GGUF file holding a GGUF source's metadata.
 pub const METADATA_GGUF: &str = "metadata.gguf";
+
+/// What every quantizer here asks of its input: `values` is a `rows × cols` matrix of finite numbers.
+/// Errors name the row and column of the first value that is not.
+fn check_values(values: &[f32], rows: usize, cols: usize) -> Result<()> {
+    if rows.checked_mul(cols) != Some(values.len()) {
+        return Err(FormatError::Invalid(format!("{} values are not a {rows}×{cols} matrix", values.len())));
+    }
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(FormatError::Invalid(format!(
+            "row {}, column {}: {} cannot be quantized",
+            i / cols,
+            i % cols,
+            values[i]
+        )));
+    }
+    Ok(())
+}

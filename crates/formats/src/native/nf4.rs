@@ -50,6 +50,7 @@
 
 use std::sync::OnceLock;
 
+use super::check_values;
 use crate::error::{FormatError, Result};
 
 /// Weights per block (one 8-bit scale each).
@@ -264,17 +265,7 @@ impl<'a> Nf4View<'a> {
 /// row and column of a non-finite value.
 pub fn quantize(values: &[f32], rows: usize, cols: usize) -> Result<Nf4Matrix> {
     check_shape(rows, cols)?;
-    if rows.checked_mul(cols) != Some(values.len()) {
-        return Err(FormatError::Invalid(format!("{} values are not a {rows}×{cols} matrix", values.len())));
-    }
-    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        return Err(FormatError::Invalid(format!(
-            "row {}, column {}: {} cannot be quantized",
-            i / cols,
-            i % cols,
-            values[i]
-        )));
-    }
+    check_values(values, rows, cols)?;
     let mids = nf4_midpoints();
     let mut codes = vec![0u8; values.len() / 2];
     let mut absmax = Vec::with_capacity(values.len() / BLOCK);

@@ -8,13 +8,13 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{json, Map, Value};
 
 use crate::dtype::DType;
 use crate::error::{FormatError, Result};
 use crate::native::model::is_native_dir;
+use crate::staging::{create_beside, parent_dir, sync_dir};
 
 /// Writes the bytes of consecutive tensors; the writer checks that exactly their declared sizes arrive.
 pub type Producer<'a> = Box<dyn FnOnce(&mut dyn Write) -> Result<()> + 'a>;
@@ -152,23 +152,13 @@ impl StagedDir {
             path: target.to_path_buf(),
             what: "the output path does not name a directory".into(),
         })?;
-        let parent = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        // A fresh name per call: a leftover of a crashed run with the same process id is skipped, not
-        // reused, and two outputs staged at once in one process never share a directory.
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        for _ in 0..1000 {
-            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let tmp = parent.join(format!(".{}.{}.{n}.tmp", name.to_string_lossy(), std::process::id()));
-            match std::fs::create_dir(&tmp) {
-                Ok(()) => return Ok(StagedDir { tmp: Some(tmp), target: target.to_path_buf() }),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(io(e)),
+        // A fresh name per call: two outputs staged at once in one process never share a directory.
+        match create_beside(&parent_dir(target), name, |tmp| std::fs::create_dir(tmp)).map_err(io)? {
+            Some((tmp, ())) => Ok(StagedDir { tmp: Some(tmp), target: target.to_path_buf() }),
+            None => {
+                Err(FormatError::InFile { path: target.to_path_buf(), what: "no free temporary name beside it".into() })
             }
         }
-        Err(FormatError::InFile { path: target.to_path_buf(), what: "no free temporary name beside it".into() })
     }
 
     /// Where files go until the commit.
@@ -212,16 +202,6 @@ impl Drop for StagedDir {
             let _ = std::fs::remove_dir_all(tmp);
         }
     }
-}
-
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> std::io::Result<()> {
-    Ok(())
 }
 
 #[cfg(test)]

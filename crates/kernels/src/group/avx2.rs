@@ -15,6 +15,7 @@ use std::arch::x86_64::*;
 
 use super::{matmul_dims, GroupKernels, GroupLayout, GroupParams};
 use crate::quant::{BlockQ8, QK};
+use crate::x86::avx2::hsum;
 
 /// The AVX2 table, if this CPU has AVX2 and FMA.
 pub fn kernels() -> Option<&'static GroupKernels> {
@@ -61,14 +62,6 @@ const TABLE4: u8 = 0;
 
 const fn sub_block_bytes(kind: u8) -> usize {
     QK * if kind == TABLE4 { 4 } else { kind as usize } / 8
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn hsum(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
 }
 
 /// Four codes of 2 bits per byte, elements j, j+8, j+16, j+24 of byte j: the 8 bytes in every 64-bit

@@ -4,6 +4,7 @@
 use std::arch::x86_64::*;
 
 use super::{scalar, HalfKernels, HalfType};
+use crate::x86::avx2::hsum;
 
 pub fn kernels() -> Option<&'static HalfKernels> {
     let ok = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
@@ -50,13 +51,6 @@ unsafe fn load8(ty: HalfType, p: *const u16) -> __m256 {
         HalfType::F16 => _mm256_cvtph_ps(h),
         HalfType::BF16 => _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h))),
     }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn hsum(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
 }
 
 /// Four rows of k weights (at w, row stride k) times x: one load of x feeds four rows.

@@ -83,17 +83,19 @@ unsafe fn tail_mask(rem: usize) -> __m256i {
     _mm256_loadu_si256(ONES_THEN_ZEROS.as_ptr().add(8 - rem).cast())
 }
 
+/// Σ of the 8 lanes. Shared by the half, group and quant AVX2 paths, whose target features include these.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn hsum(v: __m256) -> f32 {
+pub(crate) unsafe fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
 }
 
+/// The largest of the 8 lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn hmax(v: __m256) -> f32 {
+pub(crate) unsafe fn hmax(v: __m256) -> f32 {
     let s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
     _mm_cvtss_f32(_mm_max_ss(s, _mm_movehdup_ps(s)))

@@ -16,6 +16,7 @@ mod gemv;
 use std::arch::x86_64::*;
 
 use super::{matmul_dims, BlockQ8, QuantKernels, QuantType, QK};
+use crate::x86::avx2::hmax;
 use format::*;
 
 /// The AVX2 table, if this CPU has AVX2, FMA and F16C.
@@ -80,19 +81,12 @@ unsafe fn matmul<const F: u8>(w: *const u8, a: *const BlockQ8, out: *mut f32, n:
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn hmax(v: __m256) -> f32 {
-    let s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-    _mm_cvtss_f32(_mm_max_ss(s, _mm_movehdup_ps(s)))
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn hsum_i32(v: __m256i) -> i32 {
     let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
     let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
     _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<0b01>(s)))
 }
+
 /// `scalar::quantize_block` on each of `nb` blocks, bit for bit: the same scale arithmetic in scalar
 /// f32, the same products x·(1/d), rounding half to even like `round_ties_even`.
 #[target_feature(enable = "avx2,fma,f16c")]
