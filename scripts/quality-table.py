@@ -4,8 +4,10 @@
 For each model: lowbit writes the F32 reference (`quantize --type F32`, the same bytes llama-quantize
 writes), then each build from that file, then `lowbit eval BUILD --reference F32 --chunks 12` (native
 runtime: int8 activations where a kernel exists) gives PPL ratio, mean KLD and top-1 agreement. GGUF
-builds are also scored by llama.cpp's llama-perplexity when it is available, to check that llama.cpp
-reads the file and measures the same perplexity (bar: within ±0.5%).
+builds are also scored by llama.cpp's llama-perplexity when it is available (PPL, and KLD / top-1
+against llama.cpp's own logits of the same F32 file, exactly as ../shared/baselines/llama-cpp.md was
+made), so the quantizer is compared with llama.cpp's figures on llama.cpp's runtime and lowbit's runtime
+with llama.cpp's on the same file.
 
     scripts/quality-table.py [--models smollm2,gemma3] [--builds Q8_0,Q4_K_M,...] [--chunks 12]
                              [--out docs/quality.json] [--work DIR] [--no-llama]
@@ -55,12 +57,33 @@ def build(src, work, name, threads):
     return out
 
 
-def llama_ppl(llama_bin, path, chunks, threads):
-    out = subprocess.run(
-        [os.path.join(llama_bin, "llama-perplexity"), "-m", path, "-f", CORPUS, "-c", "512", "--chunks", str(chunks),
-         "-t", threads], text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    m = re.search(r"Final estimate: PPL = ([0-9.]+)", out.stdout)
-    return float(m.group(1)) if m else None
+def llama_score(llama_bin, path, chunks, threads, base=None):
+    """llama-perplexity on `path`: {"ppl"} and, given `base` logits, {"mean_kld", "same_top1"}."""
+    cmd = [os.path.join(llama_bin, "llama-perplexity"), "-m", path, "-f", CORPUS, "-c", "512", "--chunks",
+           str(chunks), "-t", threads]
+    if base:
+        cmd += ["--kl-divergence-base", base, "--kl-divergence"]
+    out = subprocess.run(cmd, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT).stdout
+    ppl = re.search(r"Final estimate: PPL = ([0-9.]+)", out) or re.search(r"Mean PPL\(Q\)\s*:\s*([0-9.]+)", out)
+    if not ppl:
+        raise SystemExit(f"llama-perplexity gave no estimate for {path}:\n{out[-2000:]}")
+    score = {"ppl": float(ppl.group(1))}
+    if base:
+        kld = re.search(r"Mean\s+KLD:\s*([-0-9.]+)", out)
+        top1 = re.search(r"Same top p:\s*([0-9.]+)", out)
+        score.update(mean_kld=float(kld.group(1)), same_top1=float(top1.group(1)) / 100)
+    return score
+
+
+def llama_base_logits(llama_bin, ref, chunks, threads):
+    """llama.cpp's logits of the F32 reference (written once per model and chunk count)."""
+    base = f"{os.path.splitext(ref)[0]}.c{chunks}.kld"
+    if not os.path.exists(base):
+        cmd = [os.path.join(llama_bin, "llama-perplexity"), "-m", ref, "-f", CORPUS, "-c", "512", "--chunks",
+               str(chunks), "-t", threads, "--kl-divergence-base", base + ".tmp"]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.replace(base + ".tmp", base)
+    return base
 
 
 def main():
@@ -87,6 +110,7 @@ def main():
         ref = os.path.join(work, "F32.gguf")
         if not os.path.exists(ref):
             run([LOWBIT, "quantize", os.path.join(models_dir, MODELS[model]), "-o", ref, "--type", "F32"])
+        base = llama_base_logits(llama_bin, ref, a.chunks, a.threads) if llama_bin else None
         for name in a.builds.split(","):
             path = build(ref, work, name, a.threads)
             t0 = time.time()
@@ -98,19 +122,22 @@ def main():
                    "p99_kld": c["p99_kld"], "same_top1": c["same_top1"], "chunks": ev["chunks"],
                    "eval_seconds": round(time.time() - t0, 1)}
             if llama_bin and path.endswith(".gguf"):
-                lp = llama_ppl(llama_bin, path, a.chunks, a.threads)
-                row["llama_cpp_ppl"] = lp
-                row["lowbit_vs_llama_cpp_ppl"] = ev["ppl"] / lp if lp else None
+                lc = llama_score(llama_bin, path, a.chunks, a.threads, base)
+                row.update(llama_cpp_ppl=lc["ppl"], lowbit_vs_llama_cpp_ppl=ev["ppl"] / lc["ppl"],
+                           llama_cpp_mean_kld=lc["mean_kld"], llama_cpp_same_top1=lc["same_top1"])
             rows[(model, name)] = row
             results["rows"] = sorted(rows.values(), key=lambda r: (r["model"], -r["bytes"]))
             os.makedirs(os.path.dirname(a.out), exist_ok=True)
             with open(a.out + ".tmp", "w") as f:
                 json.dump(results, f, indent=1)
             os.replace(a.out + ".tmp", a.out)
-    print("| model | build | bytes | PPL | PPL ratio | mean KLD | same top-1 | llama.cpp PPL (ratio) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | build | bytes | PPL | PPL ratio | mean KLD | same top-1 | llama.cpp: PPL (lowbit/llama) | KLD | top-1 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results["rows"]:
-        lc = f"{r['llama_cpp_ppl']:.3f} ({r['lowbit_vs_llama_cpp_ppl']:.4f})" if r.get("llama_cpp_ppl") else "-"
+        lc = "- | - | -"
+        if r.get("llama_cpp_mean_kld") is not None:
+            lc = (f"{r['llama_cpp_ppl']:.3f} ({r['lowbit_vs_llama_cpp_ppl']:.4f}) | {r['llama_cpp_mean_kld']:.5f} | "
+                  f"{100 * r['llama_cpp_same_top1']:.1f}%")
         print(f"| {r['model']} | {r['build']} | {r['bytes']:,} | {r['ppl']:.3f} | {r['ppl_ratio']:.4f} | "
               f"{r['mean_kld']:.5f} | {100 * r['same_top1']:.1f}% | {lc} |")
 

@@ -1,6 +1,7 @@
 //! The `lowbit` command line: one verb per job, a table for people, `--json` for programs.
 
 mod bench_cmd;
+mod calibration;
 mod eval_cmd;
 mod generate_cmd;
 mod inspect_cmd;

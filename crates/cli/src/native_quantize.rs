@@ -1,5 +1,5 @@
-//! `lowbit quantize MODEL -o DIR --method rtn --bits B [--group G] [--sym|--asym]` or `--method nf4`: a
-//! native directory.
+//! `lowbit quantize MODEL -o DIR --method rtn|gptq --bits B [--group G] [--sym|--asym]` or `--method nf4`: a
+//! native directory. GPTQ takes a calibration set (`--calib`, see `calibration`).
 
 use std::path::Path;
 
@@ -7,15 +7,19 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use lowbit_formats::native::nf4;
 use lowbit_formats::source::ModelSource;
-use lowbit_quant::native_export::{self, NativeScheme};
+use lowbit_model::{F32Factory, Model};
+use lowbit_quant::gptq::GptqOptions;
+use lowbit_quant::layerwise;
+use lowbit_quant::native_export::{self, NativeScheme, Prepared};
 use lowbit_quant::rtn::RtnScheme;
 
 use crate::table::{thousands, Table};
 
 #[derive(clap::Args)]
 pub struct NativeArgs {
-    /// Quantization method, writing a lowbit native directory: `rtn` (round to nearest, group-wise) or
-    /// `nf4` (bitsandbytes' NF4 in blocks of 64 with double-quantized scales).
+    /// Quantization method, writing a lowbit native directory: `rtn` (round to nearest, group-wise), `gptq`
+    /// (GPTQ on a calibration set, into the same group formats) or `nf4` (bitsandbytes' NF4 in blocks of 64
+    /// with double-quantized scales).
     #[arg(long)]
     pub method: Option<String>,
     /// Bits per weight with --method: 8 (per output channel unless --group), 4, 3 or 2 (nf4: 4 only).
@@ -31,12 +35,20 @@ pub struct NativeArgs {
     /// Asymmetric codes with a zero point per group.
     #[arg(long, requires = "method")]
     asym: bool,
+    /// GPTQ: sweep columns by descending Hessian diagonal (with static groups).
+    #[arg(long)]
+    act_order: bool,
+    /// GPTQ: damping, as a fraction of the mean Hessian diagonal.
+    #[arg(long, default_value_t = 0.01)]
+    damp: f64,
+    #[command(flatten)]
+    calib: crate::calibration::CalibArgs,
 }
 
 fn scheme(args: &NativeArgs) -> anyhow::Result<NativeScheme> {
     match args.method.as_deref() {
-        Some("rtn") => {
-            let bits = args.bits.context("--method rtn needs --bits (8, 4, 3 or 2)")?;
+        Some(m @ ("rtn" | "gptq")) => {
+            let bits = args.bits.with_context(|| format!("--method {m} needs --bits (8, 4, 3 or 2)"))?;
             let group = args.group.or(if bits == 8 { None } else { Some(128) });
             Ok(NativeScheme::Rtn(RtnScheme::new(bits, group, !args.asym)?))
         }
@@ -50,18 +62,44 @@ fn scheme(args: &NativeArgs) -> anyhow::Result<NativeScheme> {
             anyhow::ensure!(!args.asym, "--method nf4 has no zero point; drop --asym");
             Ok(NativeScheme::Nf4)
         }
-        Some(other) => anyhow::bail!("--method {other}: rtn and nf4 exist so far"),
+        Some(other) => anyhow::bail!("--method {other}: rtn, gptq and nf4 exist so far"),
         None => anyhow::bail!("--method is required"),
     }
+}
+
+/// GPTQ of every matrix the RTN scheme `rtn` would quantize, on the calibration set of `args`.
+fn gptq(source: &ModelSource, rtn: RtnScheme, args: &NativeArgs) -> anyhow::Result<Prepared> {
+    let calib = crate::calibration::load(source, &args.calib)?;
+    let mut model = Model::load(source, &F32Factory)?;
+    let opts = GptqOptions { damp: args.damp, act_order: args.act_order };
+    let bar = ProgressBar::new(1)
+        .with_style(ProgressStyle::with_template("{bar:30} {percent:>3}%  {msg}  [{elapsed} < {eta}]")?);
+    let result =
+        layerwise::gptq_model(&mut model, source, &calib.samples, &|_, shape| rtn.format_for(shape), opts, &|p| {
+            bar.set_length(p.total as u64);
+            bar.set_position(p.done as u64);
+            bar.set_message(p.what.to_string());
+        })?;
+    bar.finish_and_clear();
+    let details = serde_json::json!({
+        "data": calib.record,
+        "gptq": opts,
+        "tensors": result.reports,
+    });
+    Ok(Prepared { method: "gptq".into(), tensors: result.tensors, details })
 }
 
 pub fn run(model: &Path, out: &Path, args: &NativeArgs) -> anyhow::Result<()> {
     let scheme = scheme(args)?;
     let source = ModelSource::open(model)?;
+    let prepared = match (args.method.as_deref(), scheme) {
+        (Some("gptq"), NativeScheme::Rtn(rtn)) => Some(gptq(&source, rtn, args)?),
+        _ => None,
+    };
     let n = source.tensor_names().len();
     let bar = ProgressBar::new(n as u64)
         .with_style(ProgressStyle::with_template("{bar:30} {pos}/{len} tensors  {msg}  [{elapsed} < {eta}]")?);
-    let summary = native_export::export(&source, out, &scheme, &|i, name| {
+    let summary = native_export::export(&source, out, &scheme, prepared.as_ref(), &|i, name| {
         bar.set_position(i as u64);
         bar.set_message(name.to_string());
     })
@@ -71,7 +109,8 @@ pub fn run(model: &Path, out: &Path, args: &NativeArgs) -> anyhow::Result<()> {
     for entry in std::fs::read_dir(out)? {
         bytes += entry?.metadata()?.len();
     }
-    println!("{} -> {} ({}, {} bytes)", model.display(), out.display(), scheme.name(), thousands(bytes));
+    let method = prepared.as_ref().map_or(String::new(), |p| format!("{} ", p.method));
+    println!("{} -> {} ({method}{}, {} bytes)", model.display(), out.display(), scheme.name(), thousands(bytes));
     let mut t = Table::new(&["storage", "tensors"], &[false, true]);
     for (s, n) in &summary.per_storage {
         t.row(vec![s.clone(), n.to_string()]);
@@ -85,7 +124,16 @@ mod tests {
     use super::*;
 
     fn args(method: &str, bits: Option<u8>, group: Option<usize>, asym: bool) -> NativeArgs {
-        NativeArgs { method: Some(method.into()), bits, group, sym: false, asym }
+        NativeArgs {
+            method: Some(method.into()),
+            bits,
+            group,
+            sym: false,
+            asym,
+            act_order: false,
+            damp: 0.01,
+            calib: crate::calibration::CalibArgs { calib: None, samples: 128, seq_len: 512, seed: 0 },
+        }
     }
 
     #[test]
@@ -100,6 +148,7 @@ mod tests {
         }
         let rtn = scheme(&args("rtn", Some(4), None, false)).unwrap();
         assert_eq!(rtn, NativeScheme::Rtn(RtnScheme::new(4, Some(128), true).unwrap()));
-        assert!(scheme(&args("gptq", Some(4), None, false)).is_err());
+        assert!(scheme(&args("gptq", None, None, false)).is_err());
+        assert!(scheme(&args("awq-later", Some(4), None, false)).is_err());
     }
 }

@@ -1,5 +1,6 @@
 //! Architectures and the pieces they share: the `Linear` seam, rotary embeddings, the KV cache.
 
+pub mod calib;
 pub mod embedding;
 pub mod error;
 pub mod group_linear;
@@ -10,6 +11,7 @@ pub mod quant_linear;
 pub mod rope;
 pub mod transformer;
 
+pub use calib::{Observer, Proj, Site};
 pub use embedding::Embedding;
 pub use error::ModelError;
 pub use group_linear::{GroupFactory, GroupLinear};

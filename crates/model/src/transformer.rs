@@ -10,6 +10,7 @@ use lowbit_formats::config::{Activation, AttentionKind, ModelConfig};
 use lowbit_formats::source::ModelSource;
 use lowbit_kernels as k;
 
+use crate::calib::{Observer, Proj, Site};
 use crate::embedding::Embedding;
 use crate::error::ModelError;
 use crate::kv_cache::KvCache;
@@ -29,7 +30,7 @@ pub enum Logits {
     From(usize),
 }
 
-struct Block {
+pub(crate) struct Block {
     attn_norm: Vec<f32>,
     q: Box<dyn Linear>,
     k: Box<dyn Linear>,
@@ -55,10 +56,10 @@ struct Block {
 pub struct Model {
     pub config: ModelConfig,
     /// `[vocab, hidden]`, row per token.
-    embedding: Embedding,
-    blocks: Vec<Block>,
-    output_norm: Vec<f32>,
-    lm_head: Box<dyn Linear>,
+    pub(crate) embedding: Embedding,
+    pub(crate) blocks: Vec<Block>,
+    pub(crate) output_norm: Vec<f32>,
+    pub(crate) lm_head: Box<dyn Linear>,
 }
 
 /// Reads tensors by canonical name and checks their shapes against the config.
@@ -158,17 +159,25 @@ impl Model {
 
     /// Bytes of weights held in memory.
     pub fn weight_bytes(&self) -> usize {
-        let blocks: usize = self
-            .blocks
-            .iter()
-            .map(|b| [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down].iter().map(|l| l.weight_bytes()).sum::<usize>())
-            .sum();
+        let blocks: usize =
+            self.blocks.iter().map(|b| Proj::ALL.iter().map(|&p| b.projection(p).weight_bytes()).sum::<usize>()).sum();
         blocks + self.lm_head.weight_bytes() + self.embedding.bytes()
     }
 
     /// Runs `tokens` after what `cache` already holds and returns the logits that `want`
     /// asks for, row-major `[rows, vocab]`.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, want: Logits) -> Result<Vec<f32>, ModelError> {
+        self.forward_observed(tokens, cache, want, &mut ())
+    }
+
+    /// [`Model::forward`], showing `observer` the input of every projection (calibration).
+    pub fn forward_observed(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        want: Logits,
+        observer: &mut dyn Observer,
+    ) -> Result<Vec<f32>, ModelError> {
         let vocab = self.config.vocab_size;
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
             return Err(ModelError::TokenOutOfRange { token: bad, vocab });
@@ -183,52 +192,83 @@ impl Model {
         let mut logits = Vec::with_capacity((tokens.len() - first_wanted) * vocab);
         for (c, chunk) in tokens.chunks(MAX_BATCH).enumerate() {
             let start = c * MAX_BATCH;
-            let hidden = self.run_blocks(chunk, cache);
+            let mut x = self.embed(chunk)?;
+            let pos0 = cache.len();
+            for li in 0..self.blocks.len() {
+                self.run_block(li, &mut x, chunk.len(), pos0, cache, observer);
+            }
+            cache.advance(chunk.len());
             let from = first_wanted.saturating_sub(start).min(chunk.len());
             if from < chunk.len() {
-                logits.extend(self.head(&hidden[from * self.config.hidden_size..], chunk.len() - from));
+                let normed = self.head_input(&x[from * self.config.hidden_size..]);
+                observer.observe(self.blocks.len(), Site::Head, &normed, chunk.len() - from);
+                logits.extend(self.head(&normed, chunk.len() - from));
             }
         }
         Ok(logits)
     }
 
-    /// The hidden states after the last block, `[n, hidden]`, advancing the cache by `n`.
-    fn run_blocks(&self, tokens: &[u32], cache: &mut KvCache) -> Vec<f32> {
-        let cfg = &self.config;
-        let (n, d) = (tokens.len(), cfg.hidden_size);
-        let mut x = vec![0f32; n * d];
+    /// The embeddings of `tokens`, `[n, hidden]` (scaled where the architecture scales them).
+    pub fn embed(&self, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
+        let (vocab, d) = (self.config.vocab_size, self.config.hidden_size);
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
+            return Err(ModelError::TokenOutOfRange { token: bad, vocab });
+        }
+        let mut x = vec![0f32; tokens.len() * d];
         for (row, &t) in x.chunks_exact_mut(d).zip(tokens) {
             self.embedding.row_into(t as usize, row);
-            if let Some(s) = cfg.embedding_scale {
+            if let Some(s) = self.config.embedding_scale {
                 row.iter_mut().for_each(|v| *v *= s);
             }
         }
-        let pos0 = cache.len();
-        let mut h = vec![0f32; n * d];
-        for (li, b) in self.blocks.iter().enumerate() {
-            k::rmsnorm(&x, &b.attn_norm, cfg.rms_eps, cfg.norm_weight_offset, &mut h);
-            let mut attn = self.attention(li, b, &h, n, pos0, cache);
-            if let Some(w) = &b.post_attention_norm {
-                let raw = attn.clone();
-                k::rmsnorm(&raw, w, cfg.rms_eps, cfg.norm_weight_offset, &mut attn);
-            }
-            add_assign(&mut x, &attn);
+        Ok(x)
+    }
 
-            k::rmsnorm(&x, &b.ffn_norm, cfg.rms_eps, cfg.norm_weight_offset, &mut h);
-            let mut mlp = self.mlp(b, &h, n);
-            if let Some(w) = &b.post_ffw_norm {
-                let raw = mlp.clone();
-                k::rmsnorm(&raw, w, cfg.rms_eps, cfg.norm_weight_offset, &mut mlp);
-            }
-            add_assign(&mut x, &mlp);
+    /// Block `li` applied to the residual stream `x` (`n` tokens at positions `pos0..`), in place.
+    pub(crate) fn run_block(
+        &self,
+        li: usize,
+        x: &mut [f32],
+        n: usize,
+        pos0: usize,
+        cache: &mut KvCache,
+        observer: &mut dyn Observer,
+    ) {
+        let cfg = &self.config;
+        let b = &self.blocks[li];
+        let mut h = vec![0f32; n * cfg.hidden_size];
+        k::rmsnorm(x, &b.attn_norm, cfg.rms_eps, cfg.norm_weight_offset, &mut h);
+        observer.observe(li, Site::AttnIn, &h, n);
+        let mut attn = self.attention(li, b, &h, n, pos0, cache, observer);
+        if let Some(w) = &b.post_attention_norm {
+            let raw = attn.clone();
+            k::rmsnorm(&raw, w, cfg.rms_eps, cfg.norm_weight_offset, &mut attn);
         }
-        cache.advance(n);
-        x
+        add_assign(x, &attn);
+
+        k::rmsnorm(x, &b.ffn_norm, cfg.rms_eps, cfg.norm_weight_offset, &mut h);
+        observer.observe(li, Site::MlpIn, &h, n);
+        let mut mlp = self.mlp(li, b, &h, n, observer);
+        if let Some(w) = &b.post_ffw_norm {
+            let raw = mlp.clone();
+            k::rmsnorm(&raw, w, cfg.rms_eps, cfg.norm_weight_offset, &mut mlp);
+        }
+        add_assign(x, &mlp);
     }
 
     /// Self-attention of block `li` for `n` tokens at positions `pos0..pos0+n`; writes their
     /// keys and values into the cache and returns the output projection, `[n, hidden]`.
-    fn attention(&self, li: usize, b: &Block, h: &[f32], n: usize, pos0: usize, cache: &mut KvCache) -> Vec<f32> {
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        li: usize,
+        b: &Block,
+        h: &[f32],
+        n: usize,
+        pos0: usize,
+        cache: &mut KvCache,
+        observer: &mut dyn Observer,
+    ) -> Vec<f32> {
         let cfg = &self.config;
         let (hd, nh, nkv) = (cfg.head_dim, cfg.n_heads, cfg.n_kv_heads);
         let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
@@ -276,6 +316,7 @@ impl Model {
                 k::axpy_f32(p, &values[j * kvd + kv_off..j * kvd + kv_off + hd], o);
             }
         });
+        observer.observe(li, Site::AttnOut, &out, n);
         let mut proj = vec![0f32; n * cfg.hidden_size];
         b.o.forward(&out, n, &mut proj);
         if let Some(bias) = &b.o_bias {
@@ -284,7 +325,7 @@ impl Model {
         proj
     }
 
-    fn mlp(&self, b: &Block, h: &[f32], n: usize) -> Vec<f32> {
+    fn mlp(&self, li: usize, b: &Block, h: &[f32], n: usize, observer: &mut dyn Observer) -> Vec<f32> {
         let ff = self.config.intermediate_size;
         let mut gate = vec![0f32; n * ff];
         let mut up = vec![0f32; n * ff];
@@ -294,19 +335,51 @@ impl Model {
             Activation::Silu => k::silu_mul(&mut gate, &up),
             Activation::GeluTanh => k::gelu_tanh_mul(&mut gate, &up),
         }
+        observer.observe(li, Site::MlpOut, &gate, n);
         let mut out = vec![0f32; n * self.config.hidden_size];
         b.down.forward(&gate, n, &mut out);
         out
     }
 
-    /// Final norm and output projection for `n` hidden rows.
-    fn head(&self, hidden: &[f32], n: usize) -> Vec<f32> {
+    /// The final norm of hidden rows after the last block, `[n, hidden]`: the output projection's input.
+    pub fn head_input(&self, hidden: &[f32]) -> Vec<f32> {
         let cfg = &self.config;
-        let mut normed = vec![0f32; n * cfg.hidden_size];
-        k::rmsnorm(&hidden[..n * cfg.hidden_size], &self.output_norm, cfg.rms_eps, cfg.norm_weight_offset, &mut normed);
-        let mut logits = vec![0f32; n * cfg.vocab_size];
-        self.lm_head.forward(&normed, n, &mut logits);
+        let mut normed = vec![0f32; hidden.len()];
+        k::rmsnorm(hidden, &self.output_norm, cfg.rms_eps, cfg.norm_weight_offset, &mut normed);
+        normed
+    }
+
+    /// Output projection of `n` normed rows.
+    fn head(&self, normed: &[f32], n: usize) -> Vec<f32> {
+        let mut logits = vec![0f32; n * self.config.vocab_size];
+        self.lm_head.forward(normed, n, &mut logits);
         logits
+    }
+}
+
+impl Block {
+    pub(crate) fn projection(&self, p: Proj) -> &dyn Linear {
+        match p {
+            Proj::Q => &*self.q,
+            Proj::K => &*self.k,
+            Proj::V => &*self.v,
+            Proj::O => &*self.o,
+            Proj::Gate => &*self.gate,
+            Proj::Up => &*self.up,
+            Proj::Down => &*self.down,
+        }
+    }
+
+    pub(crate) fn projection_mut(&mut self, p: Proj) -> &mut Box<dyn Linear> {
+        match p {
+            Proj::Q => &mut self.q,
+            Proj::K => &mut self.k,
+            Proj::V => &mut self.v,
+            Proj::O => &mut self.o,
+            Proj::Gate => &mut self.gate,
+            Proj::Up => &mut self.up,
+            Proj::Down => &mut self.down,
+        }
     }
 }
 

@@ -1,8 +1,14 @@
 //! Quantization: which storage type each tensor gets, and writing the result.
 
+pub mod calib_data;
 pub mod error;
 pub mod file_type;
 pub mod gguf_export;
+pub mod gptq;
+pub mod grid;
+pub mod hessian;
+pub mod layerwise;
+pub mod linalg;
 pub mod native_export;
 pub mod nf4;
 pub mod rtn;

@@ -6,6 +6,7 @@
 //! tensors in its own format: a GGUF source's key-value metadata as a tensor-less metadata.gguf, a
 //! Hugging Face source's config.json and tokenizer files as copies.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
@@ -15,7 +16,7 @@ use lowbit_formats::native::qconfig::{
     absmax_name, codes_name, nested_absmax_name, offset_name, scales_name, zeros_name, FORMAT_TAG, FORMAT_VERSION,
 };
 use lowbit_formats::native::write::{SafetensorsWriter, StagedDir};
-use lowbit_formats::native::{GroupFormat, QuantizationConfig, Storage, TensorSpec, METADATA_GGUF};
+use lowbit_formats::native::{GroupFormat, GroupMatrix, QuantizationConfig, Storage, TensorSpec, METADATA_GGUF};
 use lowbit_formats::safetensors::{CONFIG_FILE, SINGLE_FILE};
 use lowbit_formats::source::ModelSource;
 use lowbit_formats::{DType, FormatError, Result};
@@ -57,6 +58,16 @@ impl NativeScheme {
     }
 }
 
+/// Tensors already quantized by a calibrated method (GPTQ) into the scheme's formats, written as they are,
+/// and what the quantization config records about how they were made.
+pub struct Prepared {
+    /// `gptq`, ...: the config's `method`.
+    pub method: String,
+    pub tensors: BTreeMap<String, GroupMatrix>,
+    /// The calibration data, the method's options, per-tensor figures.
+    pub details: serde_json::Value,
+}
+
 /// Files of a Hugging Face directory that describe the model or its tokenizer, copied when present.
 const HF_SIDE_FILES: [&str; 6] = [
     CONFIG_FILE,
@@ -86,6 +97,7 @@ pub fn export(
     source: &ModelSource,
     out: &Path,
     scheme: &NativeScheme,
+    prepared: Option<&Prepared>,
     progress: &(dyn Fn(usize, &str) + Sync),
 ) -> Result<NativeSummary> {
     let staged = StagedDir::new(out)?;
@@ -109,12 +121,29 @@ pub fn export(
                     parts.push((zeros_name(name), DType::U8, vec![rows, ng]));
                 }
                 summary.tensor_bytes += (rows * (row_bytes + ng * if f.sym { 2 } else { 3 })) as u64;
+                let ready = prepared.and_then(|p| p.tensors.get(name));
+                if let Some(m) = ready.filter(|m| (m.format, m.rows, m.cols) != (f, rows, cols)) {
+                    return Err(FormatError::Invalid(format!(
+                        "tensor {name}: prepared as {} {}×{}, the scheme stores it as {} {rows}×{cols}",
+                        m.format.name(),
+                        m.rows,
+                        m.cols,
+                        f.name()
+                    )));
+                }
                 writer.add(
                     parts,
                     Box::new(move |w: &mut dyn Write| {
                         progress(i, name);
-                        let (_, values) = source.tensor_f32(name)?;
-                        let m = quantize_tensor(name, f, &values, rows, cols)?;
+                        let fresh;
+                        let m = match ready {
+                            Some(m) => m,
+                            None => {
+                                let (_, values) = source.tensor_f32(name)?;
+                                fresh = quantize_tensor(name, f, &values, rows, cols)?;
+                                &fresh
+                            }
+                        };
                         let path = Path::new(SINGLE_FILE);
                         w.write_all(&m.codes).map_err(io(path))?;
                         w.write_all(&m.scales).map_err(io(path))?;
@@ -174,6 +203,7 @@ pub fn export(
     }
     writer.write(&staged.path().join(SINGLE_FILE))?;
     let (method, bits, group, sym) = scheme.summary();
+    let method = prepared.map_or(method, |p| p.method.as_str());
     let qconfig = QuantizationConfig {
         format: FORMAT_TAG.to_string(),
         format_version: FORMAT_VERSION,
@@ -184,6 +214,7 @@ pub fn export(
         sym,
         source: source.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
         metadata,
+        calibration: prepared.map(|p| p.details.clone()),
         tensors: specs,
     };
     let qpath = staged.path().join(lowbit_formats::native::QUANT_CONFIG);

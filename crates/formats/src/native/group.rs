@@ -260,6 +260,15 @@ pub fn quantize(format: GroupFormat, values: &[f32], rows: usize, cols: usize) -
 
 /// One group's codes into `u`; returns its scale and zero point.
 fn quantize_group(f: GroupFormat, x: &[f32], u: &mut [u8]) -> std::result::Result<(f16, u8), String> {
+    let (s, z) = group_params(f, x)?;
+    let s32 = s.to_f32();
+    u.iter_mut().zip(x).for_each(|(u, &v)| *u = encode(f, v, s32, z));
+    Ok((s, z))
+}
+
+/// The f16 scale and the zero point that round to nearest gives a group of values (rules in the module
+/// documentation). Calibrated methods (GPTQ) call it on the weights as they stand when a group begins.
+pub fn group_params(f: GroupFormat, x: &[f32]) -> std::result::Result<(f16, u8), String> {
     let max_code = f32::from(f.max_code());
     let (scale, lo) = if f.sym {
         let absmax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
@@ -281,15 +290,50 @@ fn quantize_group(f: GroupFormat, x: &[f32], u: &mut [u8]) -> std::result::Resul
     } else {
         (-lo / s32).round_ties_even().clamp(0.0, max_code) as u8
     };
-    if s32 == 0.0 {
-        u.fill(z);
-    } else {
-        let zf = f32::from(z);
-        for (u, &v) in u.iter_mut().zip(x) {
-            *u = ((v / s32).round_ties_even() + zf).clamp(0.0, max_code) as u8;
-        }
-    }
     Ok((s, z))
+}
+
+/// The code of `v` in a group of scale `s` (the f16 scale as f32) and zero point `z`: round to nearest,
+/// clamped to the format's codes; a zero scale gives `z`, which decodes to 0.
+pub fn encode(f: GroupFormat, v: f32, s: f32, z: u8) -> u8 {
+    if s == 0.0 {
+        return z;
+    }
+    ((v / s).round_ties_even() + f32::from(z)).clamp(0.0, f32::from(f.max_code())) as u8
+}
+
+impl GroupMatrix {
+    /// Packs codes chosen elsewhere (one `u8` per weight, row-major, each at most `max_code`) with their
+    /// per-group f16 scales and zero points (`rows × n_groups`; zero points ignored when symmetric).
+    pub fn from_codes(
+        format: GroupFormat,
+        rows: usize,
+        cols: usize,
+        codes: &[u8],
+        scales: &[f16],
+        zeros: &[u8],
+    ) -> Result<GroupMatrix> {
+        format.check_shape(rows, cols)?;
+        let ng = format.n_groups(cols);
+        if codes.len() != rows * cols || scales.len() != rows * ng || (!format.sym && zeros.len() != rows * ng) {
+            return Err(FormatError::Invalid(format!("{} {rows}×{cols}: parts of the wrong size", format.name())));
+        }
+        if let Some(i) = codes.iter().position(|&u| u > format.max_code()) {
+            return Err(FormatError::Invalid(format!("code {} at {i} exceeds {} bits", codes[i], format.bits)));
+        }
+        let mut packed = vec![0u8; rows * format.row_bytes(cols)];
+        for (bytes, u) in packed.chunks_exact_mut(format.sub_block_bytes()).zip(codes.chunks_exact(SUB_BLOCK)) {
+            pack(format.bits, u.try_into().expect("whole sub-blocks"), bytes);
+        }
+        Ok(GroupMatrix {
+            format,
+            rows,
+            cols,
+            codes: packed,
+            scales: scales.iter().flat_map(|s| s.to_le_bytes()).collect(),
+            zeros: if format.sym { Vec::new() } else { zeros.to_vec() },
+        })
+    }
 }
 
 /// Packs 32 codes of `bits` bits into one sub-block (table in the module documentation).

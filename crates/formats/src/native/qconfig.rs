@@ -31,6 +31,10 @@ pub struct QuantizationConfig {
     /// Where the model's hyperparameters and tokenizer come from: [`super::METADATA_GGUF`] (a
     /// tensor-less GGUF with the source's metadata) or `config.json` (+ `tokenizer.json`).
     pub metadata: String,
+    /// For calibrated methods: the calibration data (file, SHA-256, samples, length, seed), the method's
+    /// options and per-tensor figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<serde_json::Value>,
     /// Every tensor of the model, in the source's order.
     pub tensors: Vec<TensorSpec>,
 }
