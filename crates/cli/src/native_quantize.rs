@@ -35,6 +35,9 @@ pub struct NativeArgs {
     /// Asymmetric codes with a zero point per group.
     #[arg(long, requires = "method")]
     asym: bool,
+    /// Bits of the token embedding and output projection (8: per output channel), kept wider than --bits.
+    #[arg(long, requires = "method")]
+    embedding_bits: Option<u8>,
     /// GPTQ: sweep columns by descending Hessian diagonal (with static groups).
     #[arg(long)]
     act_order: bool,
@@ -50,7 +53,11 @@ fn scheme(args: &NativeArgs) -> anyhow::Result<NativeScheme> {
         Some(m @ ("rtn" | "gptq")) => {
             let bits = args.bits.with_context(|| format!("--method {m} needs --bits (8, 4, 3 or 2)"))?;
             let group = args.group.or(if bits == 8 { None } else { Some(128) });
-            Ok(NativeScheme::Rtn(RtnScheme::new(bits, group, !args.asym)?))
+            let scheme = RtnScheme::new(bits, group, !args.asym)?;
+            Ok(NativeScheme::Rtn(match args.embedding_bits {
+                Some(b) => scheme.with_embedding_bits(b)?,
+                None => scheme,
+            }))
         }
         Some("nf4") => {
             anyhow::ensure!(args.bits.is_none_or(|b| b == 4), "--method nf4 is 4 bits; drop --bits");
@@ -74,16 +81,23 @@ fn gptq(source: &ModelSource, rtn: RtnScheme, args: &NativeArgs) -> anyhow::Resu
     let opts = GptqOptions { damp: args.damp, act_order: args.act_order };
     let bar = ProgressBar::new(1)
         .with_style(ProgressStyle::with_template("{bar:30} {percent:>3}%  {msg}  [{elapsed} < {eta}]")?);
-    let result =
-        layerwise::gptq_model(&mut model, source, &calib.samples, &|_, shape| rtn.format_for(shape), opts, &|p| {
+    let result = layerwise::gptq_model(
+        &mut model,
+        source,
+        &calib.samples,
+        &|name, shape| rtn.format_for(name, shape),
+        opts,
+        &|p| {
             bar.set_length(p.total as u64);
             bar.set_position(p.done as u64);
             bar.set_message(p.what.to_string());
-        })?;
+        },
+    )?;
     bar.finish_and_clear();
     let details = serde_json::json!({
         "data": calib.record,
         "gptq": opts,
+        "seconds": result.seconds,
         "tensors": result.reports,
     });
     Ok(Prepared { method: "gptq".into(), tensors: result.tensors, details })
@@ -130,6 +144,7 @@ mod tests {
             group,
             sym: false,
             asym,
+            embedding_bits: None,
             act_order: false,
             damp: 0.01,
             calib: crate::calibration::CalibArgs { calib: None, samples: 128, seq_len: 512, seed: 0 },

@@ -133,6 +133,7 @@ pub fn gptq<G: RowGrid>(
         .enumerate()
         .map(|(t, chunk)| Tile { first_row: t * TILE, w: chunk.to_vec(), params: Vec::new(), loss: 0.0, err: None })
         .collect();
+    drop(w);
     let sweep = |_: usize, tile: &mut [Tile<G::Params>]| {
         let tile = &mut tile[0];
         if let Err(e) = sweep_tile(grid, tile, cols, &perm, &u, opts.act_order) {
@@ -198,7 +199,7 @@ fn sweep_tile<G: RowGrid>(
         let spread = &u[p * cols + p + 1..(p + 1) * cols];
         for (r, e) in err.iter().enumerate().take(n) {
             let rest = &mut wp[r * cols + p + 1..(r + 1) * cols];
-            rest.iter_mut().zip(spread).for_each(|(v, &h)| *v -= e * h);
+            lowbit_kernels::axpy_f32(-e, spread, rest);
         }
     }
     Ok(())

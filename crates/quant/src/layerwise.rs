@@ -7,6 +7,7 @@
 //! 151 MB for 128 × 512 tokens of SmolLM2), one block's Hessians and one KV cache of `seq_len` positions.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use lowbit_formats::native::group::{GroupFormat, GroupMatrix};
 use lowbit_formats::source::ModelSource;
@@ -34,19 +35,35 @@ pub struct TensorReport {
     pub dead_columns: usize,
 }
 
-/// The quantized tensors by name, and a report per tensor.
+/// The quantized tensors by name, a report per tensor, and where the time went.
 pub struct LayerwiseResult {
     pub tensors: BTreeMap<String, GroupMatrix>,
     pub reports: Vec<TensorReport>,
+    pub seconds: Timings,
 }
 
-/// One Hessian per input site of the block being calibrated.
-struct SiteHessians(BTreeMap<Site, Hessian>);
+/// Wall seconds per phase of the run.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Timings {
+    /// Running the original blocks to collect Hessians (forward passes and the x·xᵀ products).
+    pub capture: f64,
+    /// Of which computing the Hessians.
+    pub hessians: f64,
+    /// The GPTQ sweeps (Cholesky factors included).
+    pub gptq: f64,
+    /// Running the quantized blocks to produce the next block's inputs.
+    pub propagate: f64,
+}
+
+/// One Hessian per input site of the block being calibrated, and the time spent adding to them.
+struct SiteHessians(BTreeMap<Site, Hessian>, f64);
 
 impl Observer for SiteHessians {
     fn observe(&mut self, _: usize, site: Site, x: &[f32], n: usize) {
+        let start = Instant::now();
         let dim = x.len() / n.max(1);
         self.0.entry(site).or_insert_with(|| Hessian::new(dim)).add(x, n);
+        self.1 += start.elapsed().as_secs_f64();
     }
 }
 
@@ -74,15 +91,19 @@ pub fn gptq_model(
     let mut cache = model.new_cache(seq_len.max(1)).map_err(model_err)?;
     let mut hidden: Vec<Vec<f32>> =
         samples.iter().map(|s| model.embed(s)).collect::<Result<_, _>>().map_err(model_err)?;
-    let mut result = LayerwiseResult { tensors: BTreeMap::new(), reports: Vec::new() };
+    let mut result = LayerwiseResult { tensors: BTreeMap::new(), reports: Vec::new(), seconds: Timings::default() };
 
     for li in 0..blocks {
-        let mut hessians = SiteHessians(BTreeMap::new());
+        let mut hessians = SiteHessians(BTreeMap::new(), 0.0);
+        let start = Instant::now();
         for (s, x) in hidden.iter().enumerate() {
             step(&format!("block {li}: capturing sample {}/{}", s + 1, samples.len()), 1);
             let mut scratch = x.clone();
             model.block_forward(li, &mut scratch, samples[s].len(), &mut cache, &mut hessians).map_err(model_err)?;
         }
+        result.seconds.capture += start.elapsed().as_secs_f64();
+        result.seconds.hessians += hessians.1;
+        let start = Instant::now();
         for p in Proj::ALL {
             let name = p.tensor_name(li);
             step(&format!("block {li}: GPTQ {name}"), 1);
@@ -91,10 +112,13 @@ pub fn gptq_model(
                 model.set_projection(li, p, q).map_err(model_err)?;
             }
         }
+        result.seconds.gptq += start.elapsed().as_secs_f64();
+        let start = Instant::now();
         for (s, x) in hidden.iter_mut().enumerate() {
             step(&format!("block {li}: propagating sample {}/{}", s + 1, samples.len()), 1);
             model.block_forward(li, x, samples[s].len(), &mut cache, &mut ()).map_err(model_err)?;
         }
+        result.seconds.propagate += start.elapsed().as_secs_f64();
     }
 
     let head = if model.config.tie_embeddings { "token_embd.weight" } else { "output.weight" };
@@ -104,7 +128,9 @@ pub fn gptq_model(
         h.add(&model.head_input(x), samples[s].len());
     }
     step(&format!("output: GPTQ {head}"), 1);
+    let start = Instant::now();
     quantize_one(source, head, &h, format_for, opts, &mut result)?;
+    result.seconds.gptq += start.elapsed().as_secs_f64();
     progress(Progress { done: total, total, what: "done" });
     Ok(result)
 }
@@ -120,6 +146,8 @@ fn quantize_one(
     result: &mut LayerwiseResult,
 ) -> Result<Option<Box<DenseF32>>, QuantError> {
     let (shape, w) = source.tensor_f32(name)?;
+    // The mapped pages were only needed for this copy.
+    source.release(&source.tensor(name)?);
     let Some(format) = format_for(name, &shape) else { return Ok(None) };
     let (rows, cols) = (shape[0], shape[1]);
     let tensor_err = |what: String| QuantError::Tensor { tensor: name.to_string(), what };

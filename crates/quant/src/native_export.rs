@@ -42,9 +42,9 @@ impl NativeScheme {
     }
 
     /// The storage of a quantized tensor of `shape`, or `None` when it stays unquantized.
-    fn storage_for(&self, shape: &[usize]) -> Option<Storage> {
+    fn storage_for(&self, name: &str, shape: &[usize]) -> Option<Storage> {
         match self {
-            NativeScheme::Rtn(s) => s.format_for(shape).map(Storage::group),
+            NativeScheme::Rtn(s) => s.format_for(name, shape).map(Storage::group),
             NativeScheme::Nf4 => crate::nf4::quantizable(shape).then(Storage::nf4),
         }
     }
@@ -108,7 +108,7 @@ pub fn export(
     for (i, name) in source.tensor_names().into_iter().enumerate() {
         let t = source.tensor(name)?;
         let shape = t.shape.clone();
-        let storage = match scheme.storage_for(&shape) {
+        let storage = match scheme.storage_for(name, &shape) {
             Some(Storage::Group { bits, group, sym }) => {
                 let f = GroupFormat { bits, group, sym };
                 let (rows, cols) = (shape[0], shape[1]);

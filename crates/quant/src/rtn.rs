@@ -15,28 +15,49 @@ pub struct RtnScheme {
     /// Columns per group; `None` is one group per output channel (the whole row).
     pub group: Option<usize>,
     pub sym: bool,
+    /// Bits of the token embedding and output projection when they are kept wider than the rest (8: per
+    /// output channel; fewer: the scheme's groups). llama.cpp's mixes keep them at 6–8 bits, as their error
+    /// reaches every token.
+    pub embedding_bits: Option<u8>,
+}
+
+/// The tensors `embedding_bits` applies to: the token embedding (also the output projection when tied) and
+/// the untied output projection.
+pub fn is_embedding(name: &str) -> bool {
+    matches!(name, "token_embd.weight" | "output.weight")
 }
 
 impl RtnScheme {
     /// Checks bits and group; the format of each tensor comes from [`RtnScheme::format_for`].
     pub fn new(bits: u8, group: Option<usize>, sym: bool) -> Result<RtnScheme> {
         GroupFormat::new(bits, group.unwrap_or(SUB_BLOCK), sym)?;
-        Ok(RtnScheme { bits, group, sym })
+        Ok(RtnScheme { bits, group, sym, embedding_bits: None })
     }
 
-    /// The format of a tensor of `shape`, or `None` when it stays unquantized.
-    pub fn format_for(&self, shape: &[usize]) -> Option<GroupFormat> {
+    /// The scheme with the embedding and output projection at `bits`.
+    pub fn with_embedding_bits(self, bits: u8) -> Result<RtnScheme> {
+        GroupFormat::new(bits, self.group.unwrap_or(SUB_BLOCK), self.sym)?;
+        Ok(RtnScheme { embedding_bits: Some(bits), ..self })
+    }
+
+    /// The format of tensor `name` of `shape`, or `None` when it stays unquantized.
+    pub fn format_for(&self, name: &str, shape: &[usize]) -> Option<GroupFormat> {
         let [_, cols] = shape[..] else { return None };
         if cols == 0 || !cols.is_multiple_of(SUB_BLOCK) {
             return None;
         }
-        GroupFormat::new(self.bits, self.group.unwrap_or(cols), self.sym).ok()
+        match self.embedding_bits.filter(|_| is_embedding(name)) {
+            Some(8) => GroupFormat::new(8, cols, self.sym).ok(),
+            Some(bits) => GroupFormat::new(bits, self.group.unwrap_or(cols), self.sym).ok(),
+            None => GroupFormat::new(self.bits, self.group.unwrap_or(cols), self.sym).ok(),
+        }
     }
 
-    /// `int4-g128-sym`, `int8-channel-sym`.
+    /// `int4-g128-sym`, `int8-channel-sym`; `int4-g128-sym-emb8` with a wider embedding.
     pub fn name(&self) -> String {
         let group = self.group.map_or("channel".to_string(), |g| format!("g{g}"));
-        format!("int{}-{group}-{}", self.bits, if self.sym { "sym" } else { "asym" })
+        let emb = self.embedding_bits.map_or(String::new(), |b| format!("-emb{b}"));
+        format!("int{}-{group}-{}{emb}", self.bits, if self.sym { "sym" } else { "asym" })
     }
 }
 
@@ -61,11 +82,18 @@ mod tests {
     #[test]
     fn formats_per_shape() {
         let s = RtnScheme::new(4, Some(128), true).unwrap();
-        assert_eq!(s.format_for(&[1536, 576]), Some(GroupFormat { bits: 4, group: 128, sym: true }));
-        assert_eq!(s.format_for(&[576]), None);
-        assert_eq!(s.format_for(&[10, 100]), None);
+        assert_eq!(s.format_for("w", &[1536, 576]), Some(GroupFormat { bits: 4, group: 128, sym: true }));
+        assert_eq!(s.format_for("w", &[576]), None);
+        assert_eq!(s.format_for("w", &[10, 100]), None);
         let c = RtnScheme::new(8, None, true).unwrap();
-        assert_eq!(c.format_for(&[576, 1536]), Some(GroupFormat { bits: 8, group: 1536, sym: true }));
+        assert_eq!(c.format_for("w", &[576, 1536]), Some(GroupFormat { bits: 8, group: 1536, sym: true }));
+        let e = s.with_embedding_bits(8).unwrap();
+        assert_eq!(
+            e.format_for("token_embd.weight", &[49152, 576]),
+            Some(GroupFormat { bits: 8, group: 576, sym: true })
+        );
+        assert_eq!(e.format_for("blk.0.ffn_up.weight", &[1536, 576]), s.format_for("w", &[1536, 576]));
+        assert_eq!(e.name(), "int4-g128-sym-emb8");
         assert_eq!(c.name(), "int8-channel-sym");
         assert!(RtnScheme::new(5, None, true).is_err());
         assert!(RtnScheme::new(4, Some(100), true).is_err());

@@ -29,7 +29,7 @@ fn round_trip(scheme: NativeScheme, tag: &str) -> (PathBuf, String) {
         assert_eq!(back_shape, shape, "{name}");
         let want = match (&m.spec(name).unwrap().storage, scheme) {
             (Storage::Group { .. }, NativeScheme::Rtn(s)) => {
-                let f = s.format_for(&shape).unwrap();
+                let f = s.format_for(name, &shape).unwrap();
                 group::quantize(f, &values, shape[0], shape[1]).unwrap().view().dequantize()
             }
             (Storage::Nf4 { .. }, NativeScheme::Nf4) => {
