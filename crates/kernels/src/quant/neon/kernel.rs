@@ -13,7 +13,7 @@ use std::arch::aarch64::*;
 
 use super::format::{Codes, Format, PieceScales};
 use super::BlockQ8;
-use super::IntDot;
+use crate::arm::int_dot::IntDot;
 
 /// Output rows per GEMV pass: one turn of the piece loop serves 8 weight rows from one load of the
 /// activation codes, with 8 accumulators in registers (NEON has 32).

@@ -19,9 +19,10 @@ mod format;
 mod kernel;
 
 use std::arch::aarch64::*;
-use std::arch::{asm, is_aarch64_feature_detected};
+use std::arch::is_aarch64_feature_detected;
 
 use super::{matmul_dims, BlockQ8, QuantKernels, QuantType, QK};
+use crate::arm::int_dot::{IntDot, Sdot, Smull};
 use format::*;
 
 /// The NEON tables this CPU can run, slower first.
@@ -51,7 +52,7 @@ mod entry {
         unsafe { super::quantize_row(x.as_ptr(), out.as_mut_ptr(), out.len()) }
     }
 
-    pub fn matmul<D: IntDot>(ty: QuantType, w: &[u8], acts: &[BlockQ8], out: &mut [f32], k: usize) {
+    pub fn matmul<D: VariantMatmul>(ty: QuantType, w: &[u8], acts: &[BlockQ8], out: &mut [f32], k: usize) {
         let (n, m) = matmul_dims(ty, w, acts, out, k);
         let (w, a, o, nb) = (w.as_ptr(), acts.as_ptr(), out.as_mut_ptr(), k / QK);
         // SAFETY: see module comment; matmul_dims checked w = m rows of k, acts = n rows, out = n·m.
@@ -121,52 +122,21 @@ unsafe fn quantize_row(x: *const f32, out: *mut BlockQ8, nb: usize) {
     }
 }
 
-/// The integer dot product of the two variants, and the matmul compiled with the variant's features.
-trait IntDot {
-    /// acc plus the 16 products a[i]·b[i], each added to one of the 4 lanes (which one is up to the
-    /// variant). Exact for codes in [−128, 127] × [−127, 127] while the lanes stay in i32.
-    unsafe fn dot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t;
-
-    /// [`kernel::matmul`] for weights of format F, in a function compiled with the features `dot` needs
-    /// so that `dot` inlines into the shared core (`target_feature` cannot depend on a type parameter,
-    /// hence one such shim per variant).
+/// [`kernel::matmul`] for weights of format F, in a function compiled with the features the variant's
+/// `dot` needs so that it inlines into the shared core (`target_feature` cannot depend on a type
+/// parameter, hence one such shim per variant).
+trait VariantMatmul: IntDot {
     unsafe fn matmul<F: Format>(w: *const u8, a: *const BlockQ8, out: *mut f32, n: usize, nb: usize, m: usize);
 }
 
-/// Base NEON: `smull`/`smull2` and `sadalp`.
-struct Smull;
-
-impl IntDot for Smull {
-    #[inline(always)]
-    unsafe fn dot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
-        let lo = vmull_s8(vget_low_s8(a), vget_low_s8(b));
-        let hi = vmull_high_s8(a, b);
-        vpadalq_s16(vpadalq_s16(acc, lo), hi)
-    }
-
+impl VariantMatmul for Smull {
     #[target_feature(enable = "neon")]
     unsafe fn matmul<F: Format>(w: *const u8, a: *const BlockQ8, out: *mut f32, n: usize, nb: usize, m: usize) {
         kernel::matmul::<F, Self>(w, a, out, n, nb, m)
     }
 }
 
-/// Armv8.2 dot product: `sdot`, through inline assembly because Rust's `vdotq_s32` is not stable yet.
-struct Sdot;
-
-impl IntDot for Sdot {
-    #[inline]
-    #[target_feature(enable = "neon,dotprod")]
-    unsafe fn dot(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
-        asm!(
-            "sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b",
-            acc = inout(vreg) acc,
-            a = in(vreg) a,
-            b = in(vreg) b,
-            options(pure, nomem, nostack, preserves_flags)
-        );
-        acc
-    }
-
+impl VariantMatmul for Sdot {
     #[target_feature(enable = "neon,dotprod")]
     unsafe fn matmul<F: Format>(w: *const u8, a: *const BlockQ8, out: *mut f32, n: usize, nb: usize, m: usize) {
         kernel::matmul::<F, Self>(w, a, out, n, nb, m)
