@@ -1,6 +1,7 @@
 //! `lowbit quantize MODEL -o DIR --method rtn|gptq --bits B [--group G] [--sym|--asym]` or `--method nf4`: a
 //! native directory. GPTQ takes a calibration set (`--calib`, see `calibration`).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Context;
@@ -9,9 +10,9 @@ use lowbit_formats::native::nf4;
 use lowbit_formats::source::ModelSource;
 use lowbit_model::{F32Factory, Model};
 use lowbit_quant::gptq::GptqOptions;
-use lowbit_quant::layerwise;
 use lowbit_quant::native_export::{self, NativeScheme, Prepared};
 use lowbit_quant::rtn::RtnScheme;
+use lowbit_quant::{act_scales, layerwise};
 
 use crate::table::{thousands, Table};
 
@@ -38,6 +39,10 @@ pub struct NativeArgs {
     /// Bits of the token embedding and output projection (8: per output channel), kept wider than --bits.
     #[arg(long, requires = "method")]
     embedding_bits: Option<u8>,
+    /// Static int8 activations: one step per matrix input, calibrated on the calibration set (rtn, gptq),
+    /// instead of a step per block of 32 computed at run time.
+    #[arg(long, requires = "method")]
+    static_acts: bool,
     /// GPTQ: sweep columns by descending Hessian diagonal (with static groups).
     #[arg(long)]
     act_order: bool,
@@ -100,16 +105,44 @@ fn gptq(source: &ModelSource, rtn: RtnScheme, args: &NativeArgs) -> anyhow::Resu
         "seconds": result.seconds,
         "tensors": result.reports,
     });
-    Ok(Prepared { method: "gptq".into(), tensors: result.tensors, details })
+    Ok(Prepared { method: "gptq".into(), tensors: result.tensors, act_scales: BTreeMap::new(), details })
+}
+
+/// Calibrates static activation steps and adds them to `prepared` (or to a plain RTN export).
+fn static_acts(source: &ModelSource, args: &NativeArgs, prepared: Option<Prepared>) -> anyhow::Result<Prepared> {
+    let calib = crate::calibration::load(source, &args.calib)?;
+    let model = Model::load(source, &F32Factory)?;
+    let bar = ProgressBar::new(calib.samples.len() as u64).with_style(ProgressStyle::with_template(
+        "{bar:30} {pos}/{len} windows  activation ranges  [{elapsed} < {eta}]",
+    )?);
+    let steps = act_scales::calibrate(&model, &calib.samples, &|i| bar.set_position(i as u64 + 1))?;
+    bar.finish_and_clear();
+    let mut p = prepared.unwrap_or_else(|| Prepared {
+        method: "rtn".into(),
+        tensors: BTreeMap::new(),
+        act_scales: BTreeMap::new(),
+        details: serde_json::json!({ "data": calib.record }),
+    });
+    p.details["activations"] =
+        serde_json::json!("static int8, one step per matrix input: absmax over the calibration set / 127");
+    p.act_scales = steps;
+    Ok(p)
 }
 
 pub fn run(model: &Path, out: &Path, args: &NativeArgs) -> anyhow::Result<()> {
     let scheme = scheme(args)?;
     let source = ModelSource::open(model)?;
-    let prepared = match (args.method.as_deref(), scheme) {
+    let mut prepared = match (args.method.as_deref(), scheme) {
         (Some("gptq"), NativeScheme::Rtn(rtn)) => Some(gptq(&source, rtn, args)?),
         _ => None,
     };
+    if args.static_acts {
+        anyhow::ensure!(
+            matches!(scheme, NativeScheme::Rtn(_)),
+            "--static-acts applies to the group formats (rtn, gptq)"
+        );
+        prepared = Some(static_acts(&source, args, prepared)?);
+    }
     let n = source.tensor_names().len();
     let bar = ProgressBar::new(n as u64)
         .with_style(ProgressStyle::with_template("{bar:30} {pos}/{len} tensors  {msg}  [{elapsed} < {eta}]")?);
@@ -145,6 +178,7 @@ mod tests {
             sym: false,
             asym,
             embedding_bits: None,
+            static_acts: false,
             act_order: false,
             damp: 0.01,
             calib: crate::calibration::CalibArgs { calib: None, samples: 128, seq_len: 512, seed: 0 },

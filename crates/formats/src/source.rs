@@ -153,6 +153,15 @@ impl ModelSource {
         }
     }
 
+    /// The static activation step calibrated for the input of tensor `name` (native directories made with
+    /// static activation quantization); `None`: activations are quantized dynamically.
+    pub fn act_scale(&self, name: &str) -> Option<f32> {
+        match self {
+            ModelSource::Native(m) => m.spec(name).and_then(|s| s.act_scale),
+            _ => None,
+        }
+    }
+
     /// All parts of a group-quantized tensor of a native directory; `None` for any other tensor.
     pub fn group_view(&self, name: &str) -> Option<GroupView<'_>> {
         match self {

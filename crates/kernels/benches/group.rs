@@ -28,7 +28,7 @@ fn main() {
             let xx = x.clone();
             candidates.push((
                 format!("int{bits} g{g}"),
-                Box::new(move |o: &mut [f32]| matmul_group_f32(l, &codes, &params, &xx, o, 1, k, m)),
+                Box::new(move |o: &mut [f32]| matmul_group_f32(l, &codes, &params, &xx, o, 1, k, m, None)),
             ));
         }
         {
@@ -39,7 +39,7 @@ fn main() {
             let xx = x.clone();
             candidates.push((
                 "nf4".into(),
-                Box::new(move |o: &mut [f32]| matmul_group_f32(l, &codes, &params, &xx, o, 1, k, m)),
+                Box::new(move |o: &mut [f32]| matmul_group_f32(l, &codes, &params, &xx, o, 1, k, m, None)),
             ));
         }
         for ty in [QuantType::Q4_0, QuantType::Q8_0] {

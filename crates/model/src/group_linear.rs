@@ -29,11 +29,14 @@ pub struct GroupLinear {
     cols: usize,
     /// The format's name, for reports.
     format: String,
+    /// A calibrated static activation step; `None` quantizes activations per block at run time.
+    act_scale: Option<f32>,
 }
 
 impl GroupLinear {
-    /// A copy of a checked view (`GroupView::new` validated every length against the shape).
-    pub fn from_view(v: &GroupView<'_>) -> GroupLinear {
+    /// A copy of a checked view (`GroupView::new` validated every length against the shape), with the
+    /// static activation step calibrated for its input, if any.
+    pub fn from_view(v: &GroupView<'_>, act_scale: Option<f32>) -> GroupLinear {
         let f = v.format;
         let ng = f.n_groups(v.cols);
         let params = (0..v.rows * ng)
@@ -46,6 +49,7 @@ impl GroupLinear {
             rows: v.rows,
             cols: v.cols,
             format: f.name(),
+            act_scale,
         }
     }
 
@@ -61,6 +65,7 @@ impl GroupLinear {
             rows: v.rows,
             cols: v.cols,
             format: "nf4".into(),
+            act_scale: None,
         }
     }
 }
@@ -83,11 +88,14 @@ impl Linear for GroupLinear {
     }
 
     fn forward(&self, x: &[f32], n: usize, out: &mut [f32]) {
-        matmul_group_f32(self.layout, &self.codes, &self.params, x, out, n, self.cols, self.rows);
+        matmul_group_f32(self.layout, &self.codes, &self.params, x, out, n, self.cols, self.rows, self.act_scale);
     }
 
     fn storage(&self) -> String {
-        self.format.clone()
+        match self.act_scale {
+            Some(_) => format!("{} (static int8 activations)", self.format),
+            None => self.format.clone(),
+        }
     }
 
     fn weight_bytes(&self) -> usize {
@@ -110,7 +118,7 @@ impl<'a> GroupFactory<'a> {
 impl LinearFactory for GroupFactory<'_> {
     fn build(&self, tensor: &TensorRef<'_>) -> Result<Box<dyn Linear>, FormatError> {
         if let Some(v) = self.source.group_view(tensor.name) {
-            return Ok(Box::new(GroupLinear::from_view(&v)));
+            return Ok(Box::new(GroupLinear::from_view(&v, self.source.act_scale(tensor.name))));
         }
         match self.source.nf4_view(tensor.name) {
             Some(v) => Ok(Box::new(GroupLinear::from_nf4(&v))),

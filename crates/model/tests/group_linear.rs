@@ -2,7 +2,7 @@
 //! quantizer, against those matrices dequantized by `lowbit_formats` (the independent reading of the
 //! layout) times the int8-quantized activations, in f64. This ties the kernels' reading of the codes,
 //! scales and zero points to the format's specification, for every bit width, symmetric and
-//! asymmetric, with a short last group.
+//! asymmetric, with a short last group, with dynamic and with static (calibrated, clipping) activations.
 
 use lowbit_formats::native::group::{quantize, GroupFormat};
 use lowbit_kernels::quant::{QuantizedActs, QK};
@@ -17,43 +17,49 @@ fn forward_equals_dequantized_matmul() {
     let x: Vec<f32> = (0..n * cols).map(|_| r.unit()).collect();
     let mut acts = QuantizedActs::new();
     acts.quantize(&x, n, cols);
-    let xq: Vec<f64> = acts.blocks().iter().flat_map(|b| b.qs.map(|q| b.d as f64 * q as f64)).collect();
-    for bits in GroupFormat::BITS {
-        for sym in [true, false] {
-            for group in [32, 128, cols] {
-                let f = GroupFormat::new(bits, group, sym).unwrap();
-                let m = quantize(f, &w, rows, cols).unwrap();
-                let v = m.view();
-                let deq = v.dequantize();
-                let c = if bits == 8 { 128.0 } else { 0.0 };
-                // The kernel's two weight terms per element, s·(u − c) and the group's min s·(c − z).
-                let terms: Vec<(f64, f64)> = (0..rows * cols)
-                    .map(|i| {
-                        let (o, g) = (i / cols, i % cols / group);
-                        let (s, z) = (v.scale(o, g) as f64, v.zero(o, g) as f64);
-                        (deq[i] as f64 + s * (z - c), s * (c - z))
-                    })
-                    .collect();
-                let lin = GroupLinear::from_view(&m.view());
-                let mut out = vec![0.0f32; n * rows];
-                lin.forward(&x, n, &mut out);
-                for t in 0..n {
-                    for o in 0..rows {
-                        let wr = &deq[o * cols..][..cols];
-                        let xr = &xq[t * cols..][..cols];
-                        let exact: f64 = wr.iter().zip(xr).map(|(&a, &b)| a as f64 * b).sum();
-                        let mag: f64 = terms[o * cols..][..cols]
-                            .iter()
-                            .zip(xr)
-                            .map(|(&(a, b), &x)| (a.abs() + b.abs()) * x.abs())
-                            .sum();
-                        let got = out[t * rows + o] as f64;
-                        // γ_n·mag bounds the f32 rounding of the kernel's sums (n = 2·nb + n_groups + 7,
-                        // as in the kernels' own tests), and the activations are the same quantized ones;
-                        // a wrong code or scale in one sub-block of 32 moves the result by ~1e-2 of mag.
-                        let n_add = 2 * cols / QK + f.n_groups(cols) + 7;
-                        let tol = 2.0 * n_add as f64 * 2f64.powi(-24) * mag;
-                        assert!((got - exact).abs() <= tol, "{} ({t},{o}): {got} vs {exact} (tol {tol})", f.name());
+    let dynamic: Vec<f64> = acts.blocks().iter().flat_map(|b| b.qs.map(|q| b.d as f64 * q as f64)).collect();
+    // A static step that clips: |x| reaches 1, the calibrated range is 0.8.
+    let d = 0.8f32 / 127.0;
+    let fixed: Vec<f64> =
+        x.iter().map(|&v| d as f64 * f64::from((v / d).round_ties_even().clamp(-127.0, 127.0))).collect();
+    for (act_scale, xq) in [(None, &dynamic), (Some(d), &fixed)] {
+        for bits in GroupFormat::BITS {
+            for sym in [true, false] {
+                for group in [32, 128, cols] {
+                    let f = GroupFormat::new(bits, group, sym).unwrap();
+                    let m = quantize(f, &w, rows, cols).unwrap();
+                    let v = m.view();
+                    let deq = v.dequantize();
+                    let c = if bits == 8 { 128.0 } else { 0.0 };
+                    // The kernel's two weight terms per element, s·(u − c) and the group's min s·(c − z).
+                    let terms: Vec<(f64, f64)> = (0..rows * cols)
+                        .map(|i| {
+                            let (o, g) = (i / cols, i % cols / group);
+                            let (s, z) = (v.scale(o, g) as f64, v.zero(o, g) as f64);
+                            (deq[i] as f64 + s * (z - c), s * (c - z))
+                        })
+                        .collect();
+                    let lin = GroupLinear::from_view(&m.view(), act_scale);
+                    let mut out = vec![0.0f32; n * rows];
+                    lin.forward(&x, n, &mut out);
+                    for t in 0..n {
+                        for o in 0..rows {
+                            let wr = &deq[o * cols..][..cols];
+                            let xr = &xq[t * cols..][..cols];
+                            let exact: f64 = wr.iter().zip(xr).map(|(&a, &b)| a as f64 * b).sum();
+                            let mag: f64 = terms[o * cols..][..cols]
+                                .iter()
+                                .zip(xr)
+                                .map(|(&(a, b), &x)| (a.abs() + b.abs()) * x.abs())
+                                .sum();
+                            let got = out[t * rows + o] as f64;
+                            // γ_n·mag bounds the f32 rounding of the kernel's sums (n = 2·nb + n_groups + 7,
+                            // as in the kernels' own tests), and the activations are the same quantized ones;
+                            // a wrong code or scale in one sub-block of 32 moves the result by ~1e-2 of mag.
+                            let n_add = 2 * cols / QK + f.n_groups(cols) + 7;
+                            let tol = 2.0 * n_add as f64 * 2f64.powi(-24) * mag;
+                            assert!((got - exact).abs() <= tol, "{} ({t},{o}): {got} vs {exact} (tol {tol})", f.name());
+                        }
                     }
                 }
             }

@@ -1,5 +1,6 @@
 //! Quantization: which storage type each tensor gets, and writing the result.
 
+pub mod act_scales;
 pub mod calib_data;
 pub mod error;
 pub mod file_type;

@@ -64,6 +64,8 @@ pub struct Prepared {
     /// `gptq`, ...: the config's `method`.
     pub method: String,
     pub tensors: BTreeMap<String, GroupMatrix>,
+    /// Static activation steps of matrices' inputs (see `TensorSpec::act_scale`).
+    pub act_scales: BTreeMap<String, f32>,
     /// The calibration data, the method's options, per-tensor figures.
     pub details: serde_json::Value,
 }
@@ -199,7 +201,9 @@ pub fn export(
             Some((_, c)) => *c += 1,
             None => summary.per_storage.push((label, 1)),
         }
-        specs.push(TensorSpec { name: name.to_string(), shape, storage });
+        let act_scale =
+            prepared.and_then(|p| p.act_scales.get(name).copied()).filter(|_| matches!(storage, Storage::Group { .. }));
+        specs.push(TensorSpec { name: name.to_string(), shape, storage, act_scale });
     }
     writer.write(&staged.path().join(SINGLE_FILE))?;
     let (method, bits, group, sym) = scheme.summary();

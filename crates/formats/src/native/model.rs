@@ -95,6 +95,16 @@ impl NativeModel {
                 FormatError::Invalid(what) => err(format!("tensor {:?}: {what}", spec.name)),
                 other => other,
             })?;
+            match (spec.act_scale, &spec.storage) {
+                (None, _) => {}
+                (Some(d), Storage::Group { .. }) if d.is_finite() && d > 0.0 => {}
+                (Some(d), _) => {
+                    return Err(err(format!(
+                        "tensor {:?}: act_scale {d} (a positive step, on a group-quantized matrix only)",
+                        spec.name
+                    )))
+                }
+            }
             match spec.storage {
                 Storage::Plain { .. } => used.insert(spec.name.clone()),
                 Storage::Group { sym, .. } => {

@@ -46,6 +46,11 @@ pub struct TensorSpec {
     /// Row-major, outermost first: the shape of the unquantized tensor.
     pub shape: Vec<usize>,
     pub storage: Storage,
+    /// Static activation quantization: the int8 step `d` calibrated for this matrix's input (inputs become
+    /// round(x/d) clamped to ±127, so 127·d is the largest magnitude kept). Absent: activations are
+    /// quantized per block of 32 at run time (dynamic). Only group-quantized matrices take one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act_scale: Option<f32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -189,7 +189,8 @@ pub fn matmul_group(
 }
 
 /// [`matmul_group`] of f32 activations `x` (n rows of k), quantized first into a per-thread scratch
-/// buffer reused from call to call.
+/// buffer reused from call to call: per block (dynamic), or with the one scale `static_d` calibrated for
+/// this matrix's input ([`QuantizedActs::quantize_static`]).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_group_f32(
     l: GroupLayout,
@@ -200,13 +201,17 @@ pub fn matmul_group_f32(
     n: usize,
     k: usize,
     m: usize,
+    static_d: Option<f32>,
 ) {
     thread_local! {
         static SCRATCH: RefCell<QuantizedActs> = RefCell::new(QuantizedActs::new());
     }
     // Nothing run while the buffer is borrowed calls back into user code, so it cannot be held already.
     SCRATCH.with_borrow_mut(|acts| {
-        acts.quantize(x, n, k);
+        match static_d {
+            Some(d) => acts.quantize_static(x, n, k, d),
+            None => acts.quantize(x, n, k),
+        }
         matmul_group(l, codes, params, acts, out, m);
     })
 }

@@ -144,6 +144,22 @@ impl QuantizedActs {
         });
     }
 
+    /// Quantizes `x` as [`QuantizedActs::quantize`] does, but with one fixed scale `d` for every block
+    /// (static activation quantization, [`scalar::quantize_block_static`]). A non-positive or non-finite
+    /// `d` falls back to the dynamic scales.
+    pub fn quantize_static(&mut self, x: &[f32], n: usize, k: usize, d: f32) {
+        if !(d.is_finite() && d > 0.0) {
+            return self.quantize(x, n, k);
+        }
+        assert!(k > 0 && k.is_multiple_of(QK), "quantize_static: k = {k} is not a positive multiple of {QK}");
+        assert_eq!(x.len(), n * k, "quantize_static: x has {} elements, want {n}×{k}", x.len());
+        self.blocks.resize(n * (k / QK), BlockQ8::default());
+        (self.rows, self.k) = (n, k);
+        for (xb, b) in x.chunks_exact(QK).zip(&mut self.blocks) {
+            *b = scalar::quantize_block_static(xb.try_into().expect("whole blocks"), d);
+        }
+    }
+
     /// Number of rows.
     pub fn rows(&self) -> usize {
         self.rows

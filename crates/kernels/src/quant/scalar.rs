@@ -51,6 +51,19 @@ pub fn quantize_block(x: &[f32; QK]) -> BlockQ8 {
     BlockQ8 { d, s: d * sum as f32, qs }
 }
 
+/// One block with a fixed scale `d` (static activation quantization: `d` calibrated beforehand, 127·d
+/// the largest magnitude kept): codes round(x/d) clamped to [−127, 127]. Non-finite inputs give NaN as in
+/// [`quantize_block`]; `d` must be positive and finite.
+pub fn quantize_block_static(x: &[f32; QK], d: f32) -> BlockQ8 {
+    if !x.iter().all(|v| v.is_finite()) {
+        return BlockQ8 { d: f32::NAN, s: f32::NAN, qs: [0; QK] };
+    }
+    let id = 1.0 / d;
+    let qs = x.map(|v| (v * id).round_ties_even().clamp(-127.0, 127.0) as i8);
+    let sum: i32 = qs.iter().map(|&q| i32::from(q)).sum();
+    BlockQ8 { d, s: d * sum as f32, qs }
+}
+
 /// Quantizes x (a multiple of 32 long) into x.len()/32 blocks.
 pub fn quantize_row(x: &[f32], out: &mut [BlockQ8]) {
     assert_eq!(x.len(), out.len() * QK, "quantize_row: {} values for {} blocks", x.len(), out.len());
@@ -308,5 +321,19 @@ mod tests {
         assert!(quantize_block(&x).d.is_nan());
         let tiny = [1e-37f32; QK];
         assert_eq!(quantize_block(&tiny), BlockQ8::default());
+    }
+
+    #[test]
+    fn static_blocks_clamp_to_the_calibrated_range() {
+        let mut x = [0.0f32; QK];
+        (x[0], x[1], x[2], x[3]) = (1.0, -300.0, 2.5, 126.6);
+        let b = quantize_block_static(&x, 1.0);
+        assert_eq!((b.d, b.qs[..4].to_vec()), (1.0, vec![1, -127, 2, 127]));
+        assert_eq!(b.s, (1 - 127 + 2 + 127) as f32);
+        // Within range, a static scale equal to the dynamic one gives the dynamic block.
+        x[1] = -127.0;
+        assert_eq!(quantize_block_static(&x, 1.0), quantize_block(&x));
+        x[2] = f32::NAN;
+        assert!(quantize_block_static(&x, 1.0).d.is_nan());
     }
 }
