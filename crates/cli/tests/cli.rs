@@ -44,3 +44,37 @@ fn each_runtime_answers_as_its_reference_does() {
         assert!(text.starts_with(want), "{runtime}: {text}");
     }
 }
+
+/// Issue 4: bad calibration data is refused with a clear message before any quantization work starts
+/// (each run here ends in well under a second of work: no model is loaded for quantizing).
+#[test]
+fn bad_calibration_data_fails_before_work() {
+    let Some(model) = lowbit_testdata::model(lowbit_testdata::SMOLLM2) else { return };
+    let dir = std::env::temp_dir().join(format!("lowbit-cli-calib-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, body: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, body).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let cases = [
+        (write("empty.txt", "\n  \n"), "has no text"),
+        (write("short.txt", "Only a few words of text."), "one sample needs 512"),
+        (write("foreign.jsonl", "{\"input_ids\": [1, 2, 3, 200000]}\n"), "tokenized for another model"),
+        (
+            write("named.jsonl", "{\"input_ids\": [1, 2, 3], \"tokenizer_sha256\": \"00ff\"}\n"),
+            "was tokenized by tokenizer 00ff",
+        ),
+    ];
+    for (file, want) in cases {
+        let out = dir.join("out");
+        let run = Command::new(env!("CARGO_BIN_EXE_lowbit"))
+            .args(["quantize", model.to_str().unwrap(), "-o", out.to_str().unwrap(), "--method", "gptq"])
+            .args(["--bits", "4", "--calib", &file])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success() && err.contains(want), "{file}: {err}");
+        assert!(!out.exists(), "{file}: an output was written");
+    }
+}
