@@ -122,6 +122,15 @@ impl Model {
         Ok(())
     }
 
+    /// The weight tensor of the output projection: the token embedding when the model ties them.
+    pub fn head_tensor_name(&self) -> &'static str {
+        if self.config.tie_embeddings {
+            "token_embd.weight"
+        } else {
+            "output.weight"
+        }
+    }
+
     pub fn projection(&self, block: usize, p: Proj) -> &dyn Linear {
         self.blocks[block].projection(p)
     }

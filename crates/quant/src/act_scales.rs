@@ -36,7 +36,7 @@ pub fn calibrate(
         model.forward_observed(s, &mut cache, Logits::From(0), &mut ranges)?;
         progress(i);
     }
-    let head = if model.config.tie_embeddings { "token_embd.weight" } else { "output.weight" };
+    let head = model.head_tensor_name();
     let mut steps = BTreeMap::new();
     for ((block, site), max) in ranges.0 {
         if !(max.is_finite() && max > 0.0) {

@@ -212,17 +212,8 @@ mod tests {
     use super::*;
     use crate::grid::GroupGrid;
 
-    /// A deterministic stream in [-1, 1).
     fn noise(seed: u64, n: usize) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
+        lowbit_testdata::Rng::new(seed).units(n)
     }
 
     /// `n` tokens of `dim` inputs with strongly correlated neighbouring channels and uneven scales.

@@ -121,7 +121,7 @@ pub fn gptq_model(
         result.seconds.propagate += start.elapsed().as_secs_f64();
     }
 
-    let head = if model.config.tie_embeddings { "token_embd.weight" } else { "output.weight" };
+    let head = model.head_tensor_name();
     let mut h = Hessian::new(model.config.hidden_size);
     for (s, x) in hidden.iter().enumerate() {
         step(&format!("output: capturing sample {}/{}", s + 1, samples.len()), 1);

@@ -47,3 +47,16 @@ impl IntDot for Sdot {
         acc
     }
 }
+
+/// The path names an int8 kernel family (quant, group) must list on this CPU: scalar, neon, and
+/// neon-dotprod where the CPU has dotprod. With LOWBIT_REQUIRE_DOTPROD set (CI, under qemu's `max`
+/// CPU) a missing dotprod fails, so a change of emulated CPU cannot silently drop the `sdot` variant.
+#[cfg(test)]
+pub(crate) fn assert_every_variant(names: &[&str]) {
+    let dotprod = std::arch::is_aarch64_feature_detected!("dotprod");
+    if std::env::var_os("LOWBIT_REQUIRE_DOTPROD").is_some() {
+        assert!(dotprod, "LOWBIT_REQUIRE_DOTPROD is set but this CPU has no dotprod");
+    }
+    let want: &[&str] = if dotprod { &["scalar", "neon", "neon-dotprod"] } else { &["scalar", "neon"] };
+    assert_eq!(names, want);
+}

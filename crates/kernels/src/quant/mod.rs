@@ -129,11 +129,8 @@ impl QuantizedActs {
 
     /// Quantizes `x`, `n` rows of `k` (k a positive multiple of [`QK`]), replacing the contents.
     pub fn quantize(&mut self, x: &[f32], n: usize, k: usize) {
-        assert!(k > 0 && k.is_multiple_of(QK), "quantize: k = {k} is not a positive multiple of {QK}");
-        assert_eq!(x.len(), n * k, "quantize: x has {} elements, want {n}×{k}", x.len());
+        self.reshape(x, n, k);
         let nb = k / QK;
-        self.blocks.resize(n * nb, BlockQ8::default());
-        (self.rows, self.k) = (n, k);
         let quantize_row = active().quantize_row;
         if n == 1 || n * k < PAR_MIN_ACTS {
             return quantize_row(x, &mut self.blocks);
@@ -151,13 +148,18 @@ impl QuantizedActs {
         if !(d.is_finite() && d > 0.0) {
             return self.quantize(x, n, k);
         }
-        assert!(k > 0 && k.is_multiple_of(QK), "quantize_static: k = {k} is not a positive multiple of {QK}");
-        assert_eq!(x.len(), n * k, "quantize_static: x has {} elements, want {n}×{k}", x.len());
-        self.blocks.resize(n * (k / QK), BlockQ8::default());
-        (self.rows, self.k) = (n, k);
+        self.reshape(x, n, k);
         for (xb, b) in x.chunks_exact(QK).zip(&mut self.blocks) {
             *b = scalar::quantize_block_static(xb.try_into().expect("whole blocks"), d);
         }
+    }
+
+    /// Checks `x` is `n` rows of `k` (a positive multiple of [`QK`]) and sizes the blocks for it.
+    fn reshape(&mut self, x: &[f32], n: usize, k: usize) {
+        assert!(k > 0 && k.is_multiple_of(QK), "quantize: k = {k} is not a positive multiple of {QK}");
+        assert_eq!(x.len(), n * k, "quantize: x has {} elements, want {n}×{k}", x.len());
+        self.blocks.resize(n * (k / QK), BlockQ8::default());
+        (self.rows, self.k) = (n, k);
     }
 
     /// Number of rows.
