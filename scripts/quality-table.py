@@ -10,15 +10,22 @@ made), so the quantizer is compared with llama.cpp's figures on llama.cpp's runt
 with llama.cpp's on the same file.
 
     scripts/quality-table.py [--models smollm2,gemma3] [--builds Q8_0,Q4_K_M,...] [--chunks 12]
-                             [--out docs/quality.json] [--work DIR] [--no-llama]
-Builds: GGUF types and mixes by name (Q8_0, Q4_K_M, ...), native ones as rtn-4-g128[-asym], rtn-8, nf4.
-Prints a markdown table; writes JSON atomically.
+                             [--out docs/quality.json] [--work DIR] [--no-llama] [--llama-rounding] [--table]
+Builds: GGUF types and mixes by name (Q8_0, Q4_K_M, ...), native ones as rtn-4-g128[-asym], rtn-8, nf4;
+llama:TYPE+imatrix is llama-quantize's TYPE made with llama-imatrix's matrix (groups_merged.txt, 16 chunks of 512).
+Prints a markdown table (the README's); writes JSON atomically.
+
+For GGUF builds scored by llama.cpp, `lowbit eval --runtime native-llama` (activations rounded as llama.cpp
+rounds them) gives the PPL to hold against llama-perplexity's (issue 3: within ±0.5%); lowbit's default runtime
+rounds k-quant activations more finely, so its PPL is a little lower. `--llama-rounding` measures only that PPL for
+rows already in the JSON; `--table` only prints the table from the JSON.
 """
 import argparse, json, os, re, subprocess, sys, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOWBIT = os.path.join(ROOT, "target", "release", "lowbit")
 CORPUS = os.path.join(ROOT, "..", "shared", "data", "wiki.test.raw")
+CALIB = os.path.join(ROOT, "..", "shared", "data", "groups_merged.txt")
 MODELS = {
     "smollm2": "SmolLM2-135M-Instruct.Q4_1.gguf",
     "gemma3": "gemma-3-270m-q4_k_m.gguf",
@@ -37,10 +44,27 @@ def size(path):
     return os.path.getsize(path)
 
 
-def build(src, work, name, threads):
+def llama_imatrix(llama_bin, src, work, threads):
+    """llama-imatrix's importance matrix of `src` from the calibration text, made as the baselines' was."""
+    out = os.path.join(work, "llama-imatrix.gguf")
+    if not os.path.exists(out):
+        run([os.path.join(llama_bin, "llama-imatrix"), "-m", src, "-f", CALIB, "-c", "512", "--chunks", "16", "-t",
+             threads, "-o", out + ".tmp.gguf"], stderr=subprocess.DEVNULL)
+        os.replace(out + ".tmp.gguf", out)
+    return out
+
+
+def build(src, work, name, threads, llama_bin):
     """Writes build `name` of `src` under `work`; returns its path."""
     m = re.fullmatch(r"rtn-(\d)(?:-g(\d+))?(-asym)?", name)
-    if m:
+    llama = re.fullmatch(r"llama:(\w+)\+imatrix", name)
+    if llama:
+        if not llama_bin:
+            raise SystemExit(f"{name} needs llama.cpp (drop --no-llama)")
+        out = os.path.join(work, name.replace(":", "-") + ".gguf")
+        cmd = [os.path.join(llama_bin, "llama-quantize"), "--allow-requantize", "--imatrix",
+               llama_imatrix(llama_bin, src, work, threads), src, out, llama.group(1), threads]
+    elif m:
         out = os.path.join(work, name)
         cmd = [LOWBIT, "-t", threads, "quantize", src, "-o", out, "--method", "rtn", "--bits", m.group(1)]
         if m.group(2):
@@ -95,12 +119,16 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "quality.json"))
     ap.add_argument("--work", default=os.path.expanduser("~/.cache/lowbit/quality"))
     ap.add_argument("--no-llama", action="store_true")
+    ap.add_argument("--llama-rounding", action="store_true")
+    ap.add_argument("--table", action="store_true")
     a = ap.parse_args()
+    if a.table:
+        return print_table(json.load(open(a.out)))
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "lowbit"], cwd=ROOT, check=True)
     models_dir = subprocess.run(["bash", os.path.join(ROOT, "scripts", "fetch-models.sh")], check=True, text=True,
                                 stdout=subprocess.PIPE).stdout.strip()
     llama_bin = None
-    if not a.no_llama:
+    if not a.no_llama and not a.llama_rounding:
         llama_bin = run(["bash", os.path.join(ROOT, "..", "shared", "tools", "llama-cpp-peer.sh")]).strip()
     results = json.load(open(a.out)) if os.path.exists(a.out) else {"rows": []}
     rows = {(r["model"], r["build"]): r for r in results["rows"]}
@@ -110,9 +138,17 @@ def main():
         ref = os.path.join(work, "F32.gguf")
         if not os.path.exists(ref):
             run([LOWBIT, "quantize", os.path.join(models_dir, MODELS[model]), "-o", ref, "--type", "F32"])
-        base = llama_base_logits(llama_bin, ref, a.chunks, a.threads) if llama_bin else None
+        base = llama_base_logits(llama_bin, ref, a.chunks, a.threads) if llama_bin and not a.llama_rounding else None
         for name in a.builds.split(","):
-            path = build(ref, work, name, a.threads)
+            path = build(ref, work, name, a.threads, llama_bin)
+            if a.llama_rounding:
+                row = rows.get((model, name))
+                if row is None or row.get("llama_cpp_ppl") is None:
+                    continue
+                row.update(llama_rounding_ppl=llama_rounding_ppl(path, a.chunks, a.threads))
+                row.update(llama_rounding_vs_llama_cpp_ppl=row["llama_rounding_ppl"] / row["llama_cpp_ppl"])
+                save(results, rows, a.out)
+                continue
             t0 = time.time()
             ev = json.loads(run([LOWBIT, "-t", a.threads, "eval", path, "--corpus", CORPUS, "--chunks",
                                  str(a.chunks), "--reference", ref, "--json"]))
@@ -125,21 +161,42 @@ def main():
                 lc = llama_score(llama_bin, path, a.chunks, a.threads, base)
                 row.update(llama_cpp_ppl=lc["ppl"], lowbit_vs_llama_cpp_ppl=ev["ppl"] / lc["ppl"],
                            llama_cpp_mean_kld=lc["mean_kld"], llama_cpp_same_top1=lc["same_top1"])
+                row.update(llama_rounding_ppl=llama_rounding_ppl(path, a.chunks, a.threads))
+                row.update(llama_rounding_vs_llama_cpp_ppl=row["llama_rounding_ppl"] / lc["ppl"])
             rows[(model, name)] = row
-            results["rows"] = sorted(rows.values(), key=lambda r: (r["model"], -r["bytes"]))
-            os.makedirs(os.path.dirname(a.out), exist_ok=True)
-            with open(a.out + ".tmp", "w") as f:
-                json.dump(results, f, indent=1)
-            os.replace(a.out + ".tmp", a.out)
-    print("| model | build | bytes | PPL | PPL ratio | mean KLD | same top-1 | llama.cpp: PPL (lowbit/llama) | KLD | top-1 |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+            save(results, rows, a.out)
+    print_table(results)
+
+
+def llama_rounding_ppl(path, chunks, threads):
+    """lowbit's PPL of `path` with activations rounded as llama.cpp rounds them."""
+    ev = json.loads(run([LOWBIT, "-t", threads, "eval", path, "--runtime", "native-llama", "--corpus", CORPUS,
+                         "--chunks", str(chunks), "--json"]))
+    return ev["ppl"]
+
+
+def save(results, rows, out):
+    results["rows"] = sorted(rows.values(), key=lambda r: (r["model"], -r["bytes"]))
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out + ".tmp", "w") as f:
+        json.dump(results, f, indent=1)
+    os.replace(out + ".tmp", out)
+
+
+def print_table(results):
+    print("| model | build | MB | PPL ratio | mean KLD | same top-1 | llama.cpp mean KLD | llama.cpp top-1 "
+          "| PPL llama.cpp | PPL lowbit (llama.cpp rounding) | ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results["rows"]:
-        lc = "- | - | -"
+        lc = "- | - | - | - | -"
         if r.get("llama_cpp_mean_kld") is not None:
-            lc = (f"{r['llama_cpp_ppl']:.3f} ({r['lowbit_vs_llama_cpp_ppl']:.4f}) | {r['llama_cpp_mean_kld']:.5f} | "
-                  f"{100 * r['llama_cpp_same_top1']:.1f}%")
-        print(f"| {r['model']} | {r['build']} | {r['bytes']:,} | {r['ppl']:.3f} | {r['ppl_ratio']:.4f} | "
-              f"{r['mean_kld']:.5f} | {100 * r['same_top1']:.1f}% | {lc} |")
+            ours = r.get("llama_rounding_ppl")
+            ratio = f"{r['llama_rounding_vs_llama_cpp_ppl']:.4f}" if ours else "-"
+            lc = (f"{r['llama_cpp_mean_kld']:.5f} | {100 * r['llama_cpp_same_top1']:.1f}% | {r['llama_cpp_ppl']:.4g} | "
+                  f"{ours:.4g} | {ratio}" if ours else f"{r['llama_cpp_mean_kld']:.5f} | "
+                  f"{100 * r['llama_cpp_same_top1']:.1f}% | {r['llama_cpp_ppl']:.4g} | - | -")
+        print(f"| {r['model']} | {r['build']} | {r['bytes'] / 1e6:.1f} | {r['ppl_ratio']:.4g} | "
+              f"{r['mean_kld']:.4g} | {100 * r['same_top1']:.1f}% | {lc} |")
 
 
 if __name__ == "__main__":

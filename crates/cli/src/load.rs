@@ -6,6 +6,7 @@ use std::time::Instant;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use lowbit_formats::source::ModelSource;
+use lowbit_kernels::quant::ActRounding;
 use lowbit_model::{F32Factory, GroupFactory, LinearFactory, Model, NativeFactory};
 use lowbit_runtime::tokenizer::Tokenizer;
 
@@ -16,13 +17,19 @@ pub enum Runtime {
     /// Formats with integer kernels stay packed and multiply int8-quantized activations
     /// (llama.cpp's method); the rest is dequantized to f32.
     Native,
+    /// As native, with activations rounded as llama.cpp rounds them (one int8 scale per 256 values for
+    /// k-quant and ternary weights instead of per 32): for comparing with llama.cpp's figures on one file.
+    #[value(name = "native-llama")]
+    #[serde(rename = "native-llama")]
+    NativeLlama,
     /// Every weight dequantized to f32, f32 activations: the reference.
     F32,
 }
 
 #[derive(clap::Args, Clone, Copy)]
 pub struct RuntimeArgs {
-    /// native: packed weights on integer kernels; f32: everything dequantized (the reference).
+    /// native: packed weights on integer kernels; native-llama: the same with llama.cpp's activation
+    /// rounding; f32: everything dequantized (the reference).
     #[arg(long, value_enum, default_value_t = Runtime::Native)]
     pub runtime: Runtime,
 }
@@ -56,10 +63,13 @@ pub fn load(path: &Path, runtime: Runtime) -> anyhow::Result<Loaded> {
     let source = ModelSource::open(path)?;
     let tokenizer = tokenizer_for(&source).with_context(|| format!("loading the tokenizer of {}", path.display()))?;
     let group_factory = GroupFactory::new(&source);
+    let native = NativeFactory::default();
+    let llama = NativeFactory { rounding: ActRounding::LlamaCpp };
     let factory: &dyn LinearFactory = match (&source, runtime) {
         // A native directory's group matrices have no f32 form to hand a factory: they always run natively.
         (ModelSource::Native(_), _) => &group_factory,
-        (_, Runtime::Native) => &NativeFactory,
+        (_, Runtime::Native) => &native,
+        (_, Runtime::NativeLlama) => &llama,
         (_, Runtime::F32) => &F32Factory,
     };
     let model = Model::load(&source, factory).with_context(|| format!("loading {}", path.display()))?;

@@ -47,8 +47,10 @@ fn main() {
                 .map(|i| if i % ty.block_bytes() < 2 { 0x20 } else { (i * 131 % 251) as u8 })
                 .collect();
             let xx = x.clone();
-            candidates
-                .push((ty.name().into(), Box::new(move |o: &mut [f32]| matmul_quant_f32(ty, &w, &xx, o, 1, k, m))));
+            candidates.push((
+                ty.name().into(),
+                Box::new(move |o: &mut [f32]| matmul_quant_f32(ty, Default::default(), &w, &xx, o, 1, k, m)),
+            ));
         }
         let mut times = vec![Vec::new(); candidates.len()];
         for _ in 0..15 {

@@ -55,7 +55,7 @@ fn decode(ty: QuantType, k: usize, m: usize) {
     let bytes = m * ty.row_bytes(k);
     let ws: Vec<Vec<u8>> =
         (0..cold_copies(bytes)).map(|c| random_blocks(ty, m * k / ty.block_elems(), c as u64 + 2)).collect();
-    let [hot, cold] = hot_and_cold(&ws, m, |w, out| matmul_quant_f32(ty, w, &x, out, 1, k, m));
+    let [hot, cold] = hot_and_cold(&ws, m, |w, out| matmul_quant_f32(ty, Default::default(), w, &x, out, 1, k, m));
     let gop = (2 * m * k) as f64 / 1e9;
     for (label, s) in [("hot ", hot), ("cold", cold)] {
         println!(
@@ -74,7 +74,7 @@ fn prefill(ty: QuantType, n: usize, k: usize, m: usize) {
     let wf = Rng::new(3).units(m * k);
     let mut out = vec![0.0; n * m];
     let mut out_f32 = vec![0.0; n * m];
-    let mut q = || matmul_quant_f32(ty, &w, &x, &mut out, n, k, m);
+    let mut q = || matmul_quant_f32(ty, Default::default(), &w, &x, &mut out, n, k, m);
     let mut f = || matmul_f32(&x, &wf, &mut out_f32, n, k, m);
     let [tq, tf] = seconds_per_call([&mut q, &mut f]);
     let gop = (2 * n * m * k) as f64 / 1e9;

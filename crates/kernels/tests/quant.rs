@@ -21,7 +21,7 @@
 
 use lowbit_formats::dequant::dequantize;
 use lowbit_formats::DType;
-use lowbit_kernels::quant::{self, scalar, BlockQ8, QuantKernels, QuantType, QuantizedActs, QK};
+use lowbit_kernels::quant::{self, scalar, ActRounding, BlockQ8, QuantKernels, QuantType, QuantizedActs, QK, QK_K};
 use lowbit_testdata::Rng;
 use proptest::prelude::*;
 
@@ -196,6 +196,15 @@ fn quantized(x: &[f32], k: usize) -> Vec<BlockQ8> {
     let mut blocks = vec![BlockQ8::default(); x.len() / QK];
     for (xr, br) in x.chunks_exact(k).zip(blocks.chunks_exact_mut(k / QK)) {
         scalar::quantize_row(xr, br);
+    }
+    blocks
+}
+
+/// `x` (rows a multiple of 256 long) rounded by llama.cpp's rule, one super-block at a time.
+fn superblocks(x: &[f32]) -> Vec<BlockQ8> {
+    let mut blocks = vec![BlockQ8::default(); x.len() / QK];
+    for (xs, bs) in x.chunks_exact(QK_K).zip(blocks.chunks_exact_mut(QK_K / QK)) {
+        scalar::quantize_superblock(xs.try_into().unwrap(), bs.try_into().unwrap());
     }
     blocks
 }
@@ -407,8 +416,15 @@ fn public_matmul_is_exact_for_any_thread_count() {
                 quant::matmul_quant(ty, &w, &acts, &mut got, m);
                 assert_eq!(got, want, "{threads} threads, {} {n}×{k}×{m}", ty.name());
                 let mut got = vec![f32::NAN; n * m];
-                quant::matmul_quant_f32(ty, &w, &x, &mut got, n, k, m);
+                quant::matmul_quant_f32(ty, ActRounding::Blocks32, &w, &x, &mut got, n, k, m);
                 assert_eq!(got, want, "{threads} threads, {} {n}×{k}×{m} (f32 input)", ty.name());
+                // llama.cpp's rounding: one shared scale per super-block for the 256-element formats.
+                let llama = if b == QK_K { superblocks(&x) } else { quantized(&x, k) };
+                acts.quantize_for(ty, ActRounding::LlamaCpp, &x, n, k);
+                assert_eq!(acts.blocks(), llama, "{} {n}×{k}: llama.cpp rounding", ty.name());
+                scalar::matmul(ty, &w, &llama, &mut want, k);
+                quant::matmul_quant_f32(ty, ActRounding::LlamaCpp, &w, &x, &mut got, n, k, m);
+                assert_eq!(got, want, "{threads} threads, {} {n}×{k}×{m} (llama.cpp rounding)", ty.name());
             }
         }
     }

@@ -122,7 +122,7 @@ impl LinearFactory for GroupFactory<'_> {
         }
         match self.source.nf4_view(tensor.name) {
             Some(v) => Ok(Box::new(GroupLinear::from_nf4(&v))),
-            None => NativeFactory.build(tensor),
+            None => NativeFactory::default().build(tensor),
         }
     }
 }

@@ -16,7 +16,7 @@
 
 use lowbit_formats::source::TensorRef;
 use lowbit_formats::{DType, FormatError};
-use lowbit_kernels::quant::{matmul_quant_f32, QuantType};
+use lowbit_kernels::quant::{matmul_quant_f32, ActRounding, QuantType};
 
 use crate::half_linear::HalfLinear;
 use crate::linear::{matrix_shape, F32Factory, Linear, LinearFactory};
@@ -34,6 +34,7 @@ pub fn native_type(dtype: DType) -> Option<QuantType> {
 /// A `[rows, cols]` weight matrix stored as GGUF blocks (each row cols / ty.block_elems() blocks).
 pub struct QuantLinear {
     ty: QuantType,
+    rounding: ActRounding,
     blocks: Vec<u8>,
     rows: usize,
     cols: usize,
@@ -59,7 +60,7 @@ impl QuantLinear {
                 blocks.len()
             )));
         }
-        Ok(QuantLinear { ty, blocks, rows, cols })
+        Ok(QuantLinear { ty, rounding: ActRounding::default(), blocks, rows, cols })
     }
 
     /// A copy of a stored matrix in a format the kernels multiply natively ([`native_type`]), or `None`
@@ -70,6 +71,11 @@ impl QuantLinear {
         QuantLinear::new(ty, tensor.data.to_vec(), rows, cols)
             .map(Some)
             .map_err(|e| FormatError::Invalid(format!("tensor {}: {e}", tensor.name)))
+    }
+
+    /// The same matrix with its activations rounded as `rounding` says.
+    pub fn with_rounding(self, rounding: ActRounding) -> QuantLinear {
+        QuantLinear { rounding, ..self }
     }
 
     pub fn quant_type(&self) -> QuantType {
@@ -92,7 +98,7 @@ impl Linear for QuantLinear {
     }
 
     fn forward(&self, x: &[f32], n: usize, out: &mut [f32]) {
-        matmul_quant_f32(self.ty, &self.blocks, x, out, n, self.cols, self.rows);
+        matmul_quant_f32(self.ty, self.rounding, &self.blocks, x, out, n, self.cols, self.rows);
     }
 
     fn storage(&self) -> String {
@@ -106,13 +112,16 @@ impl Linear for QuantLinear {
 
 /// Keeps weights of every GGUF block format the kernels know ([`native_type`]) in their blocks
 /// ([`QuantLinear`]), F16/BF16 as they are ([`HalfLinear`]), and dequantizes the other float storage
-/// types to f32 ([`F32Factory`]).
-pub struct NativeFactory;
+/// types to f32 ([`F32Factory`]). `rounding` is how the block formats' activations are rounded.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NativeFactory {
+    pub rounding: ActRounding,
+}
 
 impl LinearFactory for NativeFactory {
     fn build(&self, tensor: &TensorRef<'_>) -> Result<Box<dyn Linear>, FormatError> {
         if let Some(q) = QuantLinear::from_tensor(tensor)? {
-            return Ok(Box::new(q));
+            return Ok(Box::new(q.with_rounding(self.rounding)));
         }
         match HalfLinear::from_tensor(tensor)? {
             Some(h) => Ok(Box::new(h)),

@@ -154,13 +154,13 @@ fn tensor<'a>(name: &'a str, dtype: DType, shape: Vec<usize>, data: &'a [u8]) ->
 #[test]
 fn native_factory_keeps_legacy_blocks_and_dequantizes_the_rest() {
     let q41 = random_blocks(QuantType::Q4_1, 4, 1);
-    let l = NativeFactory.build(&tensor("blk.0.ffn_up.weight", DType::Q4_1, vec![2, 64], &q41)).unwrap();
+    let l = NativeFactory::default().build(&tensor("blk.0.ffn_up.weight", DType::Q4_1, vec![2, 64], &q41)).unwrap();
     assert_eq!((l.storage(), l.weight_bytes(), l.in_features(), l.out_features()), ("Q4_1".into(), 80, 64, 2));
 
     let q80 = random_blocks(QuantType::Q8_0, 2, 2);
     let embd = tensor("token_embd.weight", DType::Q8_0, vec![2, 32], &q80);
     let deq: Arc<[f32]> = dequantize(DType::Q8_0, &q80, 64).unwrap().into();
-    let l = NativeFactory.build(&embd).unwrap();
+    let l = NativeFactory::default().build(&embd).unwrap();
     assert_eq!(l.storage(), "Q8_0");
     // A one-hot input quantizes to code 127 with d = fl(1/127): x̃ = x up to one rounding, so native and
     // f32 agree to a few ulps.
@@ -173,13 +173,17 @@ fn native_factory_keeps_legacy_blocks_and_dequantizes_the_rest() {
 
     // F32 goes through F32Factory, F16/BF16 stay 16-bit (HalfLinear); every block format is native.
     let f32_bytes: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0].iter().flat_map(|v| v.to_le_bytes()).collect();
-    let l = NativeFactory.build(&tensor("output.weight", DType::F32, vec![2, 2], &f32_bytes)).unwrap();
+    let l = NativeFactory::default().build(&tensor("output.weight", DType::F32, vec![2, 2], &f32_bytes)).unwrap();
     assert_eq!(l.storage(), "F32");
-    let l = NativeFactory.build(&tensor("blk.0.ffn_down.weight", DType::F16, vec![1, 2], &[0; 4])).unwrap();
+    let l = NativeFactory::default().build(&tensor("blk.0.ffn_down.weight", DType::F16, vec![1, 2], &[0; 4])).unwrap();
     assert_eq!((l.storage(), l.weight_bytes()), ("F16".into(), 4));
-    let l = NativeFactory.build(&tensor("blk.0.ffn_down.weight", DType::Q6K, vec![2, 256], &[0; 420])).unwrap();
+    let l =
+        NativeFactory::default().build(&tensor("blk.0.ffn_down.weight", DType::Q6K, vec![2, 256], &[0; 420])).unwrap();
     assert_eq!((l.storage(), l.weight_bytes()), ("Q6_K".into(), 420));
-    let e = NativeFactory.build(&tensor("blk.1.ffn_down.weight", DType::Q4K, vec![2, 128], &[0; 144])).err().unwrap();
+    let e = NativeFactory::default()
+        .build(&tensor("blk.1.ffn_down.weight", DType::Q4K, vec![2, 128], &[0; 144]))
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("blk.1.ffn_down.weight") && e.to_string().contains("256"), "{e}");
 }
 
@@ -187,11 +191,13 @@ fn native_factory_keeps_legacy_blocks_and_dequantizes_the_rest() {
 fn bad_native_tensors_are_typed_errors_naming_the_tensor() {
     // 96 values are 3 whole Q8_0 blocks, but rows of 48 would split a block.
     let q80 = random_blocks(QuantType::Q8_0, 3, 3);
-    let e = NativeFactory.build(&tensor("blk.3.attn_q.weight", DType::Q8_0, vec![2, 48], &q80)).err().unwrap();
+    let e =
+        NativeFactory::default().build(&tensor("blk.3.attn_q.weight", DType::Q8_0, vec![2, 48], &q80)).err().unwrap();
     assert!(e.to_string().contains("blk.3.attn_q.weight") && e.to_string().contains("whole blocks"), "{e}");
-    let e = NativeFactory.build(&tensor("blk.3.attn_k.weight", DType::Q8_0, vec![2, 32], &q80)).err().unwrap();
+    let e =
+        NativeFactory::default().build(&tensor("blk.3.attn_k.weight", DType::Q8_0, vec![2, 32], &q80)).err().unwrap();
     assert!(e.to_string().contains("blk.3.attn_k.weight") && e.to_string().contains("102"), "{e}");
-    let e = NativeFactory.build(&tensor("blk.3.attn_v.weight", DType::Q8_0, vec![96], &q80)).err().unwrap();
+    let e = NativeFactory::default().build(&tensor("blk.3.attn_v.weight", DType::Q8_0, vec![96], &q80)).err().unwrap();
     assert!(e.to_string().contains("blk.3.attn_v.weight"), "{e}");
     assert!(QuantLinear::new(QuantType::Q4_0, vec![0; 18], 0, 32).is_err());
 }
@@ -252,7 +258,7 @@ fn smollm2_native_logits_match_f32() {
     let Some(path) = lowbit_testdata::model(lowbit_testdata::SMOLLM2) else { return };
     let ids = golden_ids("golden_smollm2.json");
     let source = ModelSource::open(&path).unwrap();
-    let native = Model::load(&source, &NativeFactory).unwrap();
+    let native = Model::load(&source, &NativeFactory::default()).unwrap();
     let dense = Model::load(&source, &F32Factory).unwrap();
     let vocab = native.config.vocab_size;
     // Both keep the Q8_0 embedding table for lookups (34 bytes per 32 values); the tied head is native
@@ -301,7 +307,7 @@ fn gemma3_native_logits_match_f32() {
     let Some(path) = lowbit_testdata::model(lowbit_testdata::GEMMA3) else { return };
     let ids = golden_ids("golden_gemma3.json");
     let source = ModelSource::open(&path).unwrap();
-    let native = Model::load(&source, &NativeFactory).unwrap();
+    let native = Model::load(&source, &NativeFactory::default()).unwrap();
     let vocab = native.config.vocab_size;
     let (batched, stepwise) = batched_and_stepwise(&native, &ids);
     // Each output is the same float operations whether its token came alone or in a batch.

@@ -22,6 +22,9 @@
 //! - the price, one float multiply-add per 32 products instead of per 256, is small against the integer
 //!   work in the batched kernels (see `avx2`), which accumulate 8 weight rows per register and convert
 //!   once per 32-element piece either way; decode is bound by reading weights from memory.
+//!
+//! [`ActRounding::LlamaCpp`] rounds them as llama.cpp does instead (one scale shared by the eight blocks
+//! of a super-block), so that lowbit reproduces llama.cpp's figures on the same file when they are compared.
 
 pub mod scalar;
 mod types;
@@ -109,6 +112,18 @@ pub(crate) fn matmul_dims(ty: QuantType, w: &[u8], acts: &[BlockQ8], out: &[f32]
     (n, m)
 }
 
+/// How activation rows are rounded to int8 before a quantized matmul.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ActRounding {
+    /// A scale per 32 values, whatever the weight format (lowbit's choice: see the module documentation).
+    #[default]
+    Blocks32,
+    /// llama.cpp's rounding: one scale per 256 values (its `block_q8_K`) for the k-quant and ternary
+    /// formats, per 32 for the others. Slightly coarser; it gives llama.cpp's figures on the same file,
+    /// which is what comparisons with llama.cpp's perplexity need.
+    LlamaCpp,
+}
+
 /// Activation rows quantized to [`BlockQ8`]s: the reusable scratch buffer of a matmul. Quantizing into
 /// it again reuses its allocation, so a decode loop allocates only on its first call.
 #[derive(Clone, Debug, Default)]
@@ -151,6 +166,19 @@ impl QuantizedActs {
         self.reshape(x, n, k);
         for (xb, b) in x.chunks_exact(QK).zip(&mut self.blocks) {
             *b = scalar::quantize_block_static(xb.try_into().expect("whole blocks"), d);
+        }
+    }
+
+    /// Quantizes `x` for weights of type `ty` as `rounding` says: [`QuantizedActs::quantize`], or llama.cpp's
+    /// rounding ([`scalar::quantize_superblock`] for the formats of 256-element super-blocks).
+    pub fn quantize_for(&mut self, ty: QuantType, rounding: ActRounding, x: &[f32], n: usize, k: usize) {
+        if rounding == ActRounding::Blocks32 || ty.block_elems() != QK_K {
+            return self.quantize(x, n, k);
+        }
+        self.reshape(x, n, k);
+        assert!(k.is_multiple_of(QK_K), "quantize: k = {k} is not a multiple of the {QK_K} super-block");
+        for (xs, bs) in x.chunks_exact(QK_K).zip(self.blocks.chunks_exact_mut(QK_K / QK)) {
+            scalar::quantize_superblock(xs.try_into().expect("whole super-blocks"), bs.try_into().expect("8 blocks"));
         }
     }
 
@@ -224,16 +252,26 @@ pub fn matmul_quant(ty: QuantType, w: &[u8], acts: &QuantizedActs, out: &mut [f3
     }
 }
 
-/// [`matmul_quant`] of f32 activations `x` (n rows of k), quantized first into a per-thread scratch
-/// buffer that is reused from call to call.
-pub fn matmul_quant_f32(ty: QuantType, w: &[u8], x: &[f32], out: &mut [f32], n: usize, k: usize, m: usize) {
+/// [`matmul_quant`] of f32 activations `x` (n rows of k), quantized first (as `rounding` says) into a
+/// per-thread scratch buffer that is reused from call to call.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_quant_f32(
+    ty: QuantType,
+    rounding: ActRounding,
+    w: &[u8],
+    x: &[f32],
+    out: &mut [f32],
+    n: usize,
+    k: usize,
+    m: usize,
+) {
     thread_local! {
         static SCRATCH: RefCell<QuantizedActs> = RefCell::new(QuantizedActs::new());
     }
     // Nothing run while the buffer is borrowed calls back into user code (the pool runs only this
     // call's own items on this thread), so the borrow cannot already be held.
     SCRATCH.with_borrow_mut(|acts| {
-        acts.quantize(x, n, k);
+        acts.quantize_for(ty, rounding, x, n, k);
         matmul_quant(ty, w, acts, out, m);
     })
 }

@@ -7,7 +7,7 @@
 //! computes the same integers and the same scale products, and differs only in how it adds the float
 //! terms.
 
-use super::{matmul_dims, BlockQ8, QuantType, QK};
+use super::{matmul_dims, BlockQ8, QuantType, QK, QK_K};
 
 /// IEEE half-precision bits to f32 (exact: every f16 is an f32).
 pub fn f16_to_f32(h: u16) -> f32 {
@@ -62,6 +62,33 @@ pub fn quantize_block_static(x: &[f32; QK], d: f32) -> BlockQ8 {
     let qs = x.map(|v| (v * id).round_ties_even().clamp(-127.0, 127.0) as i8);
     let sum: i32 = qs.iter().map(|&q| i32::from(q)).sum();
     BlockQ8 { d, s: d * sum as f32, qs }
+}
+
+/// One super-block of 256 activations rounded as llama.cpp rounds them for its k-quant and ternary weights
+/// (ggml's `quantize_row_q8_K_ref`): one scale for all 256, from the element of largest magnitude m:
+/// iscale = −127/m, codes min(127, round-half-even(iscale·x)), d = 1/iscale (negative when m is), written
+/// as eight blocks sharing d so every kernel multiplies them unchanged. Zeros, values too small to scale
+/// and non-finite values give what [`quantize_block`] gives for them.
+pub fn quantize_superblock(x: &[f32; QK_K], out: &mut [BlockQ8; QK_K / QK]) {
+    if !x.iter().all(|v| v.is_finite()) {
+        out.fill(BlockQ8 { d: f32::NAN, s: f32::NAN, qs: [0; QK] });
+        return;
+    }
+    let m = x.iter().fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+    if m.abs() / 127.0 < f32::MIN_POSITIVE {
+        out.fill(BlockQ8::default());
+        return;
+    }
+    let iscale = -127.0 / m;
+    let d = 1.0 / iscale;
+    for (xb, b) in x.chunks_exact(QK).zip(out) {
+        let mut qs = [0i8; QK];
+        for (q, &v) in qs.iter_mut().zip(xb) {
+            *q = (iscale * v).round_ties_even().min(127.0) as i8;
+        }
+        let sum: i32 = qs.iter().map(|&q| i32::from(q)).sum();
+        *b = BlockQ8 { d, s: d * sum as f32, qs };
+    }
 }
 
 /// Quantizes x (a multiple of 32 long) into x.len()/32 blocks.
@@ -321,6 +348,28 @@ mod tests {
         assert!(quantize_block(&x).d.is_nan());
         let tiny = [1e-37f32; QK];
         assert_eq!(quantize_block(&tiny), BlockQ8::default());
+    }
+
+    #[test]
+    fn superblocks_share_llama_cpps_scale() {
+        let mut x = [0.0f32; QK_K];
+        let mut out = [BlockQ8::default(); QK_K / QK];
+        quantize_superblock(&x, &mut out);
+        assert!(out.iter().all(|b| *b == BlockQ8::default()));
+        // The largest magnitude is positive here, so d = 127/−127 = −1 and every code flips sign.
+        (x[3], x[40], x[41], x[42], x[255]) = (127.0, -64.0, 2.5, -0.5, 1.5);
+        quantize_superblock(&x, &mut out);
+        assert!(out.iter().all(|b| b.d == -1.0));
+        assert_eq!((out[0].qs[3], out[1].qs[8..11].to_vec(), out[7].qs[31]), (-127, vec![64, -2, 0], -2));
+        assert_eq!((out[0].s, out[1].s, out[7].s), (127.0, -62.0, 2.0));
+        // A negative extreme keeps the signs; the other blocks' codes use the shared scale, not their own.
+        x[3] = -254.0;
+        quantize_superblock(&x, &mut out);
+        assert_eq!((out[0].d, out[0].qs[3], out[1].qs[8]), (2.0, -127, -32));
+        assert_ne!(out[1], quantize_block(x[32..64].try_into().unwrap()));
+        x[100] = f32::NAN;
+        quantize_superblock(&x, &mut out);
+        assert!(out.iter().all(|b| b.d.is_nan() && b.qs == [0; QK]));
     }
 
     #[test]
