@@ -64,7 +64,7 @@ fn a_nan_is_an_error_naming_the_tensor_and_leaves_no_file() {
         vec![("blk.0.attn_k.weight", [256, 256], weights(256 * 256)), ("blk.0.attn_q.weight", [256, 256], q)],
     );
     let out = dir.join("out.gguf");
-    let e = export(&source, &out, FileType::Q4KM, false, &|_, _| {}).unwrap_err();
+    let e = export(&source, &out, FileType::Q4KM, false, None, &|_, _| {}).unwrap_err();
     match &e {
         QuantError::Quantize { tensor, dtype, cause: QuantizeError::NonFinite { row: 3, column: 7, value } } => {
             assert_eq!((tensor.as_str(), *dtype), ("blk.0.attn_q.weight", DType::Q4K));
@@ -86,7 +86,7 @@ fn an_infinity_fails_without_touching_an_existing_output() {
     let out = dir.join("out.gguf");
     std::fs::write(&out, b"previous").unwrap();
     for (ftype, pure, dtype) in [(FileType::TQ1_0, true, DType::TQ1_0), (FileType::Mxfp4Moe, true, DType::MXFP4)] {
-        match export(&source, &out, ftype, pure, &|_, _| {}).unwrap_err() {
+        match export(&source, &out, ftype, pure, None, &|_, _| {}).unwrap_err() {
             QuantError::Quantize {
                 tensor,
                 dtype: d,
@@ -108,7 +108,7 @@ fn rows_no_type_divides_fall_back_to_f16_and_its_range_is_checked() {
     let mut odd = weights(4 * 100);
     let source = model(&dir, &[], vec![("blk.0.attn_q.weight", [4, 100], odd.clone())]);
     let out = dir.join("out.gguf");
-    export(&source, &out, FileType::Q4KM, false, &|_, _| {}).unwrap();
+    export(&source, &out, FileType::Q4KM, false, None, &|_, _| {}).unwrap();
     let written = GgufFile::open(&out).unwrap();
     assert_eq!(written.tensor_info("blk.0.attn_q.weight").unwrap().dtype, DType::F16);
     assert_eq!(written.tensor_info("blk.0.attn_norm.weight").unwrap().dtype, DType::F32);
@@ -117,7 +117,7 @@ fn rows_no_type_divides_fall_back_to_f16_and_its_range_is_checked() {
     odd[2 * 100 + 50] = 1e6;
     let dir = scratch("f16-overflow");
     let source = model(&dir, &[], vec![("blk.0.attn_q.weight", [4, 100], odd)]);
-    match export(&source, &dir.join("out.gguf"), FileType::Q4KM, false, &|_, _| {}).unwrap_err() {
+    match export(&source, &dir.join("out.gguf"), FileType::Q4KM, false, None, &|_, _| {}).unwrap_err() {
         QuantError::Quantize {
             tensor,
             dtype: DType::F16,
@@ -136,7 +136,7 @@ fn an_expert_tensor_without_a_layer_number_is_an_error_naming_it() {
     let dir = scratch("moe");
     let source =
         model(&dir, &[("llama.expert_count", 4)], vec![("ffn_down_shared.weight", [256, 256], weights(256 * 256))]);
-    let e = export(&source, &dir.join("out.gguf"), FileType::Q4KM, false, &|_, _| {}).unwrap_err();
+    let e = export(&source, &dir.join("out.gguf"), FileType::Q4KM, false, None, &|_, _| {}).unwrap_err();
     assert!(matches!(&e, QuantError::Tensor { tensor, .. } if tensor == "ffn_down_shared.weight"), "{e:?}");
     assert_eq!(listing(&dir), ["source.gguf"]);
 }

@@ -15,7 +15,7 @@ fn round_trip(scheme: NativeScheme, tag: &str) -> (PathBuf, String) {
     let src_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../formats/tests/data/hf_tiny");
     let source = ModelSource::open(std::path::Path::new(src_dir)).unwrap();
     let out = std::env::temp_dir().join(format!("lowbit-native-hf-{tag}-{}", std::process::id()));
-    export(&source, &out, &scheme, None, &|_, _| {}).unwrap();
+    export(&source, &out, &scheme, None, None, &|_, _| {}).unwrap();
     assert!(out.join("config.json").is_file());
     let native = ModelSource::open(&out).unwrap();
     let ModelSource::Native(m) = &native else { panic!("not a native directory") };
