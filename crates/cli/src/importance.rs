@@ -43,8 +43,9 @@ pub fn prepare(args: &ImportanceArgs, model: &Path, calib: &CalibArgs) -> anyhow
     let source = ModelSource::open(model)?;
     let chunks = crate::calibration::load_chunks(&source, calib)?;
     let net = Model::load(&source, &F32Factory)?;
-    let bar = ProgressBar::new(chunks.samples.len() as u64)
-        .with_style(ProgressStyle::with_template("{bar:30} {pos}/{len} chunks  importance matrix  [{elapsed} < {eta}]")?);
+    let bar = ProgressBar::new(chunks.samples.len() as u64).with_style(ProgressStyle::with_template(
+        "{bar:30} {pos}/{len} chunks  importance matrix  [{elapsed} < {eta}]",
+    )?);
     let dataset = crate::calibration::path(calib).display().to_string();
     let matrix = Importance::collect(&net, &chunks.samples, vec![dataset], &|i| bar.set_position(i as u64 + 1))?;
     bar.finish_and_clear();

@@ -89,7 +89,8 @@ impl Importance {
         for (name, e) in &self.entries {
             // ggml drops trailing dimensions of 1: a dense matrix's rows are 1-D.
             let (n_mat, cols) = (e.counts.len(), e.cols());
-            let (sum_shape, count_shape) = if n_mat > 1 { (vec![n_mat, cols], vec![n_mat, 1]) } else { (vec![cols], vec![1]) };
+            let (sum_shape, count_shape) =
+                if n_mat > 1 { (vec![n_mat, cols], vec![n_mat, 1]) } else { (vec![cols], vec![1]) };
             let sum2 = e.sum2.iter().flat_map(|v| v.to_le_bytes()).collect();
             let counts = e.counts.iter().flat_map(|&c| (c as f32).to_le_bytes()).collect();
             w.tensor(&format!("{name}{SUM2}"), DType::F32, &sum_shape, TensorData::Owned(sum2))?;
@@ -310,7 +311,8 @@ mod tests {
     fn sample() -> Importance {
         let mut entries = BTreeMap::new();
         entries.insert("blk.0.attn_q.weight".into(), Entry { sum2: vec![2.0, 4.0, 0.0, 8.0], counts: vec![2] });
-        entries.insert("blk.0.ffn_down_exps.weight".into(), Entry { sum2: vec![3.0, 6.0, 5.0, 7.0], counts: vec![3, 0] });
+        entries
+            .insert("blk.0.ffn_down_exps.weight".into(), Entry { sum2: vec![3.0, 6.0, 5.0, 7.0], counts: vec![3, 0] });
         Importance { entries, datasets: vec!["text.txt".into()], chunk_count: 1, chunk_size: 2 }
     }
 
@@ -354,7 +356,8 @@ mod tests {
     #[test]
     fn legacy_files_read_as_llama_quantize_reads_them() {
         let p = dir().join("old.dat");
-        std::fs::write(&p, legacy(&[("a.weight", 4, &[8.0, 2.0]), ("b.weight", 0, &[3.0])], Some((7, "wiki")))).unwrap();
+        std::fs::write(&p, legacy(&[("a.weight", 4, &[8.0, 2.0]), ("b.weight", 0, &[3.0])], Some((7, "wiki"))))
+            .unwrap();
         let m = Importance::read(&p).unwrap();
         assert_eq!(m.weights("a.weight", 2, 1).unwrap().unwrap(), [2.0, 0.5]);
         assert_eq!(m.weights("b.weight", 1, 1).unwrap().unwrap(), [3.0]);
@@ -402,12 +405,19 @@ mod tests {
             w.write(&p).unwrap();
             Importance::read(&p).unwrap_err().to_string()
         };
-        let e = gguf(false, vec![("x.in_sum2", DType::F32, 2, f32s(&[1.0, 2.0])), ("x.counts", DType::F32, 1, f32s(&[1.0]))]);
+        let e = gguf(
+            false,
+            vec![("x.in_sum2", DType::F32, 2, f32s(&[1.0, 2.0])), ("x.counts", DType::F32, 1, f32s(&[1.0]))],
+        );
         assert!(e.contains("not an imatrix"), "{e}");
         assert!(gguf(true, vec![("x.in_sum2", DType::F32, 2, f32s(&[1.0, 2.0]))]).contains("come together"));
-        let e = gguf(true, vec![("x.in_sum2", DType::F32, 4, f32s(&[1.0; 4])), ("x.counts", DType::F32, 3, f32s(&[1.0; 3]))]);
+        let e = gguf(
+            true,
+            vec![("x.in_sum2", DType::F32, 4, f32s(&[1.0; 4])), ("x.counts", DType::F32, 3, f32s(&[1.0; 3]))],
+        );
         assert!(e.contains("do not split"), "{e}");
-        let e = gguf(true, vec![("x.in_sum2", DType::F32, 2, f32s(&[1.0; 2])), ("x.counts", DType::F32, 1, f32s(&[0.5]))]);
+        let e =
+            gguf(true, vec![("x.in_sum2", DType::F32, 2, f32s(&[1.0; 2])), ("x.counts", DType::F32, 1, f32s(&[0.5]))]);
         assert!(e.contains("whole"), "{e}");
         let e = gguf(true, vec![("x.in_sum2", DType::F16, 2, TensorData::Owned(vec![0; 4]))]);
         assert!(e.contains("want F32"), "{e}");

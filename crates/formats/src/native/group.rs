@@ -295,7 +295,12 @@ fn quantize_rows(
 
 /// One group's codes into `u`, with the scale searched when the group has importance weights `w`; returns its
 /// scale and zero point.
-fn quantize_group(f: GroupFormat, x: &[f32], w: Option<&[f32]>, u: &mut [u8]) -> std::result::Result<(f16, u8), String> {
+fn quantize_group(
+    f: GroupFormat,
+    x: &[f32],
+    w: Option<&[f32]>,
+    u: &mut [u8],
+) -> std::result::Result<(f16, u8), String> {
     let (s, z) = match w {
         None => group_params(f, x)?,
         Some(w) => weighted_group_params(f, x, w)?,
