@@ -7,7 +7,8 @@ use lowbit_formats::gguf::{GgufFile, Value};
 use lowbit_formats::gguf_write::{GgufWriter, TensorData};
 use lowbit_formats::quantize::QuantizeError;
 use lowbit_formats::DType;
-use lowbit_quant::gguf_export::export;
+use lowbit_quant::gguf_export::{export, ImatrixInput};
+use lowbit_quant::imatrix::{Entry, ImatrixError, Importance};
 use lowbit_quant::{FileType, QuantError};
 
 /// A fresh directory per test.
@@ -138,5 +139,30 @@ fn an_expert_tensor_without_a_layer_number_is_an_error_naming_it() {
         model(&dir, &[("llama.expert_count", 4)], vec![("ffn_down_shared.weight", [256, 256], weights(256 * 256))]);
     let e = export(&source, &dir.join("out.gguf"), FileType::Q4KM, false, None, &|_, _| {}).unwrap_err();
     assert!(matches!(&e, QuantError::Tensor { tensor, .. } if tensor == "ffn_down_shared.weight"), "{e:?}");
+    assert_eq!(listing(&dir), ["source.gguf"]);
+}
+
+#[test]
+fn an_imatrix_for_another_model_is_refused_before_work() {
+    let dir = scratch("imatrix");
+    let source = model(&dir, &[], vec![("blk.0.ffn_down.weight", [256, 256], weights(256 * 256))]);
+    let out = dir.join("out.gguf");
+    let entry = |name: &str, cols: usize| {
+        let mut m = Importance::default();
+        m.entries.insert(name.into(), Entry { sum2: vec![1.0; cols], counts: vec![1] });
+        m
+    };
+    let narrow = entry("blk.0.ffn_down.weight", 128);
+    let input = ImatrixInput { matrix: &narrow, file: "imatrix.gguf" };
+    match export(&source, &out, FileType::Q4KM, false, Some(&input), &|_, _| {}).unwrap_err() {
+        QuantError::Importance(ImatrixError::Columns { imatrix: 128, tensor_cols: 256, .. }) => {}
+        e => panic!("{e}"),
+    }
+    let foreign = entry("blk.3.attn_q.weight", 256);
+    let input = ImatrixInput { matrix: &foreign, file: "imatrix.gguf" };
+    match export(&source, &out, FileType::Q4KM, false, Some(&input), &|_, _| {}).unwrap_err() {
+        QuantError::Importance(ImatrixError::UnknownTensor(name)) => assert_eq!(name, "blk.3.attn_q.weight"),
+        e => panic!("{e}"),
+    }
     assert_eq!(listing(&dir), ["source.gguf"]);
 }
