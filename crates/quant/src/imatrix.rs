@@ -193,7 +193,9 @@ fn read_gguf(f: &GgufFile) -> Result<Importance, ImatrixError> {
         Some(other) => return Err(invalid(format!("{KEY_DATASETS} is {}, want strings", other.summary()))),
         None => return Err(invalid(format!("no {KEY_DATASETS}: not an imatrix file"))),
     };
-    let mut parts: BTreeMap<&str, (Option<Vec<f32>>, Option<Vec<f32>>)> = BTreeMap::new();
+    // Per entry: its sums and its counts, as found.
+    type Parts = (Option<Vec<f32>>, Option<Vec<f32>>);
+    let mut parts: BTreeMap<&str, Parts> = BTreeMap::new();
     for t in f.tensors() {
         let (name, is_sum) = match (t.name.strip_suffix(SUM2), t.name.strip_suffix(COUNTS)) {
             (Some(n), _) => (n, true),

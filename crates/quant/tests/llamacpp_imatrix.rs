@@ -54,7 +54,7 @@ fn llama_imatrix_file_round_trips_byte_for_byte() {
     let path = data(&g.imatrix);
     let m = Importance::read(&path).unwrap();
     assert_eq!((m.chunk_count, m.chunk_size), (g.chunks as u32, g.ctx as u32));
-    assert_eq!(m.datasets, [g.calib.clone()]);
+    assert_eq!(m.datasets, std::slice::from_ref(&g.calib));
     // SmolLM2's 30 blocks × 7 matrices; each saw every token.
     assert_eq!(m.entries.len(), 30 * 7);
     assert!(m.entries.values().all(|e| e.counts == [(g.chunks * g.ctx) as u64]));
