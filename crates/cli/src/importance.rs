@@ -13,7 +13,7 @@ use lowbit_quant::imatrix::Importance;
 use crate::calibration::CalibArgs;
 use crate::table::thousands;
 
-#[derive(clap::Args, Clone, Default)]
+#[derive(clap::Args, Clone)]
 pub struct ImportanceArgs {
     /// An importance matrix (llama-imatrix's GGUF or legacy .dat file, or one lowbit saved) weighting the
     /// quantizers' scale search: GGUF --type and --method rtn.

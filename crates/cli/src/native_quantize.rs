@@ -130,13 +130,9 @@ fn static_acts(source: &ModelSource, args: &NativeArgs, prepared: Option<Prepare
     Ok(p)
 }
 
-/// `importance` weights RTN's scale search (--imatrix / --save-imatrix).
+/// `importance` weights RTN's scale search (--imatrix / --save-imatrix; the caller allows it with rtn only).
 pub fn run(model: &Path, out: &Path, args: &NativeArgs, importance: Option<&Importance>) -> anyhow::Result<()> {
     let scheme = scheme(args)?;
-    anyhow::ensure!(
-        importance.is_none() || args.method.as_deref() == Some("rtn"),
-        "--imatrix and --save-imatrix apply to --method rtn and GGUF --type"
-    );
     let source = ModelSource::open(model)?;
     let mut prepared = match (args.method.as_deref(), scheme) {
         (Some("gptq"), NativeScheme::Rtn(rtn)) => Some(gptq(&source, rtn, args)?),

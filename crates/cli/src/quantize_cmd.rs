@@ -49,6 +49,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(_) => None,
         None => Some(parse_type(args.ftype.as_deref().unwrap_or_default())?),
     };
+    let weighted = args.importance.imatrix.is_some() || args.importance.save_imatrix.is_some();
+    anyhow::ensure!(
+        !weighted || args.native.method.as_deref().is_none_or(|m| m == "rtn"),
+        "--imatrix and --save-imatrix apply to GGUF --type and --method rtn"
+    );
     let imatrix = crate::importance::prepare(&args.importance, &args.model, &args.native.calib)?;
     let Some(ftype) = ftype else {
         return crate::native_quantize::run(&args.model, &args.out, &args.native, imatrix.map(|i| i.matrix).as_ref());
