@@ -34,7 +34,7 @@ pub struct Loaded {
 /// The importance matrix `args` ask for, if any: read, or collected on `model`'s calibration chunks and saved.
 pub fn prepare(args: &ImportanceArgs, model: &Path, calib: &CalibArgs) -> anyhow::Result<Option<Loaded>> {
     if let Some(path) = &args.imatrix {
-        let matrix = Importance::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let matrix = Importance::read(path)?;
         let file = path.display().to_string();
         println!("imatrix {file}: {} entries, {} chunks", matrix.entries.len(), matrix.chunk_count);
         return Ok(Some(Loaded { matrix, file }));
