@@ -1,7 +1,7 @@
 //! `--calib FILE --samples N --seq-len L --seed S`: the calibration set of calibrated methods, tokenized by
 //! the model's own tokenizer and checked before any work starts.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use lowbit_formats::source::ModelSource;
@@ -27,9 +27,20 @@ pub struct CalibArgs {
     pub seed: u64,
 }
 
-/// The calibration set for the model in `source`.
+/// The calibration set for the model in `source`: windows at seeded random starts.
 pub fn load(source: &ModelSource, args: &CalibArgs) -> anyhow::Result<CalibSet> {
-    let path = args.calib.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CALIB));
+    load_with(source, args, calib_data::load)
+}
+
+/// The calibration set for the model in `source` as llama-imatrix reads its text: `--samples` consecutive chunks.
+pub fn load_chunks(source: &ModelSource, args: &CalibArgs) -> anyhow::Result<CalibSet> {
+    load_with(source, args, calib_data::load_chunks)
+}
+
+type Loader = fn(&Path, CalibSpec, &TokenizerInfo) -> Result<CalibSet, calib_data::CalibError>;
+
+fn load_with(source: &ModelSource, args: &CalibArgs, loader: Loader) -> anyhow::Result<CalibSet> {
+    let path = path(args);
     anyhow::ensure!(
         args.calib.is_some() || path.exists(),
         "no calibration data: pass --calib FILE (the default {DEFAULT_CALIB} does not exist here)"
@@ -42,5 +53,10 @@ pub fn load(source: &ModelSource, args: &CalibArgs) -> anyhow::Result<CalibSet> 
     let info =
         TokenizerInfo { vocab, bos: tok.adds_bos().then(|| tok.bos_id()).flatten(), fingerprint, tokenize: &tokenize };
     let spec = CalibSpec { samples: args.samples, seq_len: args.seq_len, seed: args.seed };
-    Ok(calib_data::load(&path, spec, &info)?)
+    Ok(loader(&path, spec, &info)?)
+}
+
+/// The calibration file `args` name (the default when none).
+pub fn path(args: &CalibArgs) -> PathBuf {
+    args.calib.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CALIB))
 }

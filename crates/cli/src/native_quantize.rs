@@ -10,6 +10,7 @@ use lowbit_formats::native::nf4;
 use lowbit_formats::source::ModelSource;
 use lowbit_model::{F32Factory, Model};
 use lowbit_quant::gptq::GptqOptions;
+use lowbit_quant::imatrix::Importance;
 use lowbit_quant::native_export::{self, NativeScheme, Prepared};
 use lowbit_quant::rtn::RtnScheme;
 use lowbit_quant::{act_scales, layerwise};
@@ -50,7 +51,7 @@ pub struct NativeArgs {
     #[arg(long, default_value_t = 0.01)]
     damp: f64,
     #[command(flatten)]
-    calib: crate::calibration::CalibArgs,
+    pub calib: crate::calibration::CalibArgs,
 }
 
 fn scheme(args: &NativeArgs) -> anyhow::Result<NativeScheme> {
@@ -129,7 +130,8 @@ fn static_acts(source: &ModelSource, args: &NativeArgs, prepared: Option<Prepare
     Ok(p)
 }
 
-pub fn run(model: &Path, out: &Path, args: &NativeArgs) -> anyhow::Result<()> {
+/// `importance` weights RTN's scale search (--imatrix / --save-imatrix; the caller allows it with rtn only).
+pub fn run(model: &Path, out: &Path, args: &NativeArgs, importance: Option<&Importance>) -> anyhow::Result<()> {
     let scheme = scheme(args)?;
     let source = ModelSource::open(model)?;
     let mut prepared = match (args.method.as_deref(), scheme) {
@@ -146,7 +148,7 @@ pub fn run(model: &Path, out: &Path, args: &NativeArgs) -> anyhow::Result<()> {
     let n = source.tensor_names().len();
     let bar = ProgressBar::new(n as u64)
         .with_style(ProgressStyle::with_template("{bar:30} {pos}/{len} tensors  {msg}  [{elapsed} < {eta}]")?);
-    let summary = native_export::export(&source, out, &scheme, prepared.as_ref(), &|i, name| {
+    let summary = native_export::export(&source, out, &scheme, prepared.as_ref(), importance, &|i, name| {
         bar.set_position(i as u64);
         bar.set_message(name.to_string());
     })
@@ -157,6 +159,7 @@ pub fn run(model: &Path, out: &Path, args: &NativeArgs) -> anyhow::Result<()> {
         bytes += entry?.metadata()?.len();
     }
     let method = prepared.as_ref().map_or(String::new(), |p| format!("{} ", p.method));
+    let method = if importance.is_some() { format!("{method}imatrix-weighted ") } else { method };
     println!("{} -> {} ({method}{}, {} bytes)", model.display(), out.display(), scheme.name(), thousands(bytes));
     let mut t = Table::new(&["storage", "tensors"], &[false, true]);
     for (s, n) in &summary.per_storage {

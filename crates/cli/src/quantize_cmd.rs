@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use lowbit_formats::source::ModelSource;
+use lowbit_quant::gguf_export::ImatrixInput;
 use lowbit_quant::FileType;
 
 use crate::table::{thousands, Table};
@@ -29,6 +30,8 @@ pub struct Args {
     pure: bool,
     #[command(flatten)]
     native: crate::native_quantize::NativeArgs,
+    #[command(flatten)]
+    importance: crate::importance::ImportanceArgs,
 }
 
 fn parse_type(s: &str) -> anyhow::Result<FileType> {
@@ -39,20 +42,30 @@ fn parse_type(s: &str) -> anyhow::Result<FileType> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if args.native.method.is_some() {
-        return crate::native_quantize::run(&args.model, &args.out, &args.native);
-    }
-    if args.format != "gguf" {
+    if args.native.method.is_none() && args.format != "gguf" {
         anyhow::bail!("--format {}: only gguf output exists so far", args.format);
     }
-    let ftype = parse_type(args.ftype.as_deref().unwrap_or_default())?;
+    let ftype = match args.native.method {
+        Some(_) => None,
+        None => Some(parse_type(args.ftype.as_deref().unwrap_or_default())?),
+    };
+    let weighted = args.importance.imatrix.is_some() || args.importance.save_imatrix.is_some();
+    anyhow::ensure!(
+        !weighted || args.native.method.as_deref().is_none_or(|m| m == "rtn"),
+        "--imatrix and --save-imatrix apply to GGUF --type and --method rtn"
+    );
+    let imatrix = crate::importance::prepare(&args.importance, &args.model, &args.native.calib)?;
+    let Some(ftype) = ftype else {
+        return crate::native_quantize::run(&args.model, &args.out, &args.native, imatrix.map(|i| i.matrix).as_ref());
+    };
     let source = ModelSource::open(&args.model)?;
     let Some(gguf) = source.gguf() else {
         anyhow::bail!("{}: GGUF output is made from a GGUF model so far", args.model.display());
     };
     let bar = ProgressBar::new(gguf.tensors().len() as u64)
         .with_style(ProgressStyle::with_template("{bar:30} {pos}/{len} tensors  {msg}  [{elapsed} < {eta}]")?);
-    let summary = lowbit_quant::gguf_export::export(gguf, &args.out, ftype, args.pure, &|i, name| {
+    let imatrix = imatrix.as_ref().map(|i| ImatrixInput { matrix: &i.matrix, file: &i.file });
+    let summary = lowbit_quant::gguf_export::export(gguf, &args.out, ftype, args.pure, imatrix.as_ref(), &|i, name| {
         bar.set_position(i as u64);
         bar.set_message(name.to_string());
     })
@@ -60,6 +73,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let written = std::fs::metadata(&args.out)?.len();
     let pure = if args.pure { " --pure" } else { "" };
+    let pure = if imatrix.is_some() { format!("{pure} --imatrix") } else { pure.to_string() };
     println!("{} -> {} ({ftype}{pure}, {} bytes)", args.model.display(), args.out.display(), thousands(written));
     let mut t = Table::new(&["storage", "tensors", "bytes"], &[false, true, true]);
     for c in &summary.per_type {

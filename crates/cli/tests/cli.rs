@@ -78,3 +78,44 @@ fn bad_calibration_data_fails_before_work() {
         assert!(!out.exists(), "{file}: an output was written");
     }
 }
+
+#[test]
+fn a_saved_imatrix_quantizes_as_the_collected_one() {
+    let Some(model) = lowbit_testdata::model(lowbit_testdata::SMOLLM2) else { return };
+    let dir = std::env::temp_dir().join(format!("lowbit-cli-imatrix-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let calib = concat!(env!("CARGO_MANIFEST_DIR"), "/../quant/tests/data/imatrix_calib.txt");
+    let (model, imatrix) = (model.to_str().unwrap(), path("im.gguf"));
+    let collected = lowbit(&[
+        "quantize",
+        model,
+        "-o",
+        &path("a.gguf"),
+        "--type",
+        "Q4_K_M",
+        "--save-imatrix",
+        &imatrix,
+        "--calib",
+        calib,
+        "--samples",
+        "2",
+    ]);
+    assert!(collected.contains("2 chunks of 512 tokens"), "{collected}");
+    let loaded = lowbit(&["quantize", model, "-o", &path("b.gguf"), "--type", "Q4_K_M", "--imatrix", &imatrix]);
+    assert!(loaded.contains("--imatrix"), "{loaded}");
+    assert_eq!(std::fs::read(path("a.gguf")).unwrap(), std::fs::read(path("b.gguf")).unwrap());
+    // Methods the weights do not apply to, and a file that is no imatrix, fail before work.
+    for (extra, want) in [(vec!["--method", "gptq", "--bits", "4"], "apply to"), (vec!["--type", "Q4_K_M"], "truncated")]
+    {
+        let run = Command::new(env!("CARGO_BIN_EXE_lowbit"))
+            .args(["quantize", model, "-o", &path("c"), "--imatrix", calib])
+            .args(extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success() && err.contains(want), "{err}");
+        assert!(!dir.join("c").exists());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

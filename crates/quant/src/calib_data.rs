@@ -145,6 +145,43 @@ pub fn read(path: &Path) -> Result<CalibData, CalibError> {
 /// The calibration set of the file at `path` for the model whose tokenizer is `tok`, windows drawn per `spec`.
 /// Every check (empty or short data, foreign tokens) happens here, before any quantization work.
 pub fn load(path: &Path, spec: CalibSpec, tok: &TokenizerInfo) -> Result<CalibSet, CalibError> {
+    let (tokens, record) = tokenized(path, spec, tok)?;
+    let samples = windows(&tokens, spec, tok.bos).ok_or_else(|| too_short(path, &record))?;
+    Ok(CalibSet { samples, record })
+}
+
+/// llama-imatrix's chunks: the text's first `spec.samples` consecutive windows of `spec.seq_len` tokens (fewer when
+/// the text holds fewer; the seed is unused). When the tokenizer adds a beginning-of-sequence token, the text is
+/// tokenized with it in front and each window's first token is replaced by it, as llama-imatrix does.
+pub fn load_chunks(path: &Path, spec: CalibSpec, tok: &TokenizerInfo) -> Result<CalibSet, CalibError> {
+    let (mut tokens, record) = tokenized(path, spec, tok)?;
+    if let Some(b) = tok.bos {
+        tokens.insert(0, b);
+    }
+    let n = (tokens.len() / spec.seq_len).min(spec.samples);
+    if n == 0 {
+        return Err(too_short(path, &record));
+    }
+    let samples = tokens
+        .chunks_exact(spec.seq_len)
+        .take(n)
+        .map(|c| {
+            let mut w = c.to_vec();
+            if let Some(b) = tok.bos {
+                w[0] = b;
+            }
+            w
+        })
+        .collect();
+    Ok(CalibSet { samples, record })
+}
+
+fn too_short(path: &Path, record: &CalibRecord) -> CalibError {
+    CalibError::TooShort { path: path.display().to_string(), tokens: record.tokens, seq_len: record.spec.seq_len }
+}
+
+/// The file's tokens, checked, and its record.
+fn tokenized(path: &Path, spec: CalibSpec, tok: &TokenizerInfo) -> Result<(Vec<u32>, CalibRecord), CalibError> {
     let shown = path.display().to_string();
     if spec.samples == 0 || spec.seq_len < 2 {
         return Err(CalibError::Spec(format!(
@@ -168,14 +205,10 @@ pub fn load(path: &Path, spec: CalibSpec, tok: &TokenizerInfo) -> Result<CalibSe
     if let Some(&token) = tokens.iter().find(|&&t| t as usize >= tok.vocab) {
         return Err(CalibError::ForeignTokens { path: shown, token, vocab: tok.vocab });
     }
-    let samples = windows(&tokens, spec, tok.bos).ok_or(CalibError::TooShort {
-        path: shown,
-        tokens: tokens.len(),
-        seq_len: spec.seq_len,
-    })?;
     let sha256 = hashed.iter().map(|b| format!("{b:02x}")).collect();
     let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    Ok(CalibSet { samples, record: CalibRecord { file, sha256, tokens: tokens.len(), spec } })
+    let record = CalibRecord { file, sha256, tokens: tokens.len(), spec };
+    Ok((tokens, record))
 }
 
 /// `spec.samples` windows of `spec.seq_len` tokens at seeded uniform starts; `None` when the text is
@@ -248,6 +281,26 @@ mod tests {
         assert_ne!(a.samples, c.samples);
         assert_eq!(a.record.tokens, 40);
         assert_eq!(a.record.sha256.len(), 64);
+    }
+
+    #[test]
+    fn chunks_are_consecutive_and_start_with_bos() {
+        let text: String = (1..=40).map(|i| "x".repeat(i % 7 + 1) + " ").collect();
+        let p = file("chunks.txt", &text);
+        let all = words(&text).unwrap();
+        let spec = CalibSpec { samples: 3, seq_len: 8, seed: 0 };
+        // Without BOS: the first three runs of 8 tokens.
+        let plain = load_chunks(&p, spec, &tok(100, None)).unwrap();
+        assert_eq!(plain.samples, vec![all[0..8].to_vec(), all[8..16].to_vec(), all[16..24].to_vec()]);
+        // With BOS: BOS is token 0 of the stream, and replaces the first token of every chunk.
+        let bos = load_chunks(&p, spec, &tok(100, Some(99))).unwrap();
+        assert_eq!(bos.samples[0], [&[99][..], &all[0..7]].concat());
+        assert_eq!(bos.samples[1], [&[99][..], &all[8..15]].concat());
+        // Fewer chunks than asked when the text is short; none is an error.
+        let many = load_chunks(&p, CalibSpec { samples: 100, ..spec }, &tok(100, None)).unwrap();
+        assert_eq!(many.samples.len(), 5);
+        let e = load_chunks(&p, CalibSpec { seq_len: 41, ..spec }, &tok(100, None)).unwrap_err();
+        assert!(matches!(e, CalibError::TooShort { tokens: 40, seq_len: 41, .. }), "{e}");
     }
 
     #[test]

@@ -3,6 +3,8 @@
 use lowbit_formats::quantize::QuantizeError;
 use lowbit_formats::{DType, FormatError};
 
+use crate::imatrix::ImatrixError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum QuantError {
     /// A tensor's values cannot be stored in the type chosen for it: a NaN or infinity, a value beyond the type's
@@ -14,4 +16,6 @@ pub enum QuantError {
     Tensor { tensor: String, what: String },
     #[error(transparent)]
     Format(#[from] FormatError),
+    #[error(transparent)]
+    Importance(#[from] ImatrixError),
 }

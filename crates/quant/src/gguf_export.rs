@@ -5,7 +5,9 @@
 //! are llama.cpp's. The file is laid out as llama-quantize lays it out (metadata in the source's order with
 //! `general.quantization_version` and `general.file_type` moved last, tensors in llama.cpp's loader order), so the
 //! whole file is llama-quantize's byte for byte (tests/llamacpp_quantize.rs). A tensor already in its chosen type is
-//! copied, not re-quantized, as llama-quantize copies it. Tensors are read, quantized and
+//! copied, not re-quantized, as llama-quantize copies it. With an importance matrix (`--imatrix`), each matrix it covers
+//! is quantized with its per-column weights, the mixes take llama.cpp's imatrix-dependent choices, and the file
+//! records the imatrix in llama-quantize's `quantize.imatrix.*` keys. Tensors are read, quantized and
 //! written one after the other, so memory holds one tensor at a time; the file appears under its name only when
 //! complete.
 
@@ -20,6 +22,7 @@ use lowbit_formats::{DType, FormatError};
 
 use crate::error::QuantError;
 use crate::file_type::FileType;
+use crate::imatrix::Importance;
 use crate::tensor_types::{choose_types, loader_order, ModelFacts, TensorDesc};
 
 /// Tensors and bytes written in one storage type.
@@ -39,34 +42,85 @@ pub struct ExportSummary {
     pub per_type: Vec<TypeCount>,
 }
 
-/// The storage type of each tensor of `source` (in its order) when written as `ftype`.
-pub fn planned_types(source: &GgufFile, ftype: FileType, pure: bool) -> Result<Vec<DType>, QuantError> {
+/// An importance matrix as an export uses it.
+pub struct ImatrixInput<'a> {
+    pub matrix: &'a Importance,
+    /// The file's name as the user gave it, recorded in `quantize.imatrix.file`.
+    pub file: &'a str,
+}
+
+/// llama-quantize's record of the imatrix, set after `general.file_type` in this order.
+const IMATRIX_KEYS: [&str; 4] = [
+    "quantize.imatrix.file",
+    "quantize.imatrix.dataset",
+    "quantize.imatrix.entries_count",
+    "quantize.imatrix.chunks_count",
+];
+
+/// The storage type of each tensor of `source` (in its order) when written as `ftype`, with or without an imatrix.
+pub fn planned_types(
+    source: &GgufFile,
+    ftype: FileType,
+    pure: bool,
+    has_imatrix: bool,
+) -> Result<Vec<DType>, QuantError> {
     let facts = ModelFacts::from_gguf(source)?;
     let descs: Vec<TensorDesc> =
         source.tensors().iter().map(|t| TensorDesc { name: &t.name, ne: &t.dims, dtype: t.dtype }).collect();
-    choose_types(&facts, &descs, ftype, pure)
+    choose_types(&facts, &descs, ftype, pure, has_imatrix)
+}
+
+/// llama-quantize's metadata strings hold at most 127 bytes.
+fn truncated(s: &str) -> String {
+    let mut end = s.len().min(127);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
 }
 
 /// Writes `source` converted to `ftype` to `out`, atomically: on any error nothing is left at `out` (a previous
 /// file there stays). `progress(i, name)` is called as the `i`-th tensor written is converted.
 ///
 /// Errors name the tensor: values its type cannot hold (NaN, infinity, beyond the type's range), unreadable source
-/// data, a tensor the rules cannot place; and the file's own I/O errors.
+/// data, a tensor the rules cannot place, an imatrix entry for no tensor of `source` or of another column count;
+/// and the file's own I/O errors.
 pub fn export(
     source: &GgufFile,
     out: &Path,
     ftype: FileType,
     pure: bool,
+    imatrix: Option<&ImatrixInput>,
     progress: &(dyn Fn(usize, &str) + Sync),
 ) -> Result<ExportSummary, QuantError> {
-    let types = planned_types(source, ftype, pure)?;
+    let importance = imatrix.map(|i| i.matrix).filter(|m| !m.entries.is_empty());
+    if let Some(m) = importance {
+        let shapes: Vec<(&str, usize, usize)> = source.tensors().iter().map(|t| (&*t.name, cols(t), mats(t))).collect();
+        m.check_against(&shapes)?;
+    }
+    let types = planned_types(source, ftype, pure, importance.is_some())?;
     // The writer's producers can only return a FormatError; the typed error waits here.
     let failure: RefCell<Option<QuantError>> = RefCell::new(None);
     let mut w = GgufWriter::new();
-    w.copy_metadata_from(source, &["general.file_type", "general.quantization_version"])?;
+    let mut replaced = vec!["general.file_type", "general.quantization_version"];
+    if importance.is_some() {
+        replaced.extend(IMATRIX_KEYS);
+    }
+    w.copy_metadata_from(source, &replaced)?;
     // ggml's GGML_QNT_VERSION; gguf_set_val_* appends a key after removing it, hence this order.
     w.metadata("general.quantization_version", Value::U32(2))?;
     w.metadata("general.file_type", Value::U32(ftype.id()))?;
+    if let (Some(m), Some(input)) = (importance, imatrix) {
+        let [file, dataset, entries, chunks] = IMATRIX_KEYS;
+        w.metadata(file, Value::String(truncated(input.file)))?;
+        if let Some(d) = m.datasets.first() {
+            w.metadata(dataset, Value::String(truncated(d)))?;
+        }
+        w.metadata(entries, Value::U32(m.entries.len() as u32))?;
+        if m.chunk_count > 0 {
+            w.metadata(chunks, Value::U32(m.chunk_count))?;
+        }
+    }
     let tensors = source.tensors();
     let mut order: Vec<usize> = (0..tensors.len()).collect();
     order.sort_by(|&a, &b| loader_order(&tensors[a].name, &tensors[b].name));
@@ -81,7 +135,7 @@ pub fn export(
             let failure = &failure;
             TensorData::deferred(move |sink| {
                 progress(i, &t.name);
-                convert(t, raw, dtype, sink).map_err(|e| {
+                convert(t, raw, dtype, importance, sink).map_err(|e| {
                     let message = FormatError::Invalid(e.to_string());
                     *failure.borrow_mut() = Some(e);
                     message
@@ -103,17 +157,43 @@ pub fn export(
     }
 }
 
-/// Dequantizes one source tensor and writes it quantized as `dtype`.
-fn convert(t: &TensorInfo, raw: &[u8], dtype: DType, sink: &mut TensorSink) -> Result<(), QuantError> {
+/// Columns of a tensor (its row length).
+fn cols(t: &TensorInfo) -> usize {
+    t.dims.first().map_or(1, |&n| n as usize)
+}
+
+/// Matrices of a tensor as an imatrix counts them: experts (`ne[2]`) of a 3-D tensor.
+fn mats(t: &TensorInfo) -> usize {
+    t.dims.get(2).map_or(1, |&n| n as usize)
+}
+
+/// Dequantizes one source tensor and writes it quantized as `dtype`, each matrix (expert) with its importance
+/// weights when `importance` has them.
+fn convert(
+    t: &TensorInfo,
+    raw: &[u8],
+    dtype: DType,
+    importance: Option<&Importance>,
+    sink: &mut TensorSink,
+) -> Result<(), QuantError> {
     let tensor = || t.name.clone();
     let values = dequantize(t.dtype, raw, t.n_elements as usize)
         .map_err(|e| QuantError::Tensor { tensor: tensor(), what: e.to_string() })?;
-    let row_len = t.dims.first().map_or(1, |&n| n as usize);
-    let bytes = quantize(dtype, &values, row_len, None).map_err(|cause| QuantError::Quantize {
-        tensor: tensor(),
-        dtype,
-        cause,
-    })?;
-    sink.write(&bytes)?;
+    let (row_len, n_mat) = (cols(t), mats(t));
+    let weights = match importance {
+        Some(m) => m.weights(&t.name, row_len, n_mat)?,
+        None => None,
+    };
+    let quantized = |values: &[f32], w: Option<&[f32]>| {
+        quantize(dtype, values, row_len, w).map_err(|cause| QuantError::Quantize { tensor: tensor(), dtype, cause })
+    };
+    match weights {
+        None => sink.write(&quantized(&values, None)?)?,
+        Some(w) => {
+            for (v, w) in values.chunks_exact(values.len() / n_mat).zip(w.chunks_exact(row_len)) {
+                sink.write(&quantized(v, Some(w))?)?;
+            }
+        }
+    }
     Ok(())
 }

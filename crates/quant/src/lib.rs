@@ -8,6 +8,7 @@ pub mod gguf_export;
 pub mod gptq;
 pub mod grid;
 pub mod hessian;
+pub mod imatrix;
 pub mod layerwise;
 pub mod linalg;
 pub mod native_export;

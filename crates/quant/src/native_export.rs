@@ -21,6 +21,7 @@ use lowbit_formats::safetensors::{CONFIG_FILE, SINGLE_FILE};
 use lowbit_formats::source::ModelSource;
 use lowbit_formats::{DType, FormatError, Result};
 
+use crate::imatrix::Importance;
 use crate::rtn::{quantize_tensor, RtnScheme};
 
 /// How [`export`] stores the model's matrices.
@@ -94,14 +95,26 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> FormatError + '_ {
 }
 
 /// Writes `source` quantized per `scheme` into the directory `out` (atomically: see `StagedDir`).
-/// `progress(i, name)` is called as tensor `i` is quantized.
+/// `progress(i, name)` is called as tensor `i` is quantized. With `importance`, the group formats' scales are
+/// searched with each matrix's per-column weights (weighted RTN); every entry must name a matrix of the source.
 pub fn export(
     source: &ModelSource,
     out: &Path,
     scheme: &NativeScheme,
     prepared: Option<&Prepared>,
+    importance: Option<&Importance>,
     progress: &(dyn Fn(usize, &str) + Sync),
 ) -> Result<NativeSummary> {
+    let imatrix_error = |e: crate::imatrix::ImatrixError| FormatError::Invalid(e.to_string());
+    if let Some(m) = importance {
+        let mut shapes = Vec::new();
+        for name in source.tensor_names() {
+            let shape = source.tensor(name)?.shape.clone();
+            let n_mat = if shape.len() == 3 { shape[0] } else { 1 };
+            shapes.push((name, shape.last().copied().unwrap_or(1), n_mat));
+        }
+        m.check_against(&shapes).map_err(imatrix_error)?;
+    }
     let staged = StagedDir::new(out)?;
     let metadata = write_metadata(source, staged.path())?;
     let mut writer = SafetensorsWriter::new();
@@ -142,7 +155,11 @@ pub fn export(
                             Some(m) => m,
                             None => {
                                 let (_, values) = source.tensor_f32(name)?;
-                                fresh = quantize_tensor(name, f, &values, rows, cols)?;
+                                let weights = match importance {
+                                    Some(m) => m.weights(name, cols, 1).map_err(imatrix_error)?,
+                                    None => None,
+                                };
+                                fresh = quantize_tensor(name, f, &values, rows, cols, weights.as_deref())?;
                                 &fresh
                             }
                         };

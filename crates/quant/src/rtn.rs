@@ -4,7 +4,7 @@
 //! small models it is the largest tensor, and a tied output projection multiplies with it); other
 //! matrices are stored as F16 and 1-D tensors (norms, biases) as F32, as llama.cpp keeps them.
 
-use lowbit_formats::native::group::SUB_BLOCK;
+use lowbit_formats::native::group::{self, SUB_BLOCK};
 use lowbit_formats::native::GroupFormat;
 use lowbit_formats::{FormatError, Result};
 
@@ -61,15 +61,21 @@ impl RtnScheme {
     }
 }
 
-/// Quantizes one tensor's values; errors name the tensor.
+/// Quantizes one tensor's values, with the scale search weighted by per-column `importance` when given (see
+/// `lowbit_formats::native::group`); errors name the tensor.
 pub fn quantize_tensor(
     name: &str,
     format: GroupFormat,
     values: &[f32],
     rows: usize,
     cols: usize,
+    importance: Option<&[f32]>,
 ) -> Result<lowbit_formats::native::GroupMatrix> {
-    lowbit_formats::native::group::quantize(format, values, rows, cols).map_err(|e| match e {
+    let quantized = match importance {
+        Some(w) => group::quantize_weighted(format, values, rows, cols, w),
+        None => group::quantize(format, values, rows, cols),
+    };
+    quantized.map_err(|e| match e {
         FormatError::Invalid(what) => FormatError::Invalid(format!("tensor {name}: {what}")),
         other => other,
     })

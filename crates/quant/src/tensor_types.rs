@@ -86,7 +86,8 @@ pub struct TensorDesc<'a> {
 }
 
 /// The storage type of every tensor (in the order given) when a model is written as `ftype`, `pure` as
-/// llama-quantize's `--pure`. Tensors llama.cpp does not quantize (norms, biases, …) keep their type.
+/// llama-quantize's `--pure`, `has_imatrix` when an importance matrix is given. Tensors llama.cpp does not
+/// quantize (norms, biases, …) keep their type.
 ///
 /// Errors: an MoE tensor whose layer cannot be read from its name, as in llama.cpp.
 pub fn choose_types(
@@ -94,8 +95,9 @@ pub fn choose_types(
     tensors: &[TensorDesc],
     ftype: FileType,
     pure: bool,
+    has_imatrix: bool,
 ) -> Result<Vec<DType>, QuantError> {
-    let mut state = Counters::new(tensors);
+    let mut state = Counters::new(tensors, has_imatrix);
     let mut order: Vec<usize> = (0..tensors.len()).collect();
     order.sort_by(|&a, &b| loader_order(tensors[a].name, tensors[b].name));
     let mut types: Vec<DType> = tensors.iter().map(|t| t.dtype).collect();
@@ -178,11 +180,13 @@ struct Counters {
     i_ffn_gate: u32,
     i_ffn_up: u32,
     has_tied_embeddings: bool,
+    /// `qs.has_imatrix`: an importance matrix is given.
+    has_imatrix: bool,
 }
 
 impl Counters {
     /// `init_quantize_state_counters`, over every tensor of the model.
-    fn new(tensors: &[TensorDesc]) -> Counters {
+    fn new(tensors: &[TensorDesc], has_imatrix: bool) -> Counters {
         let categories = || tensors.iter().map(|t| Category::of(t.name));
         Counters {
             n_attention_wv: categories().filter(|c| c.is_attn_v()).count() as u32,
@@ -191,6 +195,7 @@ impl Counters {
             i_ffn_gate: 0,
             i_ffn_up: 0,
             has_tied_embeddings: !categories().any(|c| c == Category::Output),
+            has_imatrix,
         }
     }
 }
@@ -380,6 +385,10 @@ fn mix_type(
             }
             F::Q4KM | F::Q5KM if use_more_bits(i, n) => new_type = DType::Q6K,
             F::Q4KS if !falcon && i < n / 8 => new_type = DType::Q5K,
+            // With an imatrix, Q4_0 and Q5_0 guard the first eighth of ffn_down with the types that have a minimum
+            // (Q4_1 and Q5_1 go astray there without one, so the rule waits for an imatrix).
+            F::Q4_0 if state.has_imatrix && i < n / 8 => new_type = DType::Q4_1,
+            F::Q5_0 if state.has_imatrix && i < n / 8 => new_type = DType::Q5_1,
             _ => {}
         }
         state.i_ffn_down += 1;

@@ -7,7 +7,8 @@ use lowbit_formats::gguf::{GgufFile, Value};
 use lowbit_formats::gguf_write::{GgufWriter, TensorData};
 use lowbit_formats::quantize::QuantizeError;
 use lowbit_formats::DType;
-use lowbit_quant::gguf_export::export;
+use lowbit_quant::gguf_export::{export, ImatrixInput};
+use lowbit_quant::imatrix::{Entry, ImatrixError, Importance};
 use lowbit_quant::{FileType, QuantError};
 
 /// A fresh directory per test.
@@ -64,7 +65,7 @@ fn a_nan_is_an_error_naming_the_tensor_and_leaves_no_file() {
         vec![("blk.0.attn_k.weight", [256, 256], weights(256 * 256)), ("blk.0.attn_q.weight", [256, 256], q)],
     );
     let out = dir.join("out.gguf");
-    let e = export(&source, &out, FileType::Q4KM, false, &|_, _| {}).unwrap_err();
+    let e = export(&source, &out, FileType::Q4KM, false, None, &|_, _| {}).unwrap_err();
     match &e {
         QuantError::Quantize { tensor, dtype, cause: QuantizeError::NonFinite { row: 3, column: 7, value } } => {
             assert_eq!((tensor.as_str(), *dtype), ("blk.0.attn_q.weight", DType::Q4K));
@@ -86,7 +87,7 @@ fn an_infinity_fails_without_touching_an_existing_output() {
     let out = dir.join("out.gguf");
     std::fs::write(&out, b"previous").unwrap();
     for (ftype, pure, dtype) in [(FileType::TQ1_0, true, DType::TQ1_0), (FileType::Mxfp4Moe, true, DType::MXFP4)] {
-        match export(&source, &out, ftype, pure, &|_, _| {}).unwrap_err() {
+        match export(&source, &out, ftype, pure, None, &|_, _| {}).unwrap_err() {
             QuantError::Quantize {
                 tensor,
                 dtype: d,
@@ -108,7 +109,7 @@ fn rows_no_type_divides_fall_back_to_f16_and_its_range_is_checked() {
     let mut odd = weights(4 * 100);
     let source = model(&dir, &[], vec![("blk.0.attn_q.weight", [4, 100], odd.clone())]);
     let out = dir.join("out.gguf");
-    export(&source, &out, FileType::Q4KM, false, &|_, _| {}).unwrap();
+    export(&source, &out, FileType::Q4KM, false, None, &|_, _| {}).unwrap();
     let written = GgufFile::open(&out).unwrap();
     assert_eq!(written.tensor_info("blk.0.attn_q.weight").unwrap().dtype, DType::F16);
     assert_eq!(written.tensor_info("blk.0.attn_norm.weight").unwrap().dtype, DType::F32);
@@ -117,7 +118,7 @@ fn rows_no_type_divides_fall_back_to_f16_and_its_range_is_checked() {
     odd[2 * 100 + 50] = 1e6;
     let dir = scratch("f16-overflow");
     let source = model(&dir, &[], vec![("blk.0.attn_q.weight", [4, 100], odd)]);
-    match export(&source, &dir.join("out.gguf"), FileType::Q4KM, false, &|_, _| {}).unwrap_err() {
+    match export(&source, &dir.join("out.gguf"), FileType::Q4KM, false, None, &|_, _| {}).unwrap_err() {
         QuantError::Quantize {
             tensor,
             dtype: DType::F16,
@@ -136,7 +137,32 @@ fn an_expert_tensor_without_a_layer_number_is_an_error_naming_it() {
     let dir = scratch("moe");
     let source =
         model(&dir, &[("llama.expert_count", 4)], vec![("ffn_down_shared.weight", [256, 256], weights(256 * 256))]);
-    let e = export(&source, &dir.join("out.gguf"), FileType::Q4KM, false, &|_, _| {}).unwrap_err();
+    let e = export(&source, &dir.join("out.gguf"), FileType::Q4KM, false, None, &|_, _| {}).unwrap_err();
     assert!(matches!(&e, QuantError::Tensor { tensor, .. } if tensor == "ffn_down_shared.weight"), "{e:?}");
+    assert_eq!(listing(&dir), ["source.gguf"]);
+}
+
+#[test]
+fn an_imatrix_for_another_model_is_refused_before_work() {
+    let dir = scratch("imatrix");
+    let source = model(&dir, &[], vec![("blk.0.ffn_down.weight", [256, 256], weights(256 * 256))]);
+    let out = dir.join("out.gguf");
+    let entry = |name: &str, cols: usize| {
+        let mut m = Importance::default();
+        m.entries.insert(name.into(), Entry { sum2: vec![1.0; cols], counts: vec![1] });
+        m
+    };
+    let narrow = entry("blk.0.ffn_down.weight", 128);
+    let input = ImatrixInput { matrix: &narrow, file: "imatrix.gguf" };
+    match export(&source, &out, FileType::Q4KM, false, Some(&input), &|_, _| {}).unwrap_err() {
+        QuantError::Importance(ImatrixError::Columns { imatrix: 128, tensor_cols: 256, .. }) => {}
+        e => panic!("{e}"),
+    }
+    let foreign = entry("blk.3.attn_q.weight", 256);
+    let input = ImatrixInput { matrix: &foreign, file: "imatrix.gguf" };
+    match export(&source, &out, FileType::Q4KM, false, Some(&input), &|_, _| {}).unwrap_err() {
+        QuantError::Importance(ImatrixError::UnknownTensor(name)) => assert_eq!(name, "blk.3.attn_q.weight"),
+        e => panic!("{e}"),
+    }
     assert_eq!(listing(&dir), ["source.gguf"]);
 }

@@ -65,7 +65,7 @@ fn file_type(name: &str, run: &Run) -> FileType {
 fn check_types(source: &GgufFile, g: &Golden) {
     let mut failures = Vec::new();
     for (name, run) in &g.runs {
-        let types = planned_types(source, file_type(name, run), run.pure).unwrap();
+        let types = planned_types(source, file_type(name, run), run.pure, false).unwrap();
         let ours: BTreeMap<&str, &str> =
             source.tensors().iter().zip(&types).map(|(t, d)| (&*t.name, d.name())).collect();
         assert_eq!(ours.len(), g.tensors.len(), "{name}: tensor count");
@@ -118,12 +118,12 @@ fn check_files(source: &GgufFile, g: &Golden, runs: &[&str]) {
     let dir = std::env::temp_dir().join(format!("lowbit-llamacpp-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let f32_path = dir.join("f32.gguf");
-    export(source, &f32_path, FileType::F32, false, &|_, _| {}).unwrap();
+    export(source, &f32_path, FileType::F32, false, None, &|_, _| {}).unwrap();
     let f32_source = GgufFile::open(&f32_path).unwrap();
     for &name in std::iter::once(&"F32").chain(runs) {
         let run = &g.runs[name];
         let out = dir.join("out.gguf");
-        export(&f32_source, &out, file_type(name, run), run.pure, &|_, _| {}).unwrap();
+        export(&f32_source, &out, file_type(name, run), run.pure, None, &|_, _| {}).unwrap();
         let bytes = std::fs::read(&out).unwrap();
         assert_eq!(bytes.len() as u64, run.file_bytes, "{name}: file size");
         assert_eq!(fingerprint(&bytes), run.file_fingerprint, "{name}: file bytes");

@@ -83,7 +83,7 @@ fn mixes_choose_the_types_llama_cpp_recorded() {
                     }
                 }
             }
-            let ours = choose_types(&facts, &descs, ftype, false).unwrap();
+            let ours = choose_types(&facts, &descs, ftype, false, false).unwrap();
             for ((name, _), got) in list.iter().zip(ours) {
                 if !got.name().eq_ignore_ascii_case(&want[name]) {
                     failures.push(format!("{model} {ftype_name} {name}: ours {got}, llama.cpp {}", want[name]));

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use lowbit_formats::native::{group, nf4, Storage};
 use lowbit_formats::source::ModelSource;
+use lowbit_quant::imatrix::{Entry, Importance};
 use lowbit_quant::native_export::{export, NativeScheme};
 use lowbit_quant::rtn::RtnScheme;
 
@@ -15,7 +16,7 @@ fn round_trip(scheme: NativeScheme, tag: &str) -> (PathBuf, String) {
     let src_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../formats/tests/data/hf_tiny");
     let source = ModelSource::open(std::path::Path::new(src_dir)).unwrap();
     let out = std::env::temp_dir().join(format!("lowbit-native-hf-{tag}-{}", std::process::id()));
-    export(&source, &out, &scheme, None, &|_, _| {}).unwrap();
+    export(&source, &out, &scheme, None, None, &|_, _| {}).unwrap();
     assert!(out.join("config.json").is_file());
     let native = ModelSource::open(&out).unwrap();
     let ModelSource::Native(m) = &native else { panic!("not a native directory") };
@@ -88,4 +89,38 @@ fn hf_source_round_trips_in_nf4() {
     let err = ModelSource::open(&out).unwrap_err().to_string();
     assert!(err.contains(&name) && err.contains("blocks of 128"), "{err}");
     std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn importance_weights_each_matrix_it_covers() {
+    let src_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../formats/tests/data/hf_tiny");
+    let source = ModelSource::open(std::path::Path::new(src_dir)).unwrap();
+    let scheme = RtnScheme::new(3, Some(32), true).unwrap();
+    let covered = "blk.0.attn_q.weight";
+    let (shape, values) = source.tensor_f32(covered).unwrap();
+    let f = scheme.format_for(covered, &shape).unwrap();
+    // Uneven weights: every fourth column matters a hundred times more.
+    let w: Vec<f32> = (0..shape[1]).map(|i| if i % 4 == 0 { 100.0 } else { 1.0 }).collect();
+    let mut m = Importance::default();
+    m.entries.insert(covered.into(), Entry { sum2: w.iter().map(|x| x * 8.0).collect(), counts: vec![8] });
+    let out = std::env::temp_dir().join(format!("lowbit-native-hf-imatrix-{}", std::process::id()));
+    export(&source, &out, &NativeScheme::Rtn(scheme), None, Some(&m), &|_, _| {}).unwrap();
+    let native = ModelSource::open(&out).unwrap();
+    let weighted = group::quantize_weighted(f, &values, shape[0], shape[1], &w).unwrap().view().dequantize();
+    assert_ne!(weighted, group::quantize(f, &values, shape[0], shape[1]).unwrap().view().dequantize());
+    assert_eq!(native.tensor_f32(covered).unwrap().1, weighted);
+    // Matrices without an entry are plain round to nearest.
+    let other = "blk.0.attn_k.weight";
+    let (shape, values) = source.tensor_f32(other).unwrap();
+    let plain = group::quantize(scheme.format_for(other, &shape).unwrap(), &values, shape[0], shape[1]).unwrap();
+    assert_eq!(native.tensor_f32(other).unwrap().1, plain.view().dequantize());
+    std::fs::remove_dir_all(&out).unwrap();
+    // An entry for a tensor the model lacks, or of another width, is refused before anything is written.
+    for (name, cols) in [("blk.9.attn_q.weight", shape[1]), (covered, shape[1] + 32)] {
+        let mut bad = Importance::default();
+        bad.entries.insert(name.into(), Entry { sum2: vec![1.0; cols], counts: vec![1] });
+        let e = export(&source, &out, &NativeScheme::Rtn(scheme), None, Some(&bad), &|_, _| {}).unwrap_err();
+        assert!(e.to_string().contains(name), "{e}");
+        assert!(!out.exists());
+    }
 }

@@ -46,7 +46,7 @@ fn smollm2_int8_int4_and_nf4_directories_run() {
         (NativeScheme::Nf4, 4.0),
     ] {
         let dir = out_dir(&scheme.name());
-        let summary = export(&source, &dir, &scheme, None, &|_, _| {}).unwrap();
+        let summary = export(&source, &dir, &scheme, None, None, &|_, _| {}).unwrap();
         let native = ModelSource::open(&dir).unwrap();
         let ModelSource::Native(m) = &native else { panic!("{} did not open as a native directory", dir.display()) };
 

@@ -43,6 +43,12 @@
 //!   `hi = max(max x, 0)`, `s = f16((hi − lo) / (2^bits − 1))`, `z = clamp(round(−lo / s), 0, 2^bits − 1)`,
 //!   `u = clamp(round(x / s) + z, 0, 2^bits − 1)`. Containing 0 makes 0 exact and `z` never clamp.
 //!
+//! With per-column importance weights `w` (an importance matrix's mean x² per input column), each group's scale
+//! (and zero point) is searched instead: the round-to-nearest parameters of the group's range shrunk by
+//! `1 − k/40` for `k = 0..20`, each also refitted as the weighted least-squares scale of its own codes
+//! (`Σ w·x·q / Σ w·q²` with `q = u − z`, zero point kept), and the candidate with the smallest `Σ w·(x − x̂)²`
+//! wins (ties: the earlier). The codes are then encoded as above with the chosen scale.
+//!
 //! The codes are computed with the stored (f16-rounded) scale, so dequantization reproduces exactly
 //! what the rounding chose. A group whose scale is 0 (all zeros, or values so small that the scale
 //! underflows f16) gets `u = z`, which decodes to 0. Non-finite inputs, and scales that overflow f16,
@@ -229,6 +235,34 @@ impl GroupMatrix {
 /// Quantizes `values`, `rows × cols` row-major, into `format` (round to nearest; rules in the module
 /// documentation). Errors name the row and column of a non-finite value or an overflowing scale.
 pub fn quantize(format: GroupFormat, values: &[f32], rows: usize, cols: usize) -> Result<GroupMatrix> {
+    quantize_rows(format, values, rows, cols, None)
+}
+
+/// [`quantize`] with each group's scale searched to minimise the error weighted by `importance`, one non-negative
+/// weight per column (module documentation).
+pub fn quantize_weighted(
+    format: GroupFormat,
+    values: &[f32],
+    rows: usize,
+    cols: usize,
+    importance: &[f32],
+) -> Result<GroupMatrix> {
+    if importance.len() != cols || importance.iter().any(|w| !(w.is_finite() && *w >= 0.0)) {
+        return Err(FormatError::Invalid(format!(
+            "importance: {} weights for {cols} columns, each must be finite and non-negative",
+            importance.len()
+        )));
+    }
+    quantize_rows(format, values, rows, cols, Some(importance))
+}
+
+fn quantize_rows(
+    format: GroupFormat,
+    values: &[f32],
+    rows: usize,
+    cols: usize,
+    importance: Option<&[f32]>,
+) -> Result<GroupMatrix> {
     format.check_shape(rows, cols)?;
     check_values(values, rows, cols)?;
     let ng = format.n_groups(cols);
@@ -243,7 +277,8 @@ pub fn quantize(format: GroupFormat, values: &[f32], rows: usize, cols: usize) -
     let mut u = vec![0u8; cols];
     for (r, x) in values.chunks_exact(cols).enumerate() {
         for (g, xg) in x.chunks(format.group).enumerate() {
-            let (s, z) = quantize_group(format, xg, &mut u[g * format.group..][..xg.len()])
+            let wg = importance.map(|w| &w[g * format.group..][..xg.len()]);
+            let (s, z) = quantize_group(format, xg, wg, &mut u[g * format.group..][..xg.len()])
                 .map_err(|what| FormatError::Invalid(format!("row {r}, group {g}: {what}")))?;
             m.scales[2 * (r * ng + g)..][..2].copy_from_slice(&s.to_le_bytes());
             if !format.sym {
@@ -258,9 +293,18 @@ pub fn quantize(format: GroupFormat, values: &[f32], rows: usize, cols: usize) -
     Ok(m)
 }
 
-/// One group's codes into `u`; returns its scale and zero point.
-fn quantize_group(f: GroupFormat, x: &[f32], u: &mut [u8]) -> std::result::Result<(f16, u8), String> {
-    let (s, z) = group_params(f, x)?;
+/// One group's codes into `u`, with the scale searched when the group has importance weights `w`; returns its
+/// scale and zero point.
+fn quantize_group(
+    f: GroupFormat,
+    x: &[f32],
+    w: Option<&[f32]>,
+    u: &mut [u8],
+) -> std::result::Result<(f16, u8), String> {
+    let (s, z) = match w {
+        None => group_params(f, x)?,
+        Some(w) => weighted_group_params(f, x, w)?,
+    };
     let s32 = s.to_f32();
     u.iter_mut().zip(x).for_each(|(u, &v)| *u = encode(f, v, s32, z));
     Ok((s, z))
@@ -269,15 +313,15 @@ fn quantize_group(f: GroupFormat, x: &[f32], u: &mut [u8]) -> std::result::Resul
 /// The f16 scale and the zero point that round to nearest gives a group of values (rules in the module
 /// documentation). Calibrated methods (GPTQ) call it on the weights as they stand when a group begins.
 pub fn group_params(f: GroupFormat, x: &[f32]) -> std::result::Result<(f16, u8), String> {
+    let lo = x.iter().fold(0.0f32, |m, &v| m.min(v));
+    let hi = x.iter().fold(0.0f32, |m, &v| m.max(v));
+    range_params(f, lo, hi)
+}
+
+/// Round to nearest's scale and zero point for values spanning `lo ≤ 0 ≤ hi` (symmetric: `max(hi, −lo)`).
+fn range_params(f: GroupFormat, lo: f32, hi: f32) -> std::result::Result<(f16, u8), String> {
     let max_code = f32::from(f.max_code());
-    let (scale, lo) = if f.sym {
-        let absmax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        (absmax / f32::from(f.mid_code() - 1), 0.0)
-    } else {
-        let lo = x.iter().fold(0.0f32, |m, &v| m.min(v));
-        let hi = x.iter().fold(0.0f32, |m, &v| m.max(v));
-        ((hi - lo) / max_code, lo)
-    };
+    let scale = if f.sym { hi.max(-lo) / f32::from(f.mid_code() - 1) } else { (hi - lo) / max_code };
     let s = f16::from_f32(scale);
     if !s.is_finite() {
         return Err(format!("scale {scale} overflows f16"));
@@ -291,6 +335,47 @@ pub fn group_params(f: GroupFormat, x: &[f32]) -> std::result::Result<(f16, u8),
         (-lo / s32).round_ties_even().clamp(0.0, max_code) as u8
     };
     Ok((s, z))
+}
+
+/// Shrink steps of the weighted search: ranges `1 − k·SHRINK` for `k < SHRINK_STEPS`.
+const SHRINK_STEPS: usize = 21;
+const SHRINK: f32 = 1.0 / 40.0;
+
+/// The scale and zero point minimising the `w`-weighted squared error of the group (module documentation).
+fn weighted_group_params(f: GroupFormat, x: &[f32], w: &[f32]) -> std::result::Result<(f16, u8), String> {
+    let error = |(s, z): (f16, u8)| {
+        let s32 = s.to_f32();
+        x.iter().zip(w).fold(0.0f32, |e, (&v, &w)| {
+            let d = v - (f32::from(encode(f, v, s32, z)) - f32::from(z)) * s32;
+            e + w * d * d
+        })
+    };
+    let lo = x.iter().fold(0.0f32, |m, &v| m.min(v));
+    let hi = x.iter().fold(0.0f32, |m, &v| m.max(v));
+    let mut best = range_params(f, lo, hi)?;
+    let mut best_error = error(best);
+    for k in 0..SHRINK_STEPS {
+        let shrink = 1.0 - k as f32 * SHRINK;
+        let plain = range_params(f, lo * shrink, hi * shrink)?;
+        for c in [Some(plain), refit(f, x, w, plain)].into_iter().flatten() {
+            let e = error(c);
+            if e < best_error {
+                (best, best_error) = (c, e);
+            }
+        }
+    }
+    Ok(best)
+}
+
+/// The weighted least-squares scale of the codes `(s, z)` gives the group, with `z` kept; `None` when degenerate.
+fn refit(f: GroupFormat, x: &[f32], w: &[f32], (s, z): (f16, u8)) -> Option<(f16, u8)> {
+    let s32 = s.to_f32();
+    let (num, den) = x.iter().zip(w).fold((0.0f64, 0.0f64), |(n, d), (&v, &w)| {
+        let q = f64::from(f32::from(encode(f, v, s32, z)) - f32::from(z));
+        (n + f64::from(w) * f64::from(v) * q, d + f64::from(w) * q * q)
+    });
+    let fit = f16::from_f32((num / den) as f32);
+    (den > 0.0 && fit.is_finite() && fit.to_f32() > 0.0).then_some((fit, z))
 }
 
 /// The code of `v` in a group of scale `s` (the f16 scale as f32) and zero point `z`: round to nearest,
@@ -425,6 +510,35 @@ mod tests {
         let s: Vec<f32> = (0..4).map(|i| v.scale(i / 2, i % 2)).collect();
         assert_eq!(s, [0.0, 3.0, 1.0, 0.0]);
         assert_eq!(m.view().dequantize(), x);
+    }
+
+    #[test]
+    fn weighted_search_lowers_the_weighted_error() {
+        // One large weight in a column of little importance: plain RTN spends its range on it.
+        let mut x: Vec<f32> = (0..64).map(|i| ((i * 37 % 64) as f32 - 31.5) / 40.0).collect();
+        x[5] = 6.0;
+        let mut w = vec![1.0f32; 64];
+        w[5] = 0.001;
+        for sym in [true, false] {
+            let f = GroupFormat::new(4, 64, sym).unwrap();
+            let err = |m: &GroupMatrix| {
+                let y = m.view().dequantize();
+                x.iter().zip(&y).zip(&w).map(|((a, b), w)| w * (a - b) * (a - b)).sum::<f32>()
+            };
+            let plain = quantize(f, &x, 1, 64).unwrap();
+            let weighted = quantize_weighted(f, &x, 1, 64, &w).unwrap();
+            assert!(err(&weighted) < 0.5 * err(&plain), "sym {sym}: {} vs {}", err(&weighted), err(&plain));
+            // Equal weights never do worse than round to nearest, which is the first candidate.
+            let flat = quantize_weighted(f, &x, 1, 64, &[1.0; 64]).unwrap();
+            let ones = |m: &GroupMatrix| {
+                let y = m.view().dequantize();
+                x.iter().zip(&y).map(|(a, b)| (a - b) * (a - b)).sum::<f32>()
+            };
+            assert!(ones(&flat) <= ones(&plain));
+        }
+        let f = GroupFormat::new(4, 32, true).unwrap();
+        assert!(quantize_weighted(f, &x, 2, 32, &[1.0; 31]).is_err());
+        assert!(quantize_weighted(f, &x, 2, 32, &[-1.0; 32]).is_err());
     }
 
     #[test]
