@@ -106,7 +106,8 @@ fn a_saved_imatrix_quantizes_as_the_collected_one() {
     assert!(loaded.contains("--imatrix"), "{loaded}");
     assert_eq!(std::fs::read(path("a.gguf")).unwrap(), std::fs::read(path("b.gguf")).unwrap());
     // Methods the weights do not apply to, and a file that is no imatrix, fail before work.
-    for (extra, want) in [(vec!["--method", "gptq", "--bits", "4"], "apply to"), (vec!["--type", "Q4_K_M"], "truncated")]
+    for (extra, want) in
+        [(vec!["--method", "gptq", "--bits", "4"], "apply to"), (vec!["--type", "Q4_K_M"], "truncated")]
     {
         let run = Command::new(env!("CARGO_BIN_EXE_lowbit"))
             .args(["quantize", model, "-o", &path("c"), "--imatrix", calib])
