@@ -12,20 +12,26 @@ with llama.cpp's on the same file.
     scripts/quality-table.py [--models smollm2,gemma3] [--builds Q8_0,Q4_K_M,...] [--chunks 12]
                              [--out docs/quality.json] [--work DIR] [--no-llama] [--llama-rounding] [--table]
 Builds: GGUF types and mixes by name (Q8_0, Q4_K_M, ...), native ones as rtn-4-g128[-asym], rtn-8, nf4;
-llama:TYPE+imatrix is llama-quantize's TYPE made with llama-imatrix's matrix (groups_merged.txt, 16 chunks of 512).
+llama:TYPE+imatrix is llama-quantize's TYPE made with llama-imatrix's matrix (groups_merged.txt, 16 chunks of 512);
+TYPE+imatrix is lowbit's with its own matrix collected the same way (--save-imatrix, 16 chunks of 512), TYPE+gptq and
+TYPE+gptq-ao lowbit's GPTQ into TYPE's blocks (without and with act-order) on 16 windows of 512 tokens of the same
+text: both tools calibrate on 8,192 tokens of groups_merged.txt.
 Prints a markdown table (the README's); writes JSON atomically.
 
 For GGUF builds scored by llama.cpp, `lowbit eval --runtime native-llama` (activations rounded as llama.cpp
 rounds them) gives the PPL to hold against llama-perplexity's (issue 3: within ±0.5%); lowbit's default runtime
 rounds k-quant activations more finely, so its PPL is a little lower. `--llama-rounding` measures only that PPL for
-rows already in the JSON; `--table` only prints the table from the JSON.
+rows already in the JSON; `--lowbit-scores` skips llama-perplexity (lowbit eval only, a third of the time);
+`--table` only prints the table from the JSON.
 """
 import argparse, json, os, re, subprocess, sys, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LOWBIT = os.path.join(ROOT, "target", "release", "lowbit")
-CORPUS = os.path.join(ROOT, "..", "shared", "data", "wiki.test.raw")
-CALIB = os.path.join(ROOT, "..", "shared", "data", "groups_merged.txt")
+LOWBIT = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "lowbit")
+# The shared project folder, beside the repository unless LOWBIT_SHARED names it (a git worktree elsewhere).
+SHARED = os.environ.get("LOWBIT_SHARED", os.path.join(ROOT, "..", "shared"))
+CORPUS = os.path.join(SHARED, "data", "wiki.test.raw")
+CALIB = os.path.join(SHARED, "data", "groups_merged.txt")
 MODELS = {
     "smollm2": "SmolLM2-135M-Instruct.Q4_1.gguf",
     "gemma3": "gemma-3-270m-q4_k_m.gguf",
@@ -58,12 +64,19 @@ def build(src, work, name, threads, llama_bin):
     """Writes build `name` of `src` under `work`; returns its path."""
     m = re.fullmatch(r"rtn-(\d)(?:-g(\d+))?(-asym)?", name)
     llama = re.fullmatch(r"llama:(\w+)\+imatrix", name)
+    calibrated = re.fullmatch(r"(\w+)\+(imatrix|gptq|gptq-ao)", name)
     if llama:
         if not llama_bin:
             raise SystemExit(f"{name} needs llama.cpp (drop --no-llama)")
         out = os.path.join(work, name.replace(":", "-") + ".gguf")
         cmd = [os.path.join(llama_bin, "llama-quantize"), "--allow-requantize", "--imatrix",
                llama_imatrix(llama_bin, src, work, threads), src, out, llama.group(1), threads]
+    elif calibrated:
+        out = os.path.join(work, name + ".gguf")
+        cmd = [LOWBIT, "-t", threads, "quantize", src, "-o", out, "--type", calibrated.group(1), "--calib", CALIB,
+               "--samples", "16", "--seq-len", "512"]
+        cmd += {"imatrix": ["--save-imatrix", out + ".imatrix.gguf"], "gptq": ["--method", "gptq"],
+                "gptq-ao": ["--method", "gptq", "--act-order"]}[calibrated.group(2)]
     elif m:
         out = os.path.join(work, name)
         cmd = [LOWBIT, "-t", threads, "quantize", src, "-o", out, "--method", "rtn", "--bits", m.group(1)]
@@ -121,6 +134,7 @@ def main():
     ap.add_argument("--no-llama", action="store_true")
     ap.add_argument("--llama-rounding", action="store_true")
     ap.add_argument("--table", action="store_true")
+    ap.add_argument("--lowbit-scores", action="store_true")
     a = ap.parse_args()
     if a.table:
         return print_table(json.load(open(a.out)))
@@ -129,7 +143,7 @@ def main():
                                 stdout=subprocess.PIPE).stdout.strip()
     llama_bin = None
     if not a.no_llama and not a.llama_rounding:
-        llama_bin = run(["bash", os.path.join(ROOT, "..", "shared", "tools", "llama-cpp-peer.sh")]).strip()
+        llama_bin = run(["bash", os.path.join(SHARED, "tools", "llama-cpp-peer.sh")]).strip()
     results = json.load(open(a.out)) if os.path.exists(a.out) else {"rows": []}
     rows = {(r["model"], r["build"]): r for r in results["rows"]}
     for model in a.models.split(","):
@@ -138,7 +152,8 @@ def main():
         ref = os.path.join(work, "F32.gguf")
         if not os.path.exists(ref):
             run([LOWBIT, "quantize", os.path.join(models_dir, MODELS[model]), "-o", ref, "--type", "F32"])
-        base = llama_base_logits(llama_bin, ref, a.chunks, a.threads) if llama_bin and not a.llama_rounding else None
+        scored = llama_bin and not a.llama_rounding and not a.lowbit_scores
+        base = llama_base_logits(llama_bin, ref, a.chunks, a.threads) if scored else None
         for name in a.builds.split(","):
             path = build(ref, work, name, a.threads, llama_bin)
             if a.llama_rounding:
@@ -157,7 +172,7 @@ def main():
                    "reference_ppl": c["reference_ppl"], "ppl_ratio": c["ppl_ratio"], "mean_kld": c["mean_kld"],
                    "p99_kld": c["p99_kld"], "same_top1": c["same_top1"], "chunks": ev["chunks"],
                    "eval_seconds": round(time.time() - t0, 1)}
-            if llama_bin and path.endswith(".gguf"):
+            if llama_bin and path.endswith(".gguf") and not a.lowbit_scores:
                 lc = llama_score(llama_bin, path, a.chunks, a.threads, base)
                 row.update(llama_cpp_ppl=lc["ppl"], lowbit_vs_llama_cpp_ppl=ev["ppl"] / lc["ppl"],
                            llama_cpp_mean_kld=lc["mean_kld"], llama_cpp_same_top1=lc["same_top1"])

@@ -10,6 +10,7 @@ use lowbit_formats::native::nf4;
 use lowbit_formats::source::ModelSource;
 use lowbit_model::{F32Factory, Model};
 use lowbit_quant::gptq::GptqOptions;
+use lowbit_quant::grid::{Quantized, Target};
 use lowbit_quant::imatrix::Importance;
 use lowbit_quant::native_export::{self, NativeScheme, Prepared};
 use lowbit_quant::rtn::RtnScheme;
@@ -46,12 +47,36 @@ pub struct NativeArgs {
     static_acts: bool,
     /// GPTQ: sweep columns by descending Hessian diagonal (with static groups).
     #[arg(long)]
-    act_order: bool,
+    pub act_order: bool,
     /// GPTQ: damping, as a fraction of the mean Hessian diagonal.
     #[arg(long, default_value_t = 0.01)]
     damp: f64,
+    /// GPTQ into GGUF types (--type): fit the block scales unweighted instead of with the calibration
+    /// importance (mean x² per input column, as llama-imatrix collects it).
+    #[arg(long)]
+    pub no_importance: bool,
     #[command(flatten)]
     pub calib: crate::calibration::CalibArgs,
+}
+
+impl NativeArgs {
+    /// Refuses the flags of native directories, for GPTQ into GGUF types (`--type` gives the storage).
+    pub fn check_gguf(&self) -> anyhow::Result<()> {
+        let native = [
+            ("--bits", self.bits.is_some()),
+            ("--group", self.group.is_some()),
+            ("--sym", self.sym),
+            ("--asym", self.asym),
+            ("--embedding-bits", self.embedding_bits.is_some()),
+            ("--static-acts", self.static_acts),
+        ];
+        match native.iter().find(|(_, set)| *set) {
+            Some((flag, _)) => {
+                anyhow::bail!("{flag} applies to native directories; with --type the type gives the storage")
+            }
+            None => Ok(()),
+        }
+    }
 }
 
 fn scheme(args: &NativeArgs) -> anyhow::Result<NativeScheme> {
@@ -82,23 +107,33 @@ fn scheme(args: &NativeArgs) -> anyhow::Result<NativeScheme> {
 
 /// GPTQ of every matrix the RTN scheme `rtn` would quantize, on the calibration set of `args`.
 fn gptq(source: &ModelSource, rtn: RtnScheme, args: &NativeArgs) -> anyhow::Result<Prepared> {
+    let (result, details) =
+        calibrated_gptq(source, args, &|name, shape| rtn.format_for(name, shape).map(Target::Group))?;
+    let mut tensors = BTreeMap::new();
+    for (name, q) in result.tensors {
+        let Quantized::Group(m) = q else { anyhow::bail!("{name}: GPTQ gave GGUF blocks for a native directory") };
+        tensors.insert(name, m);
+    }
+    Ok(Prepared { method: "gptq".into(), tensors, act_scales: BTreeMap::new(), details })
+}
+
+/// GPTQ of every matrix `target_for` gives a target, on the calibration set of `args`, with a progress bar; also
+/// the record of what was done (calibration data, options, timings, per-tensor losses).
+pub fn calibrated_gptq(
+    source: &ModelSource,
+    args: &NativeArgs,
+    target_for: &dyn Fn(&str, &[usize]) -> Option<Target>,
+) -> anyhow::Result<(layerwise::LayerwiseResult, serde_json::Value)> {
     let calib = crate::calibration::load(source, &args.calib)?;
     let mut model = Model::load(source, &F32Factory)?;
     let opts = GptqOptions { damp: args.damp, act_order: args.act_order };
     let bar = ProgressBar::new(1)
         .with_style(ProgressStyle::with_template("{bar:30} {percent:>3}%  {msg}  [{elapsed} < {eta}]")?);
-    let result = layerwise::gptq_model(
-        &mut model,
-        source,
-        &calib.samples,
-        &|name, shape| rtn.format_for(name, shape),
-        opts,
-        &|p| {
-            bar.set_length(p.total as u64);
-            bar.set_position(p.done as u64);
-            bar.set_message(p.what.to_string());
-        },
-    )?;
+    let result = layerwise::gptq_model(&mut model, source, &calib.samples, target_for, opts, &|p| {
+        bar.set_length(p.total as u64);
+        bar.set_position(p.done as u64);
+        bar.set_message(p.what.to_string());
+    })?;
     bar.finish_and_clear();
     let details = serde_json::json!({
         "data": calib.record,
@@ -106,7 +141,7 @@ fn gptq(source: &ModelSource, rtn: RtnScheme, args: &NativeArgs) -> anyhow::Resu
         "seconds": result.seconds,
         "tensors": result.reports,
     });
-    Ok(Prepared { method: "gptq".into(), tensors: result.tensors, act_scales: BTreeMap::new(), details })
+    Ok((result, details))
 }
 
 /// Calibrates static activation steps and adds them to `prepared` (or to a plain RTN export).
@@ -132,6 +167,7 @@ fn static_acts(source: &ModelSource, args: &NativeArgs, prepared: Option<Prepare
 
 /// `importance` weights RTN's scale search (--imatrix / --save-imatrix; the caller allows it with rtn only).
 pub fn run(model: &Path, out: &Path, args: &NativeArgs, importance: Option<&Importance>) -> anyhow::Result<()> {
+    anyhow::ensure!(!args.no_importance, "--no-importance applies to GPTQ into GGUF types (--type)");
     let scheme = scheme(args)?;
     let source = ModelSource::open(model)?;
     let mut prepared = match (args.method.as_deref(), scheme) {
@@ -184,6 +220,7 @@ mod tests {
             static_acts: false,
             act_order: false,
             damp: 0.01,
+            no_importance: false,
             calib: crate::calibration::CalibArgs { calib: None, samples: 128, seq_len: 512, seed: 0 },
         }
     }

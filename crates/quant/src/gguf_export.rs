@@ -12,6 +12,7 @@
 //! complete.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use lowbit_formats::dequant::dequantize;
@@ -47,6 +48,13 @@ pub struct ImatrixInput<'a> {
     pub matrix: &'a Importance,
     /// The file's name as the user gave it, recorded in `quantize.imatrix.file`.
     pub file: &'a str,
+}
+
+/// A tensor quantized before the export (by GPTQ): its storage type and bytes, written as they are.
+#[derive(Clone, Debug)]
+pub struct Prequantized {
+    pub dtype: DType,
+    pub bytes: Vec<u8>,
 }
 
 /// llama-quantize's record of the imatrix, set after `general.file_type` in this order.
@@ -93,12 +101,28 @@ pub fn export(
     imatrix: Option<&ImatrixInput>,
     progress: &(dyn Fn(usize, &str) + Sync),
 ) -> Result<ExportSummary, QuantError> {
+    export_prequantized(source, out, ftype, pure, imatrix, &BTreeMap::new(), progress)
+}
+
+/// [`export`], with the tensors of `prequantized` (by name) written as they are. They were fitted with importance
+/// (GPTQ's Hessian), so the mix takes llama.cpp's imatrix-dependent choices when there are any, and each must have
+/// the type the mix gives it; the other tensors are quantized as `export` quantizes them.
+pub fn export_prequantized(
+    source: &GgufFile,
+    out: &Path,
+    ftype: FileType,
+    pure: bool,
+    imatrix: Option<&ImatrixInput>,
+    prequantized: &BTreeMap<String, Prequantized>,
+    progress: &(dyn Fn(usize, &str) + Sync),
+) -> Result<ExportSummary, QuantError> {
     let importance = imatrix.map(|i| i.matrix).filter(|m| !m.entries.is_empty());
     if let Some(m) = importance {
         let shapes: Vec<(&str, usize, usize)> = source.tensors().iter().map(|t| (&*t.name, cols(t), mats(t))).collect();
         m.check_against(&shapes)?;
     }
-    let types = planned_types(source, ftype, pure, importance.is_some())?;
+    let types = planned_types(source, ftype, pure, importance.is_some() || !prequantized.is_empty())?;
+    check_prequantized(source, &types, prequantized)?;
     // The writer's producers can only return a FormatError; the typed error waits here.
     let failure: RefCell<Option<QuantError>> = RefCell::new(None);
     let mut w = GgufWriter::new();
@@ -129,7 +153,9 @@ pub fn export(
         let (t, dtype) = (&tensors[k], types[k]);
         let shape = t.shape();
         let raw = source.tensor_data(t);
-        let data = if dtype == t.dtype {
+        let data = if let Some(p) = prequantized.get(&t.name) {
+            TensorData::Borrowed(&p.bytes)
+        } else if dtype == t.dtype {
             TensorData::Borrowed(raw)
         } else {
             let failure = &failure;
@@ -155,6 +181,28 @@ pub fn export(
         Ok(()) => Ok(summary),
         Err(e) => Err(failure.take().unwrap_or(QuantError::Format(e))),
     }
+}
+
+/// Checks that every prequantized tensor is a tensor of `source` with the planned type and its size in it.
+fn check_prequantized(
+    source: &GgufFile,
+    types: &[DType],
+    prequantized: &BTreeMap<String, Prequantized>,
+) -> Result<(), QuantError> {
+    for (name, p) in prequantized {
+        let what = |what: String| QuantError::Tensor { tensor: name.clone(), what };
+        let Some(k) = source.tensors().iter().position(|t| &t.name == name) else {
+            return Err(what("quantized beforehand, but the model has no such tensor".into()));
+        };
+        if p.dtype != types[k] {
+            return Err(what(format!("quantized beforehand as {}, but the mix gives it {}", p.dtype, types[k])));
+        }
+        let want = p.dtype.storage_bytes(source.tensors()[k].n_elements)?;
+        if p.bytes.len() as u64 != want {
+            return Err(what(format!("{} bytes quantized beforehand, {want} expected", p.bytes.len())));
+        }
+    }
+    Ok(())
 }
 
 /// Columns of a tensor (its row length).

@@ -9,13 +9,12 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use lowbit_formats::native::group::{GroupFormat, GroupMatrix};
 use lowbit_formats::source::ModelSource;
 use lowbit_model::{DenseF32, Model, Observer, Proj, Site};
 
 use crate::error::QuantError;
-use crate::gptq::{gptq, GptqOptions};
-use crate::grid::GroupGrid;
+use crate::gptq::{gptq, GptqOptions, GptqOutput};
+use crate::grid::{BlockGrid, GroupGrid, Quantized, Target};
 use crate::hessian::Hessian;
 
 /// Where the driver is, for a progress display: `done` of `total` work units, and what runs now.
@@ -37,7 +36,7 @@ pub struct TensorReport {
 
 /// The quantized tensors by name, a report per tensor, and where the time went.
 pub struct LayerwiseResult {
-    pub tensors: BTreeMap<String, GroupMatrix>,
+    pub tensors: BTreeMap<String, Quantized>,
     pub reports: Vec<TensorReport>,
     pub seconds: Timings,
 }
@@ -68,13 +67,14 @@ impl Observer for SiteHessians {
 }
 
 /// GPTQ of every block projection of `model` (built from `source` with f32 weights) that `format_for`
-/// gives a format, on the calibration windows `samples`; also the output projection (the tied embedding
-/// when the model ties them) when `format_for` gives it one. The model is left holding the rounded weights.
+/// gives a target (a native group format or a GGUF block type), on the calibration windows `samples`; also
+/// the output projection (the tied embedding when the model ties them) when `format_for` gives it one. The
+/// model is left holding the rounded weights.
 pub fn gptq_model(
     model: &mut Model,
     source: &ModelSource,
     samples: &[Vec<u32>],
-    format_for: &dyn Fn(&str, &[usize]) -> Option<GroupFormat>,
+    format_for: &dyn Fn(&str, &[usize]) -> Option<Target>,
     opts: GptqOptions,
     progress: &dyn Fn(Progress),
 ) -> Result<LayerwiseResult, QuantError> {
@@ -135,32 +135,48 @@ pub fn gptq_model(
     Ok(result)
 }
 
-/// GPTQ of tensor `name` when `format_for` gives it a format: records it and returns its rounded values as
+/// GPTQ of tensor `name` when `format_for` gives it a target: records it and returns its rounded values as
 /// a projection for the rest of the calibration run.
 fn quantize_one(
     source: &ModelSource,
     name: &str,
     h: &Hessian,
-    format_for: &dyn Fn(&str, &[usize]) -> Option<GroupFormat>,
+    format_for: &dyn Fn(&str, &[usize]) -> Option<Target>,
     opts: GptqOptions,
     result: &mut LayerwiseResult,
 ) -> Result<Option<Box<DenseF32>>, QuantError> {
     let (shape, w) = source.tensor_f32(name)?;
     // The mapped pages were only needed for this copy.
     source.release(&source.tensor(name)?);
-    let Some(format) = format_for(name, &shape) else { return Ok(None) };
+    let Some(target) = format_for(name, &shape) else { return Ok(None) };
     let (rows, cols) = (shape[0], shape[1]);
     let tensor_err = |what: String| QuantError::Tensor { tensor: name.to_string(), what };
-    let grid = GroupGrid(format);
-    let out = gptq(&grid, &w, rows, cols, h, opts).map_err(|e| tensor_err(format!("GPTQ: {e}")))?;
-    let packed = grid.pack(&out.values, &out.params, rows, cols).map_err(|e| tensor_err(e.to_string()))?;
-    result.reports.push(TensorReport {
+    let (values, quantized) = match target {
+        Target::Group(format) => {
+            let grid = GroupGrid(format);
+            let out = gptq(&grid, &w, rows, cols, h, opts).map_err(|e| tensor_err(format!("GPTQ: {e}")))?;
+            let packed = grid.pack(&out.values, &out.params, rows, cols).map_err(|e| tensor_err(e.to_string()))?;
+            result.reports.push(report(name, target, &out));
+            (out.values, Quantized::Group(packed))
+        }
+        Target::Gguf { dtype, weighted } => {
+            let grid = BlockGrid { dtype, importance: weighted.then(|| h.importance()) };
+            let out = gptq(&grid, &w, rows, cols, h, opts).map_err(|e| tensor_err(format!("GPTQ: {e}")))?;
+            let bytes = grid.pack(&out.values, &out.params, cols).map_err(|e| tensor_err(e.to_string()))?;
+            result.reports.push(report(name, target, &out));
+            (out.values, Quantized::Gguf { dtype, bytes })
+        }
+    };
+    result.tensors.insert(name.to_string(), quantized);
+    Ok(Some(Box::new(DenseF32::new(values.into(), rows, cols))))
+}
+
+fn report<P>(name: &str, target: Target, out: &GptqOutput<P>) -> TensorReport {
+    TensorReport {
         name: name.to_string(),
-        format: format.name(),
+        format: target.name(),
         loss: out.loss,
         damp: out.damp,
         dead_columns: out.dead_columns,
-    });
-    result.tensors.insert(name.to_string(), packed);
-    Ok(Some(Box::new(DenseF32::new(out.values.into(), rows, cols))))
+    }
 }

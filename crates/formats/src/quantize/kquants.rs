@@ -294,7 +294,7 @@ fn sub_block_weights<const N: usize>(x: &[f32; N], importance: &[f32; N], sigma2
 }
 
 /// Q2_K/Q3_K `qs`: byte `32·h + l` holds the 2-bit codes of elements `128·h + l + 32·k` at bits `2k`.
-fn pack_two_bits(codes: &[u8; QK_K]) -> [u8; QK_K / 4] {
+pub(super) fn pack_two_bits(codes: &[u8; QK_K]) -> [u8; QK_K / 4] {
     from_fn(|i| {
         let (h, l) = (i / 32, i % 32);
         let c = |k: usize| codes[128 * h + l + 32 * k];
@@ -424,6 +424,12 @@ fn finish_q3k(x: &[f32; QK_K], d: f16, scales: [u8; 12], mut codes: [u8; QK_K]) 
             *c = (nearest_int(v / scale).clamp(-4, 3) + 4) as u8;
         }
     }
+    let (hmask, qs) = pack_q3k_codes(codes);
+    BlockQ3K { hmask, qs, scales, d }
+}
+
+/// Splits Q3_K codes 0..=7 into the high-bit mask (element e at bit e / 32 of byte e % 32) and the 2-bit `qs`.
+pub(super) fn pack_q3k_codes(mut codes: [u8; QK_K]) -> ([u8; QK_K / 8], [u8; QK_K / 4]) {
     let mut hmask = [0u8; QK_K / 8];
     for (e, c) in codes.iter_mut().enumerate() {
         if *c > 3 {
@@ -431,17 +437,17 @@ fn finish_q3k(x: &[f32; QK_K], d: f16, scales: [u8; 12], mut codes: [u8; QK_K]) 
             *c -= 4;
         }
     }
-    BlockQ3K { hmask, qs: pack_two_bits(&codes), scales, d }
+    (hmask, pack_two_bits(&codes))
 }
 
 // ---- Q4_K and Q5_K
 
 /// A Q4_K/Q5_K super-block before its codes are packed.
-struct ScaleMin {
-    d: f16,
-    dmin: f16,
-    scales: [u8; 12],
-    codes: [u8; QK_K],
+pub(super) struct ScaleMin {
+    pub(super) d: f16,
+    pub(super) dmin: f16,
+    pub(super) scales: [u8; 12],
+    pub(super) codes: [u8; QK_K],
 }
 
 /// `quantize_row_q4_K_ref`/`quantize_row_q5_K_ref` up to the packing of codes 0..=nmax.
@@ -521,7 +527,7 @@ fn finish_scale_min(
     ScaleMin { d, dmin, scales, codes }
 }
 
-fn q4k_block(s: ScaleMin) -> BlockQ4K {
+pub(super) fn q4k_block(s: ScaleMin) -> BlockQ4K {
     // Byte 32·c + l: sub-block 2c's code l low, sub-block 2c + 1's high.
     let qs = from_fn(|i| {
         let (c, l) = (i / 32, i % 32);
@@ -530,7 +536,7 @@ fn q4k_block(s: ScaleMin) -> BlockQ4K {
     BlockQ4K { d: s.d, dmin: s.dmin, scales: s.scales, qs }
 }
 
-fn q5k_block(s: ScaleMin) -> BlockQ5K {
+pub(super) fn q5k_block(s: ScaleMin) -> BlockQ5K {
     let mut qh = [0u8; QK_K / 8];
     for (e, &c) in s.codes.iter().enumerate() {
         qh[e % 32] |= ((c >> 4) & 1) << (e / 32);
@@ -590,15 +596,20 @@ fn q6k_with(x: &[f32; QK_K], importance: Option<&[f32; QK_K]>) -> BlockQ6K {
             *c = (nearest_int(v / scale).clamp(-32, 31) + 32) as u8;
         }
     }
-    // In half h, element 128·h + 32·k + l: low nibble in ql[64·h + 32·(k % 2) + l] (high half of the byte for
-    // k ≥ 2), top two bits at bits 2k of qh[32·h + l].
+    let (ql, qh) = pack_q6k_codes(&codes);
+    BlockQ6K { ql, qh, scales: levels, d }
+}
+
+/// Q6_K codes 0..=63 as stored: in half h, element 128·h + 32·k + l has its low nibble in ql[64·h + 32·(k % 2) + l]
+/// (high half of the byte for k ≥ 2) and its top two bits at bits 2k of qh[32·h + l].
+pub(super) fn pack_q6k_codes(codes: &[u8; QK_K]) -> ([u8; QK_K / 2], [u8; QK_K / 4]) {
     let (mut ql, mut qh) = ([0u8; QK_K / 2], [0u8; QK_K / 4]);
     for (e, &c) in codes.iter().enumerate() {
         let (h, k, l) = (e / 128, (e % 128) / 32, e % 32);
         ql[64 * h + 32 * (k % 2) + l] |= (c & 0x0F) << (4 * (k / 2));
         qh[32 * h + l] |= (c >> 4) << (2 * k);
     }
-    BlockQ6K { ql, qh, scales: levels, d }
+    (ql, qh)
 }
 
 impl Block for BlockQ2K {

@@ -15,7 +15,7 @@ pub(super) fn q4_0(x: &[f32; QK]) -> BlockQ4_0 {
     let id = inverse_or_zero(d);
     // ggml: MIN(15, (int8_t)(x·id + 8.5)), rounding half up around the offset 8 by truncation.
     let code = |v: f32| (c_trunc(v * id + 8.5) as i8).min(15) as u8;
-    BlockQ4_0 { d: f16::from_f32(d), qs: from_fn(|j| code(x[j]) | (code(x[j + 16]) << 4)) }
+    BlockQ4_0 { d: f16::from_f32(d), qs: pack_nibbles(&x.map(code)) }
 }
 
 /// `block_q4_1`: 16 levels spanning [min, max].
@@ -24,7 +24,7 @@ pub(super) fn q4_1(x: &[f32; QK]) -> BlockQ4_1 {
     let d = (max - min) / 15.0;
     let id = inverse_or_zero(d);
     let code = |v: f32| (c_trunc((v - min) * id + 0.5) as i8).min(15) as u8;
-    BlockQ4_1 { d: f16::from_f32(d), m: f16::from_f32(min), qs: from_fn(|j| code(x[j]) | (code(x[j + 16]) << 4)) }
+    BlockQ4_1 { d: f16::from_f32(d), m: f16::from_f32(min), qs: pack_nibbles(&x.map(code)) }
 }
 
 /// `block_q5_0`: as Q4_0 with 32 levels, d = (value of largest magnitude)/−16.
@@ -60,14 +60,14 @@ pub(super) fn q8_0(x: &[f32; QK]) -> BlockQ8_0 {
 pub(super) fn q4_0_weighted(x: &[f32; QK], w: Weighted<QK>) -> BlockQ4_0 {
     let mut codes = [0u8; QK];
     let d = make_qx_quants(x, 8, Some(&weights(x, &w)), &mut codes);
-    BlockQ4_0 { d: f16::from_f32(d), qs: from_fn(|j| codes[j] | (codes[j + 16] << 4)) }
+    BlockQ4_0 { d: f16::from_f32(d), qs: pack_nibbles(&codes) }
 }
 
 /// `quantize_row_q4_1_impl`: scale and min from the weighted grid search (`make_qkx3_quants`).
 pub(super) fn q4_1_weighted(x: &[f32; QK], w: Weighted<QK>) -> BlockQ4_1 {
     let mut codes = [0u8; QK];
     let (d, neg_min) = make_qkx_quants(x, &weights(x, &w), 15, &WEIGHTED_MIN_SEARCH, &mut codes);
-    BlockQ4_1 { d: f16::from_f32(d), m: f16::from_f32(-neg_min), qs: from_fn(|j| codes[j] | (codes[j + 16] << 4)) }
+    BlockQ4_1 { d: f16::from_f32(d), m: f16::from_f32(-neg_min), qs: pack_nibbles(&codes) }
 }
 
 /// `quantize_row_q5_0_impl`.
@@ -105,8 +105,13 @@ fn min_max(x: &[f32; QK]) -> (f32, f32) {
     (min, max)
 }
 
+/// 4-bit codes as Q4_0/Q4_1 store them: element j in the low nibble of byte j, element j + 16 in its high nibble.
+pub(super) fn pack_nibbles(codes: &[u8; QK]) -> [u8; QK / 2] {
+    from_fn(|j| codes[j] | (codes[j + 16] << 4))
+}
+
 /// Splits 5-bit codes into the low nibbles (element j low, j + 16 high) and the fifth bits (bit j of `qh`).
-fn pack_five_bits(codes: &[u8; QK]) -> ([u8; 4], [u8; QK / 2]) {
+pub(super) fn pack_five_bits(codes: &[u8; QK]) -> ([u8; 4], [u8; QK / 2]) {
     let mut qh = 0u32;
     for (j, &c) in codes.iter().enumerate() {
         qh |= u32::from((c & 0x10) >> 4) << j;

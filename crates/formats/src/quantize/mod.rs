@@ -10,6 +10,7 @@
 //! only ggml's reference quantizers (llama.cpp ignores importance for them); MXFP4's exponent needs log2f's rounding
 //! (see `mxfp4`).
 
+mod grid;
 mod kquants;
 mod legacy;
 mod mxfp4;
@@ -21,6 +22,8 @@ use half::{bf16, f16};
 
 use crate::dtype::DType;
 use crate::error::FormatError;
+
+pub use grid::{GridError, RowBlocks};
 
 /// Why values could not be quantized. Positions are within the values given; callers name the tensor.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -71,6 +74,18 @@ type Result<T> = std::result::Result<T, QuantizeError>;
 /// exceeds the largest the type can represent, or when a block's f16 scale or an F16/BF16 element would overflow:
 /// llama.cpp writes infinities there, which its own `ggml_validate_row_data` then refuses.
 pub fn quantize(dtype: DType, values: &[f32], row_len: usize, importance: Option<&[f32]>) -> Result<Vec<u8>> {
+    quantize_blocks(dtype, values, row_len, importance, None)
+}
+
+/// `quantize`, writing only the blocks `select` (indices within each row; all when `None`) of the block types, each
+/// exactly as `quantize` writes it within the whole row. The plain types ignore `select`.
+fn quantize_blocks(
+    dtype: DType,
+    values: &[f32],
+    row_len: usize,
+    importance: Option<&[f32]>,
+    select: Option<Range<usize>>,
+) -> Result<Vec<u8>> {
     check_shape(dtype, values.len(), row_len)?;
     if let Some(importance) = importance {
         check_importance(importance, row_len)?;
@@ -78,6 +93,7 @@ pub fn quantize(dtype: DType, values: &[f32], row_len: usize, importance: Option
     check_values(dtype, values, row_len)?;
     // Every type stores at most 4 bytes per value, so this is bounded by the input's own size.
     let mut out = Vec::with_capacity(values.len() / dtype.block_len() * dtype.block_bytes());
+    let rows = Rows { values, row_len, importance, select };
     match dtype {
         DType::F32 => values.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
         DType::F16 => plain(values, row_len, dtype, &mut out, |v| {
@@ -88,21 +104,21 @@ pub fn quantize(dtype: DType, values: &[f32], row_len: usize, importance: Option
             let h = bf16::from_f32(v);
             h.is_finite().then(|| h.to_le_bytes())
         })?,
-        DType::Q4_0 => blocks(values, row_len, importance, dtype, &mut out, legacy::q4_0, legacy::q4_0_weighted)?,
-        DType::Q4_1 => blocks(values, row_len, importance, dtype, &mut out, legacy::q4_1, legacy::q4_1_weighted)?,
-        DType::Q5_0 => blocks(values, row_len, importance, dtype, &mut out, legacy::q5_0, legacy::q5_0_weighted)?,
-        DType::Q5_1 => blocks(values, row_len, importance, dtype, &mut out, legacy::q5_1, legacy::q5_1_weighted)?,
+        DType::Q4_0 => blocks(&rows, dtype, &mut out, legacy::q4_0, legacy::q4_0_weighted)?,
+        DType::Q4_1 => blocks(&rows, dtype, &mut out, legacy::q4_1, legacy::q4_1_weighted)?,
+        DType::Q5_0 => blocks(&rows, dtype, &mut out, legacy::q5_0, legacy::q5_0_weighted)?,
+        DType::Q5_1 => blocks(&rows, dtype, &mut out, legacy::q5_1, legacy::q5_1_weighted)?,
         // llama.cpp's `quantize_q8_0` ignores its importance argument.
-        DType::Q8_0 => blocks(values, row_len, importance, dtype, &mut out, legacy::q8_0, |x, _| legacy::q8_0(x))?,
-        DType::Q2K => blocks(values, row_len, importance, dtype, &mut out, kquants::q2k, kquants::q2k_weighted)?,
-        DType::Q3K => blocks(values, row_len, importance, dtype, &mut out, kquants::q3k, kquants::q3k_weighted)?,
-        DType::Q4K => blocks(values, row_len, importance, dtype, &mut out, kquants::q4k, kquants::q4k_weighted)?,
-        DType::Q5K => blocks(values, row_len, importance, dtype, &mut out, kquants::q5k, kquants::q5k_weighted)?,
-        DType::Q6K => blocks(values, row_len, importance, dtype, &mut out, kquants::q6k, kquants::q6k_weighted)?,
+        DType::Q8_0 => blocks(&rows, dtype, &mut out, legacy::q8_0, |x, _| legacy::q8_0(x))?,
+        DType::Q2K => blocks(&rows, dtype, &mut out, kquants::q2k, kquants::q2k_weighted)?,
+        DType::Q3K => blocks(&rows, dtype, &mut out, kquants::q3k, kquants::q3k_weighted)?,
+        DType::Q4K => blocks(&rows, dtype, &mut out, kquants::q4k, kquants::q4k_weighted)?,
+        DType::Q5K => blocks(&rows, dtype, &mut out, kquants::q5k, kquants::q5k_weighted)?,
+        DType::Q6K => blocks(&rows, dtype, &mut out, kquants::q6k, kquants::q6k_weighted)?,
         // llama.cpp's `quantize_tq1_0`, `quantize_tq2_0` and `quantize_mxfp4` ignore their importance argument.
-        DType::TQ1_0 => blocks(values, row_len, importance, dtype, &mut out, ternary::tq1_0, |x, _| ternary::tq1_0(x))?,
-        DType::TQ2_0 => blocks(values, row_len, importance, dtype, &mut out, ternary::tq2_0, |x, _| ternary::tq2_0(x))?,
-        DType::MXFP4 => blocks(values, row_len, importance, dtype, &mut out, mxfp4::mxfp4, |x, _| mxfp4::mxfp4(x))?,
+        DType::TQ1_0 => blocks(&rows, dtype, &mut out, ternary::tq1_0, |x, _| ternary::tq1_0(x))?,
+        DType::TQ2_0 => blocks(&rows, dtype, &mut out, ternary::tq2_0, |x, _| ternary::tq2_0(x))?,
+        DType::MXFP4 => blocks(&rows, dtype, &mut out, mxfp4::mxfp4, |x, _| mxfp4::mxfp4(x))?,
         // check_shape has already refused them.
         DType::U8 | DType::I8 => {}
     }
@@ -260,20 +276,27 @@ fn plain(
     Ok(())
 }
 
+/// What `blocks` quantizes: whole rows of `row_len`, their importance, and which blocks of each row (all when `None`).
+struct Rows<'a> {
+    values: &'a [f32],
+    row_len: usize,
+    importance: Option<&'a [f32]>,
+    select: Option<Range<usize>>,
+}
+
 /// Quantizes each block of each row with `unweighted`, or with `weighted` when there is importance.
 fn blocks<const LEN: usize, B: Block>(
-    values: &[f32],
-    row_len: usize,
-    importance: Option<&[f32]>,
+    rows: &Rows,
     dtype: DType,
     out: &mut Vec<u8>,
     unweighted: impl Fn(&[f32; LEN]) -> B,
     weighted: impl Fn(&[f32; LEN], Weighted<LEN>) -> B,
 ) -> Result<()> {
+    let Rows { values, row_len, importance, ref select } = *rows;
     for (r, row) in values.chunks_exact(row_len).enumerate() {
         // ggml's sigma2 of the legacy formats: x² summed in order over the row, divided by the row length.
         let row_importance = importance.map(|w| (w, row.iter().fold(0.0f32, |s, &v| s + v * v) / row_len as f32));
-        for b in 0..row_len / LEN {
+        for b in select.clone().unwrap_or(0..row_len / LEN) {
             let x = part::<LEN>(row, b);
             let block = match row_importance {
                 Some((w, row_mean_square)) => weighted(x, Weighted { importance: part(w, b), row_mean_square }),
