@@ -120,3 +120,58 @@ fn a_saved_imatrix_quantizes_as_the_collected_one() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Issue 4: GPTQ into llama.cpp's types writes the types of llama.cpp's imatrix mix, re-rounds the block
+/// projections (the token embedding goes the imatrix path, which has no entry for it), and the file runs; types
+/// without a fixed-parameter grid and native-only flags fail before any calibration work.
+#[test]
+fn gptq_into_gguf_types_writes_the_imatrix_mix_and_runs() {
+    use lowbit_formats::gguf::GgufFile;
+    let Some(model) = lowbit_testdata::model(lowbit_testdata::SMOLLM2) else { return };
+    let dir = std::env::temp_dir().join(format!("lowbit-cli-gguf-gptq-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let calib = concat!(env!("CARGO_MANIFEST_DIR"), "/../quant/tests/data/imatrix_calib.txt");
+    let model = model.to_str().unwrap();
+    let calib_args = ["--calib", calib, "--samples", "2", "--seq-len", "256"];
+    let base = ["quantize", model, "--type", "Q3_K_M"];
+    lowbit(&[&base[..], &["-o", &path("gptq.gguf"), "--method", "gptq", "--act-order"], &calib_args].concat());
+    lowbit(&[&base[..], &["-o", &path("im.gguf"), "--save-imatrix", &path("im.imatrix")], &calib_args].concat());
+    let (gptq, imatrix) = (GgufFile::open(path("gptq.gguf")).unwrap(), GgufFile::open(path("im.gguf")).unwrap());
+    let mut rerounded = 0;
+    for (a, b) in gptq.tensors().iter().zip(imatrix.tensors()) {
+        assert_eq!((&a.name, a.dtype, &a.dims), (&b.name, b.dtype, &b.dims));
+        let same = gptq.tensor_data(a) == imatrix.tensor_data(b);
+        if a.name.starts_with("blk.") && a.name.ends_with("weight") && a.dtype.block_len() > 1 {
+            rerounded += usize::from(!same);
+        } else {
+            assert!(same, "{} differs from the imatrix build's", a.name);
+        }
+    }
+    // All but the two Q5_1 tensors: Q5_1 holds the source's Q4_1 values exactly, leaving GPTQ no error to spread.
+    assert_eq!(rerounded, 30 * 7 - 2, "block projections re-rounded");
+    let kld = |file: &str| {
+        let args = ["eval", file, "--corpus", calib, "--ctx", "128", "--chunks", "4", "--reference", model, "--json"];
+        let j: serde_json::Value = serde_json::from_str(&lowbit(&args)).unwrap();
+        j["reference"]["mean_kld"].as_f64().unwrap()
+    };
+    let (k_gptq, k_imatrix) = (kld(&path("gptq.gguf")), kld(&path("im.gguf")));
+    assert!(k_gptq < 1.5 * k_imatrix, "GPTQ's KLD {k_gptq} against the imatrix build's {k_imatrix}");
+    for (extra, want) in [
+        (vec!["--type", "TQ1_0"], "rounds onto block types"),
+        (vec!["--type", "F16"], "rounds onto block types"),
+        (vec!["--type", "Q4_K_M", "--bits", "4"], "--bits applies to native directories"),
+        (vec!["--type", "Q4_K_M", "--imatrix", calib], "drop --imatrix"),
+    ] {
+        // A calibration file that does not exist: the refusal must come before it is read.
+        let run = Command::new(env!("CARGO_BIN_EXE_lowbit"))
+            .args(["quantize", model, "-o", &path("bad.gguf"), "--method", "gptq", "--calib", "/nonexistent"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success() && err.contains(want), "{err}");
+        assert!(!dir.join("bad.gguf").exists());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
