@@ -7,7 +7,9 @@ files made with llama-imatrix's importance matrix from ../shared/data/groups_mer
 build it finds lowbit's best build of equal or smaller file size and judges it: at Q2_K and Q3_K_M lowbit must have
 the lower mean KLD; at Q4_K_M, Q5_K_M and Q6_K at most 5% above. A win by a build of 4 bits or more is marked a grid
 effect: both source models already sit on llama.cpp grids (SmolLM2 on Q4_1, Gemma 3 on the Q4_K_M recipe), so
-re-creating that grid looks lossless; wins below 4 bits measure the methods.
+re-creating that grid looks lossless; wins below 4 bits measure the methods. Each verdict also holds lowbit's builds
+of the llama.cpp build's own type (TYPE+imatrix, TYPE+gptq, TYPE+gptq-ao, made from the same 8,192 calibration
+tokens) and whether the best of them alone meets the bar: the like-for-like comparison of the methods on one grid.
 
     scripts/pareto.py [--quality docs/quality.json] [--out docs/pareto.json] [--svg-dir docs]
 Writes docs/pareto.json and docs/pareto-MODEL.svg (atomically); prints the verdict table.
@@ -98,8 +100,9 @@ def main():
     a = ap.parse_args()
     rows = json.load(open(a.quality))["rows"]
     result = {"method": __doc__.strip().split("\n\n")[1].replace("\n", " "), "models": {}}
-    print("| model | llama.cpp build | MB | mean KLD | lowbit's best at ≤ size | MB | mean KLD | bar | verdict |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| model | llama.cpp build | MB | mean KLD | lowbit's best at ≤ size | MB | mean KLD | bar | verdict "
+          "| lowbit, same type: mean KLD |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for model in sorted({r["model"] for r in rows}):
         mine = [r for r in rows if r["model"] == model and math.isfinite(r["mean_kld"])]
         ours = [r for r in mine if not r["build"].startswith("llama:")]
@@ -117,11 +120,19 @@ def main():
             if best:
                 v["lowbit"] = {k: best[k] for k in ("build", "bytes", "mean_kld")}
                 v["grid_effect"] = (bits_of(best["build"]) or 0) >= GRID_BITS
+            same = [o for o in fits if o["build"].split("+")[0] == t and "+" in o["build"]]
+            if same:
+                v["same_type"] = {o["build"]: o["mean_kld"] for o in sorted(same, key=lambda o: o["build"])}
+                top = min(same, key=lambda o: o["mean_kld"])
+                v["same_type_pass"] = (top["mean_kld"] < r["mean_kld"] if BARS[t] == "lower"
+                                       else top["mean_kld"] <= 1.05 * r["mean_kld"])
             verdicts.append(v)
             b = best or {"build": "-", "bytes": float("nan"), "mean_kld": float("nan")}
+            st = ", ".join(f"{k.split('+', 1)[1]} {x:.4g}" for k, x in v.get("same_type", {}).items()) or "-"
+            st += {True: " (pass)", False: " (fail)"}.get(v.get("same_type_pass"), "")
             print(f"| {model} | {r['build']} | {r['bytes'] / 1e6:.1f} | {r['mean_kld']:.4g} | {b['build']} | "
                   f"{b['bytes'] / 1e6:.1f} | {b['mean_kld']:.4g} | {BARS[t]} | "
-                  f"{'pass' if ok else 'FAIL'}{' (grid effect)' if v.get('grid_effect') else ''} |")
+                  f"{'pass' if ok else 'FAIL'}{' (grid effect)' if v.get('grid_effect') else ''} | {st} |")
         points = [{k: r[k] for k in ("build", "bytes", "mean_kld")} for r in mine if r["mean_kld"] < 2]
         result["models"][model] = {"points": points, "verdicts": verdicts}
         write_atomic(os.path.join(a.svg_dir, f"pareto-{model}.svg"), svg(model, points, verdicts))
