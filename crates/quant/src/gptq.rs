@@ -285,6 +285,44 @@ mod tests {
     }
 
     #[test]
+    fn gguf_blocks_hold_exactly_gptqs_values_and_lose_less_than_the_imatrix_rounding() {
+        use lowbit_formats::dequant::dequantize;
+        use lowbit_formats::quantize::quantize;
+        use lowbit_formats::DType;
+
+        use crate::grid::BlockGrid;
+        let (rows, cols, n) = (6, 512, 1024);
+        let x = inputs(n, cols);
+        let mut h = Hessian::new(cols);
+        h.add(&x, n);
+        let w = noise(4, rows * cols);
+        let importance = h.importance();
+        for dtype in [
+            DType::Q4_0,
+            DType::Q4_1,
+            DType::Q5_0,
+            DType::Q5_1,
+            DType::Q8_0,
+            DType::Q2K,
+            DType::Q3K,
+            DType::Q4K,
+            DType::Q5K,
+            DType::Q6K,
+        ] {
+            let grid = BlockGrid { dtype, importance: Some(importance.clone()) };
+            let imatrix = dequantize(dtype, &quantize(dtype, &w, cols, Some(&importance)).unwrap(), w.len()).unwrap();
+            let e_imatrix = output_error(&x, &w, &imatrix, rows, cols);
+            for act_order in [false, true] {
+                let out = gptq(&grid, &w, rows, cols, &h, GptqOptions { act_order, ..Default::default() }).unwrap();
+                let packed = grid.pack(&out.values, &out.params, cols).unwrap();
+                assert_eq!(dequantize(dtype, &packed, w.len()).unwrap(), out.values, "{dtype} act_order={act_order}");
+                let e_gptq = output_error(&x, &w, &out.values, rows, cols);
+                assert!(e_gptq < e_imatrix, "{dtype} act_order={act_order}: GPTQ {e_gptq} vs imatrix {e_imatrix}");
+            }
+        }
+    }
+
+    #[test]
     fn dead_columns_are_zeroed_and_bad_weights_refused() {
         let (rows, cols) = (3, 32);
         let mut x = inputs(64, cols);
