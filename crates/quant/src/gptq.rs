@@ -288,7 +288,6 @@ mod tests {
     fn gguf_blocks_hold_exactly_gptqs_values_and_lose_less_than_the_imatrix_rounding() {
         use lowbit_formats::dequant::dequantize;
         use lowbit_formats::quantize::quantize;
-        use lowbit_formats::DType;
 
         use crate::grid::BlockGrid;
         let (rows, cols, n) = (6, 512, 1024);
@@ -297,18 +296,7 @@ mod tests {
         h.add(&x, n);
         let w = noise(4, rows * cols);
         let importance = h.importance();
-        for dtype in [
-            DType::Q4_0,
-            DType::Q4_1,
-            DType::Q5_0,
-            DType::Q5_1,
-            DType::Q8_0,
-            DType::Q2K,
-            DType::Q3K,
-            DType::Q4K,
-            DType::Q5K,
-            DType::Q6K,
-        ] {
+        for dtype in lowbit_formats::quantize::GRID_TYPES {
             let grid = BlockGrid { dtype, importance: Some(importance.clone()) };
             let imatrix = dequantize(dtype, &quantize(dtype, &w, cols, Some(&importance)).unwrap(), w.len()).unwrap();
             let e_imatrix = output_error(&x, &w, &imatrix, rows, cols);

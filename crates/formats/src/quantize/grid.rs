@@ -293,6 +293,20 @@ macro_rules! with_block {
     };
 }
 
+/// The block types that have a fixed-parameter grid (what `with_block!` dispatches on).
+pub const GRID_TYPES: [DType; 10] = [
+    DType::Q4_0,
+    DType::Q4_1,
+    DType::Q5_0,
+    DType::Q5_1,
+    DType::Q8_0,
+    DType::Q2K,
+    DType::Q3K,
+    DType::Q4K,
+    DType::Q5K,
+    DType::Q6K,
+];
+
 /// Elements per sub-block of `dtype`.
 fn sub_len(dtype: DType) -> Result<usize, GridError> {
     with_block!(dtype, T => Ok(T::SUB))
@@ -390,19 +404,6 @@ mod tests {
     use super::*;
     use crate::dequant::dequantize;
 
-    const TYPES: [DType; 10] = [
-        DType::Q4_0,
-        DType::Q4_1,
-        DType::Q5_0,
-        DType::Q5_1,
-        DType::Q8_0,
-        DType::Q2K,
-        DType::Q3K,
-        DType::Q4K,
-        DType::Q5K,
-        DType::Q6K,
-    ];
-
     fn row(n: usize, seed: u32) -> Vec<f32> {
         (0..n)
             .map(|i| (((i as u32 * 2654435761) ^ seed) % 2001) as f32 / 1000.0 - 1.0 + (i % 7) as f32 * 0.03)
@@ -424,7 +425,7 @@ mod tests {
 
     #[test]
     fn packed_values_dequantize_to_exactly_the_rounded_values() {
-        for dtype in TYPES {
+        for dtype in GRID_TYPES {
             let x = row(768, 3);
             let importance: Vec<f32> = (0..x.len()).map(|i| 0.1 + (i % 13) as f32).collect();
             let mut fitted = RowBlocks::fit(dtype, &x, Some(&importance)).unwrap();
@@ -455,6 +456,6 @@ mod tests {
             assert!(!RowBlocks::has_grid(dtype));
             assert_eq!(RowBlocks::fit(dtype, &x, None).unwrap_err(), GridError::NoGrid(dtype));
         }
-        assert!(TYPES.iter().all(|&d| RowBlocks::has_grid(d)));
+        assert!(GRID_TYPES.iter().all(|&d| RowBlocks::has_grid(d)));
     }
 }

@@ -23,7 +23,7 @@ use half::{bf16, f16};
 use crate::dtype::DType;
 use crate::error::FormatError;
 
-pub use grid::{GridError, RowBlocks};
+pub use grid::{GridError, RowBlocks, GRID_TYPES};
 
 /// Why values could not be quantized. Positions are within the values given; callers name the tensor.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
