@@ -4,7 +4,7 @@ mod bench_cmd;
 mod calibration;
 mod eval_cmd;
 mod generate_cmd;
-mod gguf_gptq;
+mod gguf_calibrated;
 mod importance;
 mod inspect_cmd;
 mod load;

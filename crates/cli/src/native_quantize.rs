@@ -1,5 +1,5 @@
-//! `lowbit quantize MODEL -o DIR --method rtn|gptq --bits B [--group G] [--sym|--asym]` or `--method nf4`: a
-//! native directory. GPTQ takes a calibration set (`--calib`, see `calibration`).
+//! `lowbit quantize MODEL -o DIR --method rtn|gptq|awq|awq-gptq --bits B [--group G] [--sym|--asym]` or
+//! `--method nf4`: a native directory. The calibrated methods take a calibration set (`--calib`, see `calibration`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,20 +9,23 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lowbit_formats::native::nf4;
 use lowbit_formats::source::ModelSource;
 use lowbit_model::{F32Factory, Model};
+use lowbit_quant::act_scales;
+use lowbit_quant::awq::AwqOptions;
 use lowbit_quant::gptq::GptqOptions;
 use lowbit_quant::grid::{Quantized, Target};
 use lowbit_quant::imatrix::Importance;
+use lowbit_quant::layerwise::{self, Plan};
 use lowbit_quant::native_export::{self, NativeScheme, Prepared};
 use lowbit_quant::rtn::RtnScheme;
-use lowbit_quant::{act_scales, layerwise};
 
 use crate::table::{thousands, Table};
 
 #[derive(clap::Args)]
 pub struct NativeArgs {
     /// Quantization method, writing a lowbit native directory: `rtn` (round to nearest, group-wise), `gptq`
-    /// (GPTQ on a calibration set, into the same group formats) or `nf4` (bitsandbytes' NF4 in blocks of 64
-    /// with double-quantized scales).
+    /// (GPTQ on a calibration set, into the same group formats), `awq` (AWQ's activation-aware scales and clip
+    /// search, then round to nearest), `awq-gptq` (AWQ's scales, then GPTQ) or `nf4` (bitsandbytes' NF4 in
+    /// blocks of 64 with double-quantized scales). With --type: gptq, awq or awq-gptq into GGUF types.
     #[arg(long)]
     pub method: Option<String>,
     /// Bits per weight with --method: 8 (per output channel unless --group), 4, 3 or 2 (nf4: 4 only).
@@ -51,6 +54,12 @@ pub struct NativeArgs {
     /// GPTQ: damping, as a fraction of the mean Hessian diagonal.
     #[arg(long, default_value_t = 0.01)]
     damp: f64,
+    /// AWQ: calibration windows the scales are searched on (the first of the set).
+    #[arg(long, default_value_t = 4)]
+    awq_samples: usize,
+    /// AWQ: no clip search (round to nearest over each group's whole range).
+    #[arg(long)]
+    no_clip: bool,
     /// GPTQ into GGUF types (--type): fit the block scales unweighted instead of with the calibration
     /// importance (mean x² per input column, as llama-imatrix collects it).
     #[arg(long)]
@@ -81,7 +90,7 @@ impl NativeArgs {
 
 fn scheme(args: &NativeArgs) -> anyhow::Result<NativeScheme> {
     match args.method.as_deref() {
-        Some(m @ ("rtn" | "gptq")) => {
+        Some(m @ ("rtn" | "gptq" | "awq" | "awq-gptq")) => {
             let bits = args.bits.with_context(|| format!("--method {m} needs --bits (8, 4, 3 or 2)"))?;
             let group = args.group.or(if bits == 8 { None } else { Some(128) });
             let scheme = RtnScheme::new(bits, group, !args.asym)?;
@@ -100,36 +109,53 @@ fn scheme(args: &NativeArgs) -> anyhow::Result<NativeScheme> {
             anyhow::ensure!(!args.asym, "--method nf4 has no zero point; drop --asym");
             Ok(NativeScheme::Nf4)
         }
-        Some(other) => anyhow::bail!("--method {other}: rtn, gptq and nf4 exist so far"),
+        Some(other) => anyhow::bail!("--method {other}: rtn, gptq, awq, awq-gptq and nf4 exist"),
         None => anyhow::bail!("--method is required"),
     }
 }
 
-/// GPTQ of every matrix the RTN scheme `rtn` would quantize, on the calibration set of `args`.
-fn gptq(source: &ModelSource, rtn: RtnScheme, args: &NativeArgs) -> anyhow::Result<Prepared> {
-    let (result, details) =
-        calibrated_gptq(source, args, &|name, shape| rtn.format_for(name, shape).map(Target::Group))?;
-    let mut tensors = BTreeMap::new();
-    for (name, q) in result.tensors {
-        let Quantized::Group(m) = q else { anyhow::bail!("{name}: GPTQ gave GGUF blocks for a native directory") };
-        tensors.insert(name, m);
-    }
-    Ok(Prepared { method: "gptq".into(), tensors, act_scales: BTreeMap::new(), details })
+/// The calibrated method `--method` names, or `None` for the others.
+pub fn plan(args: &NativeArgs) -> anyhow::Result<Option<Plan>> {
+    let gptq = GptqOptions { damp: args.damp, act_order: args.act_order };
+    let awq = AwqOptions { samples: args.awq_samples, clip: !args.no_clip, ..AwqOptions::default() };
+    let plan = match args.method.as_deref() {
+        Some("gptq") => Plan { awq: None, gptq: Some(gptq) },
+        Some("awq") => Plan { awq: Some(awq), gptq: None },
+        Some("awq-gptq") => Plan { awq: Some(AwqOptions { clip: false, ..awq }), gptq: Some(gptq) },
+        _ => return Ok(None),
+    };
+    anyhow::ensure!(plan.gptq.is_some() || !args.act_order, "--act-order applies to GPTQ (--method gptq, awq-gptq)");
+    anyhow::ensure!(plan.awq.is_some() || !args.no_clip, "--no-clip applies to AWQ (--method awq)");
+    anyhow::ensure!(args.awq_samples > 0, "--awq-samples must be at least 1");
+    Ok(Some(plan))
 }
 
-/// GPTQ of every matrix `target_for` gives a target, on the calibration set of `args`, with a progress bar; also
-/// the record of what was done (calibration data, options, timings, per-tensor losses).
-pub fn calibrated_gptq(
+/// The calibrated method `plan` on every matrix the RTN scheme `rtn` would quantize.
+fn calibrated_native(source: &ModelSource, rtn: RtnScheme, args: &NativeArgs, plan: Plan) -> anyhow::Result<Prepared> {
+    let (result, details) =
+        calibrated(source, args, plan, &|name, shape| rtn.format_for(name, shape).map(Target::Group))?;
+    let mut tensors = BTreeMap::new();
+    for (name, q) in result.tensors {
+        let Quantized::Group(m) = q else { anyhow::bail!("{name}: GGUF blocks for a native directory") };
+        tensors.insert(name, m);
+    }
+    let method = args.method.clone().unwrap_or_default();
+    Ok(Prepared { method, tensors, values: result.values, act_scales: BTreeMap::new(), details })
+}
+
+/// The calibrated method `plan` on every matrix `target_for` gives a target, on the calibration set of `args`, with a
+/// progress bar; also the record of what was done (calibration data, options, timings, per-tensor figures).
+pub fn calibrated(
     source: &ModelSource,
     args: &NativeArgs,
+    plan: Plan,
     target_for: &dyn Fn(&str, &[usize]) -> Option<Target>,
 ) -> anyhow::Result<(layerwise::LayerwiseResult, serde_json::Value)> {
     let calib = crate::calibration::load(source, &args.calib)?;
     let mut model = Model::load(source, &F32Factory)?;
-    let opts = GptqOptions { damp: args.damp, act_order: args.act_order };
     let bar = ProgressBar::new(1)
         .with_style(ProgressStyle::with_template("{bar:30} {percent:>3}%  {msg}  [{elapsed} < {eta}]")?);
-    let result = layerwise::gptq_model(&mut model, source, &calib.samples, target_for, opts, &|p| {
+    let result = layerwise::quantize_model(&mut model, source, &calib.samples, target_for, plan, &|p| {
         bar.set_length(p.total as u64);
         bar.set_position(p.done as u64);
         bar.set_message(p.what.to_string());
@@ -137,8 +163,9 @@ pub fn calibrated_gptq(
     bar.finish_and_clear();
     let details = serde_json::json!({
         "data": calib.record,
-        "gptq": opts,
+        "plan": plan,
         "seconds": result.seconds,
+        "awq": result.awq,
         "tensors": result.reports,
     });
     Ok((result, details))
@@ -156,6 +183,7 @@ fn static_acts(source: &ModelSource, args: &NativeArgs, prepared: Option<Prepare
     let mut p = prepared.unwrap_or_else(|| Prepared {
         method: "rtn".into(),
         tensors: BTreeMap::new(),
+        values: BTreeMap::new(),
         act_scales: BTreeMap::new(),
         details: serde_json::json!({ "data": calib.record }),
     });
@@ -170,14 +198,14 @@ pub fn run(model: &Path, out: &Path, args: &NativeArgs, importance: Option<&Impo
     anyhow::ensure!(!args.no_importance, "--no-importance applies to GPTQ into GGUF types (--type)");
     let scheme = scheme(args)?;
     let source = ModelSource::open(model)?;
-    let mut prepared = match (args.method.as_deref(), scheme) {
-        (Some("gptq"), NativeScheme::Rtn(rtn)) => Some(gptq(&source, rtn, args)?),
+    let mut prepared = match (plan(args)?, scheme) {
+        (Some(plan), NativeScheme::Rtn(rtn)) => Some(calibrated_native(&source, rtn, args, plan)?),
         _ => None,
     };
     if args.static_acts {
         anyhow::ensure!(
             matches!(scheme, NativeScheme::Rtn(_)),
-            "--static-acts applies to the group formats (rtn, gptq)"
+            "--static-acts applies to the group formats (rtn, gptq, awq, awq-gptq)"
         );
         prepared = Some(static_acts(&source, args, prepared)?);
     }
@@ -220,6 +248,8 @@ mod tests {
             static_acts: false,
             act_order: false,
             damp: 0.01,
+            awq_samples: 4,
+            no_clip: false,
             no_importance: false,
             calib: crate::calibration::CalibArgs { calib: None, samples: 128, seq_len: 512, seed: 0 },
         }

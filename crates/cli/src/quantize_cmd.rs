@@ -23,7 +23,8 @@ pub struct Args {
     /// llama-quantize's file type: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K_S, Q3_K_M, Q3_K_L,
     /// Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, TQ1_0, TQ2_0, MXFP4_MOE (aliases Q3_K, Q4_K, Q5_K: the _M mixes;
     /// MXFP4: MXFP4_MOE). Tensors get llama.cpp's types for it; rows a type cannot hold fall back as llama.cpp does.
-    /// With --method gptq: GPTQ into those types (the mixes' imatrix choices; block types only).
+    /// With --method gptq|awq|awq-gptq: the calibrated method into those types (the mixes' imatrix choices; block
+    /// types only).
     #[arg(long = "type", required_unless_present = "method")]
     ftype: Option<String>,
     /// One type for every quantized matrix, as llama-quantize --pure (no mix rules).
@@ -43,13 +44,13 @@ fn parse_type(s: &str) -> anyhow::Result<FileType> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if let (Some("gptq"), Some(t)) = (args.native.method.as_deref(), args.ftype.as_deref()) {
+    if let (Some(plan), Some(t)) = (crate::native_quantize::plan(&args.native)?, args.ftype.as_deref()) {
         anyhow::ensure!(args.format == "gguf", "--format {}: --type writes gguf", args.format);
         anyhow::ensure!(
             args.importance.imatrix.is_none() && args.importance.save_imatrix.is_none(),
-            "--method gptq weights its block scales with its own calibration statistics; drop --imatrix/--save-imatrix"
+            "the calibrated methods weight their block scales with their own calibration statistics; drop --imatrix/--save-imatrix"
         );
-        return crate::gguf_gptq::run(&args.model, &args.out, parse_type(t)?, args.pure, &args.native);
+        return crate::gguf_calibrated::run(&args.model, &args.out, parse_type(t)?, args.pure, &args.native, plan);
     }
     if args.native.method.is_none() && args.format != "gguf" {
         anyhow::bail!("--format {}: only gguf output exists so far", args.format);

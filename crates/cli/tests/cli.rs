@@ -175,3 +175,48 @@ fn gptq_into_gguf_types_writes_the_imatrix_mix_and_runs() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Issue 4: AWQ writes its folded norms with the rounded matrices, records its scales, and the build runs with a
+/// KLD below round to nearest's in the same format; into a GGUF type it writes the changed norms in the planned type.
+#[test]
+fn awq_folds_its_scales_and_beats_round_to_nearest() {
+    use lowbit_formats::gguf::GgufFile;
+    let Some(model) = lowbit_testdata::model(lowbit_testdata::SMOLLM2) else { return };
+    let dir = std::env::temp_dir().join(format!("lowbit-cli-awq-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let calib = concat!(env!("CARGO_MANIFEST_DIR"), "/../quant/tests/data/imatrix_calib.txt");
+    let model = model.to_str().unwrap();
+    let calib_args = ["--calib", calib, "--samples", "2", "--seq-len", "256", "--awq-samples", "1"];
+    let native = ["--bits", "3", "--group", "64"];
+    lowbit(&[&["quantize", model, "-o", &path("awq"), "--method", "awq"][..], &native, &calib_args].concat());
+    lowbit(&[&["quantize", model, "-o", &path("rtn"), "--method", "rtn"][..], &native].concat());
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("awq/quantization_config.json")).unwrap()).unwrap();
+    assert_eq!(config["method"], "awq");
+    let sites = config["calibration"]["awq"].as_array().unwrap();
+    assert_eq!(sites.len(), 4 * 30);
+    assert!(sites.iter().all(|s| s["error"].as_f64().unwrap() <= s["rtn_error"].as_f64().unwrap()));
+    let kld = |build: &str| {
+        let args = ["eval", build, "--corpus", calib, "--ctx", "128", "--chunks", "4", "--reference", model, "--json"];
+        let j: serde_json::Value = serde_json::from_str(&lowbit(&args)).unwrap();
+        j["reference"]["mean_kld"].as_f64().unwrap()
+    };
+    let (k_awq, k_rtn) = (kld(&path("awq")), kld(&path("rtn")));
+    assert!(k_awq < k_rtn, "AWQ's KLD {k_awq} against round to nearest's {k_rtn}");
+
+    lowbit(
+        &[&["quantize", model, "-o", &path("awq.gguf"), "--type", "Q4_K_M", "--method", "awq"][..], &calib_args]
+            .concat(),
+    );
+    let (awq, source) = (GgufFile::open(path("awq.gguf")).unwrap(), GgufFile::open(model).unwrap());
+    let norm = |f: &GgufFile| {
+        let t = f.tensors().iter().find(|t| t.name == "blk.3.ffn_norm.weight").unwrap();
+        (t.dtype, f.tensor_data(t).to_vec())
+    };
+    let ((dtype, folded), (source_dtype, original)) = (norm(&awq), norm(&source));
+    assert_eq!(dtype, source_dtype);
+    assert_ne!(folded, original, "the MLP norm carries AWQ's scales");
+    assert!(kld(&path("awq.gguf")).is_finite());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -37,6 +37,11 @@ impl Proj {
         format!("blk.{block}.{short}.weight")
     }
 
+    /// The canonical name of the bias added to the projection's output (where the model has one).
+    pub fn bias_name(self, block: usize) -> String {
+        self.tensor_name(block).replace(".weight", ".bias")
+    }
+
     /// Where the projection reads its input.
     pub fn site(self) -> Site {
         match self {
@@ -67,6 +72,15 @@ impl Site {
     /// The sites of a block, in the order a block reaches them.
     pub const BLOCK: [Site; 4] = [Site::AttnIn, Site::AttnOut, Site::MlpIn, Site::MlpOut];
 
+    /// The canonical name of the norm whose output the site is (`AttnIn`, `MlpIn`).
+    pub fn norm_tensor_name(self, block: usize) -> Option<String> {
+        match self {
+            Site::AttnIn => Some(format!("blk.{block}.attn_norm.weight")),
+            Site::MlpIn => Some(format!("blk.{block}.ffn_norm.weight")),
+            _ => None,
+        }
+    }
+
     /// The block projections that read this site.
     pub fn projections(self) -> &'static [Proj] {
         match self {
@@ -94,32 +108,78 @@ impl Model {
         self.blocks.len()
     }
 
-    /// Runs block `block` alone on `x` (`[n, hidden]`, one sequence from position 0), in place, showing
-    /// `observer` its projections' inputs. `cache` is scratch for this block's keys and values: it is
-    /// written at positions `0..n` of this block's layer and not advanced.
-    pub fn block_forward(
+    fn check_block(&self, block: usize) -> Result<(), ModelError> {
+        match block < self.blocks.len() {
+            true => Ok(()),
+            false => Err(ModelError::Unsupported(format!("block {block} of a {}-block model", self.blocks.len()))),
+        }
+    }
+
+    fn check_rows(&self, what: &str, x: &[f32], n: usize, width: usize) -> Result<(), ModelError> {
+        match x.len() == n * width {
+            true => Ok(()),
+            false => Err(ModelError::Shape { tensor: what.into(), expected: vec![n, width], found: vec![x.len()] }),
+        }
+    }
+
+    /// The input of `site` (`AttnIn` or `MlpIn`: a norm's output) of block `block` for residual rows `x`
+    /// (`[n, hidden]`).
+    pub fn site_input(&self, block: usize, site: Site, x: &[f32], n: usize) -> Result<Vec<f32>, ModelError> {
+        self.check_block(block)?;
+        if !matches!(site, Site::AttnIn | Site::MlpIn) {
+            return Err(ModelError::Unsupported(format!("{site:?} is not a norm's output")));
+        }
+        self.check_rows("residual rows", x, n, self.config.hidden_size)?;
+        Ok(self.norm_input(block, site, x))
+    }
+
+    /// The attention heads of block `block` for its attention input `h` (`[n, hidden]`, one sequence from
+    /// position 0): the output projection's input, `[n, q_dim]`. `cache` is scratch for the block's keys and
+    /// values (positions `0..n` of its layer, not advanced).
+    pub fn attention_heads_of(
         &self,
         block: usize,
-        x: &mut [f32],
+        h: &[f32],
         n: usize,
         cache: &mut KvCache,
-        observer: &mut dyn Observer,
-    ) -> Result<(), ModelError> {
-        if block >= self.blocks.len() {
-            return Err(ModelError::Unsupported(format!("block {block} of a {}-block model", self.blocks.len())));
-        }
-        if x.len() != n * self.config.hidden_size {
-            return Err(ModelError::Shape {
-                tensor: format!("block {block} input"),
-                expected: vec![n, self.config.hidden_size],
-                found: vec![x.len()],
-            });
-        }
+    ) -> Result<Vec<f32>, ModelError> {
+        self.check_block(block)?;
+        self.check_rows("attention input", h, n, self.config.hidden_size)?;
         if n > cache.capacity() {
             return Err(ModelError::ContextFull { needed: n, capacity: cache.capacity() });
         }
-        self.run_block(block, x, n, 0, cache, observer);
-        Ok(())
+        Ok(self.attention_heads(block, h, n, 0, cache))
+    }
+
+    /// The attention branch's contribution to the residual (output projection, bias, post-norm) from its heads.
+    pub fn attention_output_of(&self, block: usize, heads: &[f32], n: usize) -> Result<Vec<f32>, ModelError> {
+        self.check_block(block)?;
+        self.check_rows("attention heads", heads, n, self.config.q_dim())?;
+        Ok(self.attention_output(block, heads, n))
+    }
+
+    /// The MLP's hidden rows (activated gate times up, the down projection's input) for its input `h`.
+    pub fn mlp_hidden_of(&self, block: usize, h: &[f32], n: usize) -> Result<Vec<f32>, ModelError> {
+        self.check_block(block)?;
+        self.check_rows("MLP input", h, n, self.config.hidden_size)?;
+        Ok(self.mlp_hidden(block, h, n))
+    }
+
+    /// The MLP branch's contribution to the residual (down projection, post-norm) from its hidden rows.
+    pub fn mlp_output_of(&self, block: usize, act: &[f32], n: usize) -> Result<Vec<f32>, ModelError> {
+        self.check_block(block)?;
+        self.check_rows("MLP hidden rows", act, n, self.config.intermediate_size)?;
+        Ok(self.mlp_output(block, act, n))
+    }
+
+    /// The weight vector of the norm whose output is `site` (`AttnIn`, `MlpIn`), for folding scales into it.
+    pub fn site_norm_mut(&mut self, block: usize, site: Site) -> Option<&mut Vec<f32>> {
+        self.blocks.get_mut(block)?.norm_mut(site)
+    }
+
+    /// The bias added to projection `p`'s output, where the model has one.
+    pub fn bias_mut(&mut self, block: usize, p: Proj) -> Option<&mut Vec<f32>> {
+        self.blocks.get_mut(block)?.bias_mut(p)
     }
 
     /// The weight tensor of the output projection: the token embedding when the model ties them.

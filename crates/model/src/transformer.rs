@@ -234,42 +234,35 @@ impl Model {
         cache: &mut KvCache,
         observer: &mut dyn Observer,
     ) {
-        let cfg = &self.config;
-        let b = &self.blocks[li];
-        let mut h = vec![0f32; n * cfg.hidden_size];
-        k::rmsnorm(x, &b.attn_norm, cfg.rms_eps, cfg.norm_weight_offset, &mut h);
+        let h = self.norm_input(li, Site::AttnIn, x);
         observer.observe(li, Site::AttnIn, &h, n);
-        let mut attn = self.attention(li, b, &h, n, pos0, cache, observer);
-        if let Some(w) = &b.post_attention_norm {
-            let raw = attn.clone();
-            k::rmsnorm(&raw, w, cfg.rms_eps, cfg.norm_weight_offset, &mut attn);
-        }
-        add_assign(x, &attn);
+        let heads = self.attention_heads(li, &h, n, pos0, cache);
+        observer.observe(li, Site::AttnOut, &heads, n);
+        add_assign(x, &self.attention_output(li, &heads, n));
 
-        k::rmsnorm(x, &b.ffn_norm, cfg.rms_eps, cfg.norm_weight_offset, &mut h);
+        let h = self.norm_input(li, Site::MlpIn, x);
         observer.observe(li, Site::MlpIn, &h, n);
-        let mut mlp = self.mlp(li, b, &h, n, observer);
-        if let Some(w) = &b.post_ffw_norm {
-            let raw = mlp.clone();
-            k::rmsnorm(&raw, w, cfg.rms_eps, cfg.norm_weight_offset, &mut mlp);
-        }
-        add_assign(x, &mlp);
+        let act = self.mlp_hidden(li, &h, n);
+        observer.observe(li, Site::MlpOut, &act, n);
+        add_assign(x, &self.mlp_output(li, &act, n));
     }
 
-    /// Self-attention of block `li` for `n` tokens at positions `pos0..pos0+n`; writes their
-    /// keys and values into the cache and returns the output projection, `[n, hidden]`.
-    #[allow(clippy::too_many_arguments)]
-    fn attention(
-        &self,
-        li: usize,
-        b: &Block,
-        h: &[f32],
-        n: usize,
-        pos0: usize,
-        cache: &mut KvCache,
-        observer: &mut dyn Observer,
-    ) -> Vec<f32> {
+    /// The norm in front of the attention (`Site::AttnIn`) or the MLP (`Site::MlpIn`, or any other site) of
+    /// block `li` applied to residual rows `x`: that site's input.
+    pub(crate) fn norm_input(&self, li: usize, site: Site, x: &[f32]) -> Vec<f32> {
         let cfg = &self.config;
+        let b = &self.blocks[li];
+        let w = if site == Site::AttnIn { &b.attn_norm } else { &b.ffn_norm };
+        let mut h = vec![0f32; x.len()];
+        k::rmsnorm(x, w, cfg.rms_eps, cfg.norm_weight_offset, &mut h);
+        h
+    }
+
+    /// The attention heads of block `li` for `n` normed rows `h` at positions `pos0..pos0+n`, before the output
+    /// projection (`[n, q_dim]`); writes their keys and values into the cache.
+    pub(crate) fn attention_heads(&self, li: usize, h: &[f32], n: usize, pos0: usize, cache: &mut KvCache) -> Vec<f32> {
+        let cfg = &self.config;
+        let b = &self.blocks[li];
         let (hd, nh, nkv) = (cfg.head_dim, cfg.n_heads, cfg.n_kv_heads);
         let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
         let mut q = vec![0f32; n * qd];
@@ -316,16 +309,24 @@ impl Model {
                 k::axpy_f32(p, &values[j * kvd + kv_off..j * kvd + kv_off + hd], o);
             }
         });
-        observer.observe(li, Site::AttnOut, &out, n);
+        out
+    }
+
+    /// The output projection (and post-attention norm) of attention heads: what attention adds to the residual.
+    pub(crate) fn attention_output(&self, li: usize, heads: &[f32], n: usize) -> Vec<f32> {
+        let cfg = &self.config;
+        let b = &self.blocks[li];
         let mut proj = vec![0f32; n * cfg.hidden_size];
-        b.o.forward(&out, n, &mut proj);
+        b.o.forward(heads, n, &mut proj);
         if let Some(bias) = &b.o_bias {
             proj.chunks_exact_mut(bias.len()).for_each(|row| add_assign(row, bias));
         }
-        proj
+        post_norm(cfg, &b.post_attention_norm, proj)
     }
 
-    fn mlp(&self, li: usize, b: &Block, h: &[f32], n: usize, observer: &mut dyn Observer) -> Vec<f32> {
+    /// The activated gate times up of block `li` for `n` normed rows `h`: the down projection's input.
+    pub(crate) fn mlp_hidden(&self, li: usize, h: &[f32], n: usize) -> Vec<f32> {
+        let b = &self.blocks[li];
         let ff = self.config.intermediate_size;
         let mut gate = vec![0f32; n * ff];
         let mut up = vec![0f32; n * ff];
@@ -335,10 +336,16 @@ impl Model {
             Activation::Silu => k::silu_mul(&mut gate, &up),
             Activation::GeluTanh => k::gelu_tanh_mul(&mut gate, &up),
         }
-        observer.observe(li, Site::MlpOut, &gate, n);
-        let mut out = vec![0f32; n * self.config.hidden_size];
-        b.down.forward(&gate, n, &mut out);
-        out
+        gate
+    }
+
+    /// The down projection (and post-MLP norm) of the MLP's hidden rows: what the MLP adds to the residual.
+    pub(crate) fn mlp_output(&self, li: usize, act: &[f32], n: usize) -> Vec<f32> {
+        let cfg = &self.config;
+        let b = &self.blocks[li];
+        let mut out = vec![0f32; n * cfg.hidden_size];
+        b.down.forward(act, n, &mut out);
+        post_norm(cfg, &b.post_ffw_norm, out)
     }
 
     /// The final norm of hidden rows after the last block, `[n, hidden]`: the output projection's input.
@@ -370,6 +377,24 @@ impl Block {
         }
     }
 
+    pub(crate) fn norm_mut(&mut self, site: Site) -> Option<&mut Vec<f32>> {
+        match site {
+            Site::AttnIn => Some(&mut self.attn_norm),
+            Site::MlpIn => Some(&mut self.ffn_norm),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn bias_mut(&mut self, p: Proj) -> Option<&mut Vec<f32>> {
+        match p {
+            Proj::Q => self.q_bias.as_mut(),
+            Proj::K => self.k_bias.as_mut(),
+            Proj::V => self.v_bias.as_mut(),
+            Proj::O => self.o_bias.as_mut(),
+            _ => None,
+        }
+    }
+
     pub(crate) fn projection_mut(&mut self, p: Proj) -> &mut Box<dyn Linear> {
         match p {
             Proj::Q => &mut self.q,
@@ -383,6 +408,18 @@ impl Block {
     }
 }
 
-fn add_assign(x: &mut [f32], y: &[f32]) {
+/// Gemma's norm of a branch's output before it joins the residual, where the block has one.
+fn post_norm(cfg: &ModelConfig, norm: &Option<Vec<f32>>, raw: Vec<f32>) -> Vec<f32> {
+    match norm {
+        Some(w) => {
+            let mut out = vec![0f32; raw.len()];
+            k::rmsnorm(&raw, w, cfg.rms_eps, cfg.norm_weight_offset, &mut out);
+            out
+        }
+        None => raw,
+    }
+}
+
+pub(crate) fn add_assign(x: &mut [f32], y: &[f32]) {
     x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
 }

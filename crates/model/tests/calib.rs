@@ -1,5 +1,5 @@
-//! The calibration seam: running the model one block at a time (as GPTQ's driver does) shows an observer
-//! exactly what the whole forward pass shows it, site by site, on the real models.
+//! The calibration seam: running the model one block and one site at a time (as the calibration driver does)
+//! gives exactly the inputs the whole forward pass shows an observer, site by site, on the real models.
 
 use lowbit_formats::source::ModelSource;
 use lowbit_model::{F32Factory, Logits, Model, Observer, Site};
@@ -28,8 +28,19 @@ fn check(model_file: &str) {
     let mut stepwise = Record::default();
     let mut scratch = model.new_cache(64).unwrap();
     let mut x = model.embed(&tokens).unwrap();
+    let add = |x: &mut [f32], y: Vec<f32>| x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
     for block in 0..model.n_blocks() {
-        model.block_forward(block, &mut x, n, &mut scratch, &mut stepwise).unwrap();
+        let mut see = |site, v: &[f32]| stepwise.observe(block, site, v, n);
+        let h = model.site_input(block, Site::AttnIn, &x, n).unwrap();
+        see(Site::AttnIn, &h);
+        let heads = model.attention_heads_of(block, &h, n, &mut scratch).unwrap();
+        see(Site::AttnOut, &heads);
+        add(&mut x, model.attention_output_of(block, &heads, n).unwrap());
+        let h = model.site_input(block, Site::MlpIn, &x, n).unwrap();
+        see(Site::MlpIn, &h);
+        let act = model.mlp_hidden_of(block, &h, n).unwrap();
+        see(Site::MlpOut, &act);
+        add(&mut x, model.mlp_output_of(block, &act, n).unwrap());
     }
     stepwise.0.push((model.n_blocks(), Site::Head, n, model.head_input(&x)));
 

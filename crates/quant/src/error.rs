@@ -18,4 +18,7 @@ pub enum QuantError {
     Format(#[from] FormatError),
     #[error(transparent)]
     Importance(#[from] ImatrixError),
+    /// The model could not run the calibration set (a token beyond its vocabulary, a window beyond its context).
+    #[error("calibration: {0}")]
+    Model(#[from] lowbit_model::ModelError),
 }

@@ -1,7 +1,7 @@
 //! The grids calibrated methods round onto, one per storage family, as [`RowGrid`]s for GPTQ.
 
 use half::f16;
-use lowbit_formats::native::group::{encode, group_params, GroupFormat, GroupMatrix};
+use lowbit_formats::native::group::{encode, group_params, range_params, GroupFormat, GroupMatrix};
 use lowbit_formats::quantize::{GridError, RowBlocks};
 use lowbit_formats::{DType, Result};
 
@@ -37,6 +37,60 @@ pub enum Quantized {
     },
 }
 
+impl Target {
+    /// Round to nearest onto the target: each row's parameters fitted to the row (block parameters weighted by
+    /// `importance` where the target is an importance-weighted GGUF type), every weight rounded under them.
+    /// Returns the rounded values and the packed tensor.
+    pub fn round(
+        &self,
+        w: &[f32],
+        rows: usize,
+        cols: usize,
+        importance: Option<&[f32]>,
+    ) -> std::result::Result<(Vec<f32>, Quantized), String> {
+        match *self {
+            Target::Group(f) => {
+                let grid = GroupGrid(f);
+                let (values, params) = round_rows(&grid, w, cols)?;
+                let packed = grid.pack(&values, &params, rows, cols).map_err(|e| e.to_string())?;
+                Ok((values, Quantized::Group(packed)))
+            }
+            Target::Gguf { dtype, weighted } => {
+                let grid = BlockGrid { dtype, importance: importance.filter(|_| weighted).map(<[f32]>::to_vec) };
+                let (values, params) = round_rows(&grid, w, cols)?;
+                let bytes = grid.pack(&values, &params, cols).map_err(|e| e.to_string())?;
+                Ok((values, Quantized::Gguf { dtype, bytes }))
+            }
+        }
+    }
+}
+
+impl Target {
+    /// [`Target::round`]'s values alone, with unweighted block parameters: what a search over candidates compares.
+    pub fn round_values(&self, w: &[f32], cols: usize) -> std::result::Result<Vec<f32>, String> {
+        match *self {
+            Target::Group(f) => round_rows(&GroupGrid(f), w, cols).map(|r| r.0),
+            Target::Gguf { dtype, .. } => round_rows(&BlockGrid { dtype, importance: None }, w, cols).map(|r| r.0),
+        }
+    }
+}
+
+/// Every row fitted by `grid` and rounded onto it (the values and each row's parameters); errors name the row.
+pub fn round_rows<G: RowGrid>(
+    grid: &G,
+    w: &[f32],
+    cols: usize,
+) -> std::result::Result<(Vec<f32>, Vec<G::Params>), String> {
+    let mut values = Vec::with_capacity(w.len());
+    let mut params = Vec::with_capacity(w.len() / cols.max(1));
+    for (r, row) in w.chunks_exact(cols).enumerate() {
+        let p = grid.fit(row).map_err(|e| format!("row {r}: {e}"))?;
+        values.extend(row.iter().enumerate().map(|(c, &v)| grid.round(&p, c, v)));
+        params.push(p);
+    }
+    Ok((values, params))
+}
+
 /// A group-wise integer format: per group an f16 scale and a zero point, fitted as round to nearest fits them.
 pub struct GroupGrid(pub GroupFormat);
 
@@ -68,6 +122,53 @@ impl RowGrid for GroupGrid {
 }
 
 impl GroupGrid {
+    /// Each group's range shrunk (AWQ's clip search) to whichever of `steps` factors `1, 1 − 1/(2·steps), …, > ½`
+    /// gives the least output error `dᵀ·H_gg·d` (d: the group's rounding error, `H_gg`: its block of the input's
+    /// second moments `h`, `cols × cols`), so clipping a few outlying weights is chosen where it lowers the error
+    /// of the layer's output on the calibration inputs, not merely the weights' error. Returns each row's parameters.
+    pub fn clip_search(
+        &self,
+        w: &[f32],
+        cols: usize,
+        h: &[f64],
+        steps: usize,
+    ) -> std::result::Result<Vec<GroupParams>, String> {
+        let g = self.0.group;
+        let blocks: Vec<Vec<f32>> = (0..cols.div_ceil(g))
+            .map(|b| {
+                let (c0, c1) = (b * g, ((b + 1) * g).min(cols));
+                (c0..c1).flat_map(|i| (c0..c1).map(move |j| h[i * cols + j] as f32)).collect()
+            })
+            .collect();
+        let rows: Vec<&[f32]> = w.chunks_exact(cols).collect();
+        let mut out: Vec<std::result::Result<GroupParams, String>> = (0..rows.len()).map(|_| Ok(Vec::new())).collect();
+        lowbit_kernels::parallel_chunks_mut(&mut out, 1, &|r, slot| {
+            slot[0] = rows[r].chunks(g).zip(&blocks).map(|(x, hb)| self.clipped_params(x, hb, steps)).collect();
+        });
+        out.into_iter().enumerate().map(|(r, p)| p.map_err(|e| format!("row {r}: {e}"))).collect()
+    }
+
+    fn clipped_params(&self, x: &[f32], hb: &[f32], steps: usize) -> std::result::Result<(f16, u8), String> {
+        let lo = x.iter().fold(0.0f32, |m, &v| m.min(v));
+        let hi = x.iter().fold(0.0f32, |m, &v| m.max(v));
+        let n = x.len();
+        let mut d = vec![0f32; n];
+        let mut best: Option<((f16, u8), f32)> = None;
+        for k in 0..steps.max(1) {
+            let shrink = 1.0 - k as f32 / (2 * steps.max(1)) as f32;
+            let (s, z) = range_params(self.0, lo * shrink, hi * shrink)?;
+            let s32 = s.to_f32();
+            for (d, &v) in d.iter_mut().zip(x) {
+                *d = v - (f32::from(encode(self.0, v, s32, z)) - f32::from(z)) * s32;
+            }
+            let e: f32 = hb.chunks_exact(n).zip(&d).map(|(row, &di)| di * lowbit_kernels::dot_f32(row, &d)).sum();
+            if best.is_none_or(|(_, b)| e < b) {
+                best = Some(((s, z), e));
+            }
+        }
+        Ok(best.map(|(p, _)| p).expect("at least one step"))
+    }
+
     /// Packs values that lie on the grid of `params` (GPTQ's output) into the format's tensors.
     pub fn pack(&self, values: &[f32], params: &[GroupParams], rows: usize, cols: usize) -> Result<GroupMatrix> {
         let f = self.0;

@@ -1,19 +1,25 @@
-//! The layer-by-layer calibration driver: the calibration set goes through the model one block at a time,
-//! each block's projection inputs are captured (as Hessians: only one block's statistics are in memory),
-//! the block is quantized, and the *quantized* block's outputs become the next block's inputs, so every
-//! block is fitted to the errors of those before it (GPTQ's sequential scheme).
+//! The layer-by-layer calibration driver: the calibration set goes through the model one block at a time, and
+//! within a block one input site at a time. At each site the inputs of its projections are captured (as a Hessian:
+//! only one site's statistics are in memory), the projections are rounded (GPTQ, or round to nearest), and the
+//! *rounded* projections compute the next site's inputs, so every projection is fitted to the errors of those before
+//! it (GPTQ's "true sequential" order) and each block's output, fed to the next, is the quantized block's. With AWQ,
+//! the block's scales are searched on the original block first and folded in before the sites are rounded.
 //!
-//! Memory: the model in f32, the hidden states of the calibration set (`samples × seq_len × hidden` f32,
-//! 151 MB for 128 × 512 tokens of SmolLM2), one block's Hessians and one KV cache of `seq_len` positions.
+//! Work: one forward pass of each block over the set, plus the MLP's gate and up once more (down's input is
+//! recomputed rather than held). Memory: the model in f32, the residual rows of the calibration set
+//! (`samples × seq_len × hidden` f32, 151 MB for 128 × 512 tokens of SmolLM2), the attention heads' output of the set
+//! while o is rounded (as large again, `q_dim` wide), one site's Hessian and one KV cache of `seq_len` positions.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use lowbit_formats::source::ModelSource;
-use lowbit_model::{DenseF32, Model, Observer, Proj, Site};
+use lowbit_model::{DenseF32, KvCache, Model, Proj, Site};
 
+use crate::awq::{self, AwqOptions, BlockWeights, SiteScales};
 use crate::error::QuantError;
-use crate::gptq::{gptq, GptqOptions, GptqOutput};
+use crate::gptq::{gptq, GptqOptions};
 use crate::grid::{BlockGrid, GroupGrid, Quantized, Target};
 use crate::hessian::Hessian;
 
@@ -24,159 +30,330 @@ pub struct Progress<'a> {
     pub what: &'a str,
 }
 
-/// What GPTQ did to one tensor.
+/// What the driver does: AWQ's scales or not, then GPTQ or round to nearest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Plan {
+    pub awq: Option<AwqOptions>,
+    pub gptq: Option<GptqOptions>,
+}
+
+/// How one tensor was rounded.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct TensorReport {
     pub name: String,
     pub format: String,
+    /// GPTQ's loss, the damping that made the Hessian invertible and the columns without calibration signal.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gptq: Option<GptqFigures>,
+    /// The output error `tr(ΔW·H·ΔWᵀ)/rows` of the rounding on the calibration inputs.
+    pub output_error: f64,
+}
+
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct GptqFigures {
     pub loss: f64,
     pub damp: f64,
     pub dead_columns: usize,
 }
 
-/// The quantized tensors by name, a report per tensor, and where the time went.
+/// The quantized tensors by name, the 1-D tensors AWQ changed (norms and biases its scales were folded into, to be
+/// written in place of the source's), a report per tensor and per AWQ site, and where the time went.
 pub struct LayerwiseResult {
     pub tensors: BTreeMap<String, Quantized>,
+    pub values: BTreeMap<String, Vec<f32>>,
     pub reports: Vec<TensorReport>,
+    pub awq: Vec<SiteScales>,
     pub seconds: Timings,
 }
 
 /// Wall seconds per phase of the run.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct Timings {
-    /// Running the original blocks to collect Hessians (forward passes and the x·xᵀ products).
-    pub capture: f64,
-    /// Of which computing the Hessians.
+    /// Forward passes over the calibration set (the sites' inputs, the blocks' outputs).
+    pub forward: f64,
+    /// Adding the inputs' x·xᵀ to the Hessians.
     pub hessians: f64,
-    /// The GPTQ sweeps (Cholesky factors included).
-    pub gptq: f64,
-    /// Running the quantized blocks to produce the next block's inputs.
-    pub propagate: f64,
+    /// AWQ's scale search.
+    pub awq: f64,
+    /// Rounding (GPTQ sweeps with their Cholesky factors, or round to nearest with AWQ's clip search).
+    pub rounding: f64,
 }
 
-/// One Hessian per input site of the block being calibrated, and the time spent adding to them.
-struct SiteHessians(BTreeMap<Site, Hessian>, f64);
-
-impl Observer for SiteHessians {
-    fn observe(&mut self, _: usize, site: Site, x: &[f32], n: usize) {
-        let start = Instant::now();
-        let dim = x.len() / n.max(1);
-        self.0.entry(site).or_insert_with(|| Hessian::new(dim)).add(x, n);
-        self.1 += start.elapsed().as_secs_f64();
-    }
-}
-
-/// GPTQ of every block projection of `model` (built from `source` with f32 weights) that `format_for`
-/// gives a target (a native group format or a GGUF block type), on the calibration windows `samples`; also
-/// the output projection (the tied embedding when the model ties them) when `format_for` gives it one. The
-/// model is left holding the rounded weights.
-pub fn gptq_model(
+/// Rounds every block projection of `model` (built from `source` with f32 weights) that `format_for` gives a
+/// target (a native group format or a GGUF block type) as `plan` says, on the calibration windows `samples`; also
+/// the output projection (the tied embedding when the model ties them) when `format_for` gives it one (GPTQ or
+/// round to nearest, without AWQ: nothing before it could take a scale). The model is left holding the rounded
+/// weights.
+pub fn quantize_model(
     model: &mut Model,
     source: &ModelSource,
     samples: &[Vec<u32>],
     format_for: &dyn Fn(&str, &[usize]) -> Option<Target>,
-    opts: GptqOptions,
+    plan: Plan,
     progress: &dyn Fn(Progress),
 ) -> Result<LayerwiseResult, QuantError> {
     let seq_len = samples.iter().map(Vec::len).max().unwrap_or(0);
     let blocks = model.n_blocks();
-    let total = blocks * (2 * samples.len() + Proj::ALL.len()) + samples.len() + 1;
-    let mut done = 0;
-    let mut step = |what: &str, units: usize| {
-        progress(Progress { done, total, what });
-        done += units;
+    let per_block = 5 * samples.len() + Proj::ALL.len() + usize::from(plan.awq.is_some());
+    let cache = model.new_cache(seq_len.max(1))?;
+    let mut d = Driver {
+        model,
+        source,
+        format_for,
+        plan,
+        progress,
+        done: 0,
+        total: blocks * per_block + samples.len() + 1,
+        cache,
+        result: LayerwiseResult {
+            tensors: BTreeMap::new(),
+            values: BTreeMap::new(),
+            reports: Vec::new(),
+            awq: Vec::new(),
+            seconds: Timings::default(),
+        },
     };
-    let model_err =
-        |e: lowbit_model::ModelError| QuantError::Tensor { tensor: "calibration".into(), what: e.to_string() };
-    let mut cache = model.new_cache(seq_len.max(1)).map_err(model_err)?;
-    let mut hidden: Vec<Vec<f32>> =
-        samples.iter().map(|s| model.embed(s)).collect::<Result<_, _>>().map_err(model_err)?;
-    let mut result = LayerwiseResult { tensors: BTreeMap::new(), reports: Vec::new(), seconds: Timings::default() };
-
+    let mut rows: Vec<(Vec<f32>, usize)> =
+        samples.iter().map(|s| Ok((d.model.embed(s)?, s.len()))).collect::<Result<_, lowbit_model::ModelError>>()?;
     for li in 0..blocks {
-        let mut hessians = SiteHessians(BTreeMap::new(), 0.0);
+        d.block(li, &mut rows)?;
+    }
+
+    let head = d.model.head_tensor_name();
+    let mut h = Hessian::new(d.model.config.hidden_size);
+    for (s, (x, n)) in rows.iter().enumerate() {
+        d.step(&format!("output: capturing sample {}/{}", s + 1, rows.len()), 1);
         let start = Instant::now();
-        for (s, x) in hidden.iter().enumerate() {
-            step(&format!("block {li}: capturing sample {}/{}", s + 1, samples.len()), 1);
-            let mut scratch = x.clone();
-            model.block_forward(li, &mut scratch, samples[s].len(), &mut cache, &mut hessians).map_err(model_err)?;
-        }
-        result.seconds.capture += start.elapsed().as_secs_f64();
-        result.seconds.hessians += hessians.1;
+        let input = d.model.head_input(x);
+        d.result.seconds.forward += start.elapsed().as_secs_f64();
+        d.add(&mut h, &input, *n);
+    }
+    d.step(&format!("output: rounding {head}"), 1);
+    let (shape, w) = source.tensor_f32(head)?;
+    source.release(&source.tensor(head)?);
+    if let Some(target) = format_for(head, &shape) {
+        d.round(head, target, shape[0], shape[1], &w, &h, None)?;
+    }
+    progress(Progress { done: d.total, total: d.total, what: "done" });
+    Ok(d.result)
+}
+
+struct Driver<'a> {
+    model: &'a mut Model,
+    source: &'a ModelSource,
+    format_for: &'a dyn Fn(&str, &[usize]) -> Option<Target>,
+    plan: Plan,
+    progress: &'a dyn Fn(Progress),
+    done: usize,
+    total: usize,
+    cache: KvCache,
+    result: LayerwiseResult,
+}
+
+impl Driver<'_> {
+    fn step(&mut self, what: &str, units: usize) {
+        (self.progress)(Progress { done: self.done, total: self.total, what });
+        self.done += units;
+    }
+
+    fn add(&mut self, h: &mut Hessian, x: &[f32], n: usize) {
         let start = Instant::now();
+        h.add(x, n);
+        self.result.seconds.hessians += start.elapsed().as_secs_f64();
+    }
+
+    /// Block `li`: AWQ's scales, then each site's Hessian and rounding in the order the block runs them; `rows`
+    /// (the calibration set's residual rows) leave as the quantized block's output.
+    fn block(&mut self, li: usize, rows: &mut [(Vec<f32>, usize)]) -> Result<(), QuantError> {
+        let mut weights = BlockWeights::new();
+        let mut targets = BTreeMap::new();
         for p in Proj::ALL {
             let name = p.tensor_name(li);
-            step(&format!("block {li}: GPTQ {name}"), 1);
-            let h = &hessians.0[&p.site()];
-            if let Some(q) = quantize_one(source, &name, h, format_for, opts, &mut result)? {
-                model.set_projection(li, p, q).map_err(model_err)?;
+            let (shape, w) = self.source.tensor_f32(&name)?;
+            // The mapped pages were only needed for this copy.
+            self.source.release(&self.source.tensor(&name)?);
+            if let Some(t) = (self.format_for)(&name, &shape) {
+                targets.insert(p, t);
+                weights.insert(p, (shape[0], shape[1], Arc::from(w)));
             }
         }
-        result.seconds.gptq += start.elapsed().as_secs_f64();
+        if let Some(opts) = self.plan.awq {
+            self.step(&format!("block {li}: AWQ scale search"), 1);
+            let start = Instant::now();
+            let windows: Vec<(&[f32], usize)> =
+                rows.iter().take(opts.samples.max(1)).map(|(x, n)| (&x[..], *n)).collect();
+            let found = awq::search_block(self.model, li, &windows, &weights, &targets, &opts, &mut self.cache)?;
+            let changed = awq::apply(self.model, li, &found, &mut weights)?;
+            self.result.values.extend(changed);
+            self.result.awq.extend(found);
+            self.result.seconds.awq += start.elapsed().as_secs_f64();
+        }
+
+        let total = rows.len();
+        // q, k, v: the attention norm's output.
+        let mut h = self.hessian(Site::AttnIn);
+        for (i, (x, n)) in rows.iter().enumerate() {
+            self.step(&format!("block {li}: attention input {}/{total}", i + 1), 1);
+            let input = self.timed(|m, _| m.site_input(li, Site::AttnIn, x, *n))?;
+            self.add(&mut h, &input, *n);
+        }
+        self.round_site(li, Site::AttnIn, &h, &weights, &targets)?;
+        // o: the attention heads, kept for the residual.
+        let mut h = self.hessian(Site::AttnOut);
+        let mut heads = Vec::with_capacity(total);
+        for (i, (x, n)) in rows.iter().enumerate() {
+            self.step(&format!("block {li}: attention heads {}/{total}", i + 1), 1);
+            let out =
+                self.timed(|m, cache| m.attention_heads_of(li, &m.site_input(li, Site::AttnIn, x, *n)?, *n, cache))?;
+            self.add(&mut h, &out, *n);
+            heads.push(out);
+        }
+        self.round_site(li, Site::AttnOut, &h, &weights, &targets)?;
+        // gate, up: the MLP norm's output, after attention joins the residual.
+        let mut h = self.hessian(Site::MlpIn);
+        for (i, ((x, n), heads)) in rows.iter_mut().zip(heads).enumerate() {
+            self.step(&format!("block {li}: MLP input {}/{total}", i + 1), 1);
+            let input = self.timed(|m, _| {
+                add_rows(x, &m.attention_output_of(li, &heads, *n)?);
+                m.site_input(li, Site::MlpIn, x, *n)
+            })?;
+            self.add(&mut h, &input, *n);
+        }
+        self.round_site(li, Site::MlpIn, &h, &weights, &targets)?;
+        // down: the MLP's hidden rows, recomputed below rather than held (intermediate_size wide).
+        let mut h = self.hessian(Site::MlpOut);
+        for (i, (x, n)) in rows.iter().enumerate() {
+            self.step(&format!("block {li}: MLP hidden {}/{total}", i + 1), 1);
+            let act = self.timed(|m, _| m.mlp_hidden_of(li, &m.site_input(li, Site::MlpIn, x, *n)?, *n))?;
+            self.add(&mut h, &act, *n);
+        }
+        self.round_site(li, Site::MlpOut, &h, &weights, &targets)?;
+        for (i, (x, n)) in rows.iter_mut().enumerate() {
+            self.step(&format!("block {li}: block output {}/{total}", i + 1), 1);
+            let out = self.timed(|m, _| {
+                m.mlp_output_of(li, &m.mlp_hidden_of(li, &m.site_input(li, Site::MlpIn, x, *n)?, *n)?, *n)
+            })?;
+            add_rows(x, &out);
+        }
+        Ok(())
+    }
+
+    /// An empty Hessian of the width of `site`'s input.
+    fn hessian(&self, site: Site) -> Hessian {
+        let c = &self.model.config;
+        Hessian::new(match site {
+            Site::AttnOut => c.q_dim(),
+            Site::MlpOut => c.intermediate_size,
+            _ => c.hidden_size,
+        })
+    }
+
+    /// Runs `f` on the model and the scratch cache, counting its time as forward passes.
+    fn timed<T>(
+        &mut self,
+        f: impl FnOnce(&Model, &mut KvCache) -> Result<T, lowbit_model::ModelError>,
+    ) -> Result<T, QuantError> {
         let start = Instant::now();
-        for (s, x) in hidden.iter_mut().enumerate() {
-            step(&format!("block {li}: propagating sample {}/{}", s + 1, samples.len()), 1);
-            model.block_forward(li, x, samples[s].len(), &mut cache, &mut ()).map_err(model_err)?;
-        }
-        result.seconds.propagate += start.elapsed().as_secs_f64();
+        let out = f(self.model, &mut self.cache)?;
+        self.result.seconds.forward += start.elapsed().as_secs_f64();
+        Ok(out)
     }
 
-    let head = model.head_tensor_name();
-    let mut h = Hessian::new(model.config.hidden_size);
-    for (s, x) in hidden.iter().enumerate() {
-        step(&format!("output: capturing sample {}/{}", s + 1, samples.len()), 1);
-        h.add(&model.head_input(x), samples[s].len());
+    /// Rounds the projections of `site` that have targets and puts their rounded values into the model.
+    fn round_site(
+        &mut self,
+        li: usize,
+        site: Site,
+        h: &Hessian,
+        weights: &BlockWeights,
+        targets: &BTreeMap<Proj, Target>,
+    ) -> Result<(), QuantError> {
+        for p in site.projections() {
+            let name = p.tensor_name(li);
+            self.step(&format!("block {li}: rounding {name}"), 1);
+            let (Some(&target), Some((rows, cols, w))) = (targets.get(p), weights.get(p)) else { continue };
+            // AWQ's clip search leaves q and k alone: their error shows only through the attention scores.
+            let clip = self.plan.awq.filter(|o| o.clip && !matches!(p, Proj::Q | Proj::K)).map(|o| o.grid / 2);
+            let values = self.round(&name, target, *rows, *cols, w, h, clip)?;
+            self.model.set_projection(li, *p, Box::new(DenseF32::new(values.into(), *rows, *cols)))?;
+        }
+        Ok(())
     }
-    step(&format!("output: GPTQ {head}"), 1);
-    let start = Instant::now();
-    quantize_one(source, head, &h, format_for, opts, &mut result)?;
-    result.seconds.gptq += start.elapsed().as_secs_f64();
-    progress(Progress { done: total, total, what: "done" });
-    Ok(result)
+
+    /// Rounds one tensor onto `target` with the Hessian `h` of its input: GPTQ when the plan has it, else round to
+    /// nearest (group formats with AWQ's clip search of `clip` steps when given: the reference's 20-point grid over
+    /// shrink factors down to ½). Records it; returns its values.
+    #[allow(clippy::too_many_arguments)]
+    fn round(
+        &mut self,
+        name: &str,
+        target: Target,
+        rows: usize,
+        cols: usize,
+        w: &[f32],
+        h: &Hessian,
+        clip: Option<usize>,
+    ) -> Result<Vec<f32>, QuantError> {
+        let start = Instant::now();
+        let tensor_err = |what: String| QuantError::Tensor { tensor: name.to_string(), what };
+        let (values, quantized, gptq_figures) = match (self.plan.gptq, target) {
+            (Some(opts), Target::Group(format)) => {
+                let grid = GroupGrid(format);
+                let out = gptq(&grid, w, rows, cols, h, opts).map_err(|e| tensor_err(format!("GPTQ: {e}")))?;
+                let packed = grid.pack(&out.values, &out.params, rows, cols).map_err(|e| tensor_err(e.to_string()))?;
+                let figures = GptqFigures { loss: out.loss, damp: out.damp, dead_columns: out.dead_columns };
+                (out.values, Quantized::Group(packed), Some(figures))
+            }
+            (Some(opts), Target::Gguf { dtype, weighted }) => {
+                let grid = BlockGrid { dtype, importance: weighted.then(|| h.importance()) };
+                let out = gptq(&grid, w, rows, cols, h, opts).map_err(|e| tensor_err(format!("GPTQ: {e}")))?;
+                let bytes = grid.pack(&out.values, &out.params, cols).map_err(|e| tensor_err(e.to_string()))?;
+                let figures = GptqFigures { loss: out.loss, damp: out.damp, dead_columns: out.dead_columns };
+                (out.values, Quantized::Gguf { dtype, bytes }, Some(figures))
+            }
+            (None, Target::Group(format)) if clip.is_some() => {
+                let grid = GroupGrid(format);
+                let params = grid.clip_search(w, cols, &h.matrix(), clip.unwrap_or(1)).map_err(tensor_err)?;
+                let values: Vec<f32> = w
+                    .chunks_exact(cols)
+                    .zip(&params)
+                    .flat_map(|(row, p)| {
+                        row.iter().enumerate().map(|(c, &v)| crate::gptq::RowGrid::round(&grid, p, c, v))
+                    })
+                    .collect();
+                let packed = grid.pack(&values, &params, rows, cols).map_err(|e| tensor_err(e.to_string()))?;
+                (values, Quantized::Group(packed), None)
+            }
+            (None, _) => {
+                let (values, quantized) = target.round(w, rows, cols, Some(&h.importance())).map_err(tensor_err)?;
+                (values, quantized, None)
+            }
+        };
+        let output_error = output_error(w, &values, cols, h);
+        self.result.seconds.rounding += start.elapsed().as_secs_f64();
+        self.result.tensors.insert(name.to_string(), quantized);
+        self.result.reports.push(TensorReport {
+            name: name.to_string(),
+            format: target.name(),
+            gptq: gptq_figures,
+            output_error,
+        });
+        Ok(values)
+    }
 }
 
-/// GPTQ of tensor `name` when `format_for` gives it a target: records it and returns its rounded values as
-/// a projection for the rest of the calibration run.
-fn quantize_one(
-    source: &ModelSource,
-    name: &str,
-    h: &Hessian,
-    format_for: &dyn Fn(&str, &[usize]) -> Option<Target>,
-    opts: GptqOptions,
-    result: &mut LayerwiseResult,
-) -> Result<Option<Box<DenseF32>>, QuantError> {
-    let (shape, w) = source.tensor_f32(name)?;
-    // The mapped pages were only needed for this copy.
-    source.release(&source.tensor(name)?);
-    let Some(target) = format_for(name, &shape) else { return Ok(None) };
-    let (rows, cols) = (shape[0], shape[1]);
-    let tensor_err = |what: String| QuantError::Tensor { tensor: name.to_string(), what };
-    let (values, quantized) = match target {
-        Target::Group(format) => {
-            let grid = GroupGrid(format);
-            let out = gptq(&grid, &w, rows, cols, h, opts).map_err(|e| tensor_err(format!("GPTQ: {e}")))?;
-            let packed = grid.pack(&out.values, &out.params, rows, cols).map_err(|e| tensor_err(e.to_string()))?;
-            result.reports.push(report(name, target, &out));
-            (out.values, Quantized::Group(packed))
-        }
-        Target::Gguf { dtype, weighted } => {
-            let grid = BlockGrid { dtype, importance: weighted.then(|| h.importance()) };
-            let out = gptq(&grid, &w, rows, cols, h, opts).map_err(|e| tensor_err(format!("GPTQ: {e}")))?;
-            let bytes = grid.pack(&out.values, &out.params, cols).map_err(|e| tensor_err(e.to_string()))?;
-            result.reports.push(report(name, target, &out));
-            (out.values, Quantized::Gguf { dtype, bytes })
-        }
-    };
-    result.tensors.insert(name.to_string(), quantized);
-    Ok(Some(Box::new(DenseF32::new(values.into(), rows, cols))))
+/// `tr(ΔW·H·ΔWᵀ)/rows`: the mean over output rows of the rounding's squared output error on the calibration inputs
+/// (H as GPTQ defines it, twice the mean x·xᵀ).
+fn output_error(w: &[f32], q: &[f32], cols: usize, h: &Hessian) -> f64 {
+    let m: Vec<f32> = h.matrix().iter().map(|&v| v as f32).collect();
+    let rows = w.len() / cols.max(1);
+    let d: Vec<f32> = w.iter().zip(q).map(|(a, b)| a - b).collect();
+    let mut dh = vec![0f32; d.len()];
+    // H is symmetric, so its rows serve as the "weight" rows of the product D·H.
+    lowbit_kernels::matmul_f32(&d, &m, &mut dh, rows, cols, cols);
+    dh.iter().zip(&d).map(|(a, b)| f64::from(a * b)).sum::<f64>() / rows.max(1) as f64
 }
 
-fn report<P>(name: &str, target: Target, out: &GptqOutput<P>) -> TensorReport {
-    TensorReport {
-        name: name.to_string(),
-        format: target.name(),
-        loss: out.loss,
-        damp: out.damp,
-        dead_columns: out.dead_columns,
-    }
+fn add_rows(x: &mut [f32], y: &[f32]) {
+    x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
 }

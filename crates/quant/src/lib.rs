@@ -1,6 +1,7 @@
 //! Quantization: which storage type each tensor gets, and writing the result.
 
 pub mod act_scales;
+pub mod awq;
 pub mod calib_data;
 pub mod error;
 pub mod file_type;

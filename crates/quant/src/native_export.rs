@@ -59,12 +59,15 @@ impl NativeScheme {
     }
 }
 
-/// Tensors already quantized by a calibrated method (GPTQ) into the scheme's formats, written as they are,
+/// Tensors already quantized by a calibrated method (GPTQ, AWQ) into the scheme's formats, written as they are,
 /// and what the quantization config records about how they were made.
 pub struct Prepared {
     /// `gptq`, ...: the config's `method`.
     pub method: String,
     pub tensors: BTreeMap<String, GroupMatrix>,
+    /// Unquantized tensors the method changed (the norms and biases AWQ folds its scales into), written instead of
+    /// the source's.
+    pub values: BTreeMap<String, Vec<f32>>,
     /// Static activation steps of matrices' inputs (see `TensorSpec::act_scale`).
     pub act_scales: BTreeMap<String, f32>,
     /// The calibration data, the method's options, per-tensor figures.
@@ -199,12 +202,19 @@ pub fn export(
             Some(Storage::Plain { .. }) | None => {
                 let dtype = if shape.len() >= 2 { DType::F16 } else { DType::F32 };
                 let n: usize = shape.iter().product();
+                let changed = prepared.and_then(|p| p.values.get(name));
+                if changed.is_some_and(|v| v.len() != n) {
+                    return Err(FormatError::Invalid(format!("tensor {name}: prepared values do not match {shape:?}")));
+                }
                 summary.tensor_bytes += (n * dtype.block_bytes()) as u64;
                 writer.add(
                     vec![(name.to_string(), dtype, shape.clone())],
                     Box::new(move |w: &mut dyn Write| {
                         progress(i, name);
-                        let (_, values) = source.tensor_f32(name)?;
+                        let values = match changed {
+                            Some(v) => v.clone(),
+                            None => source.tensor_f32(name)?.1,
+                        };
                         let bytes = lowbit_formats::quantize::quantize(dtype, &values, values.len().max(1), None)
                             .map_err(|e| FormatError::Invalid(format!("tensor {name}: {e}")))?;
                         w.write_all(&bytes).map_err(io(Path::new(SINGLE_FILE)))

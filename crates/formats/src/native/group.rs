@@ -319,7 +319,7 @@ pub fn group_params(f: GroupFormat, x: &[f32]) -> std::result::Result<(f16, u8),
 }
 
 /// Round to nearest's scale and zero point for values spanning `lo ≤ 0 ≤ hi` (symmetric: `max(hi, −lo)`).
-fn range_params(f: GroupFormat, lo: f32, hi: f32) -> std::result::Result<(f16, u8), String> {
+pub fn range_params(f: GroupFormat, lo: f32, hi: f32) -> std::result::Result<(f16, u8), String> {
     let max_code = f32::from(f.max_code());
     let scale = if f.sym { hi.max(-lo) / f32::from(f.mid_code() - 1) } else { (hi - lo) / max_code };
     let s = f16::from_f32(scale);
