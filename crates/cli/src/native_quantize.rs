@@ -188,7 +188,7 @@ fn static_acts(source: &ModelSource, args: &NativeArgs, prepared: Option<Prepare
         details: serde_json::json!({ "data": calib.record }),
     });
     p.details["activations"] =
-        serde_json::json!("static int8, one step per matrix input: absmax over the calibration set / 127");
+        serde_json::json!("static int8, one step per matrix input: least squared error over the calibration set, first token of each window left out");
     p.act_scales = steps;
     Ok(p)
 }
