@@ -187,7 +187,7 @@ fn awq_folds_its_scales_and_beats_round_to_nearest() {
     let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
     let calib = concat!(env!("CARGO_MANIFEST_DIR"), "/../quant/tests/data/imatrix_calib.txt");
     let model = model.to_str().unwrap();
-    let calib_args = ["--calib", calib, "--samples", "2", "--seq-len", "256", "--awq-samples", "1"];
+    let calib_args = ["--calib", calib, "--samples", "2", "--seq-len", "128", "--awq-samples", "1"];
     let native = ["--bits", "3", "--group", "64"];
     lowbit(&[&["quantize", model, "-o", &path("awq"), "--method", "awq"][..], &native, &calib_args].concat());
     lowbit(&[&["quantize", model, "-o", &path("rtn"), "--method", "rtn"][..], &native].concat());
@@ -206,8 +206,7 @@ fn awq_folds_its_scales_and_beats_round_to_nearest() {
     assert!(k_awq < k_rtn, "AWQ's KLD {k_awq} against round to nearest's {k_rtn}");
 
     lowbit(
-        &[&["quantize", model, "-o", &path("awq.gguf"), "--type", "Q4_K_M", "--method", "awq"][..], &calib_args]
-            .concat(),
+        &[&["quantize", model, "-o", &path("awq.gguf"), "--type", "Q4_0", "--method", "awq"][..], &calib_args].concat(),
     );
     let (awq, source) = (GgufFile::open(path("awq.gguf")).unwrap(), GgufFile::open(model).unwrap());
     let norm = |f: &GgufFile| {
