@@ -1,11 +1,53 @@
 //! The `lowbit` binary end to end on the real default model (SmolLM2-135M, Q4_1 layers).
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn lowbit(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_lowbit")).args(args).output().expect("running lowbit");
     assert!(out.status.success(), "lowbit {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// Runs `lowbit args`, which must fail with `want` in its message and leave `output` unwritten.
+fn refuses(args: &[&str], output: &Path, want: &str) {
+    let run = Command::new(env!("CARGO_BIN_EXE_lowbit")).args(args).output().expect("running lowbit");
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success() && err.contains(want), "lowbit {args:?}: {err}");
+    assert!(!output.exists(), "lowbit {args:?} wrote {}", output.display());
+}
+
+/// A small calibration text kept with the quantizer's tests.
+const CALIB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../quant/tests/data/imatrix_calib.txt");
+
+/// Mean KLD of `build` against `reference` over 4 windows of 128 tokens of [`CALIB`].
+fn kld(build: &str, reference: &str) -> f64 {
+    let args = ["eval", build, "--corpus", CALIB, "--ctx", "128", "--chunks", "4", "--reference", reference, "--json"];
+    let j: serde_json::Value = serde_json::from_str(&lowbit(&args)).unwrap();
+    j["reference"]["mean_kld"].as_f64().unwrap()
+}
+
+/// A test's own directory under the system's temporary one, removed when the test passes.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(test: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("lowbit-cli-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.0.join(name).to_str().unwrap().to_string()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 #[test]
@@ -50,12 +92,10 @@ fn each_runtime_answers_as_its_reference_does() {
 #[test]
 fn bad_calibration_data_fails_before_work() {
     let Some(model) = lowbit_testdata::model(lowbit_testdata::SMOLLM2) else { return };
-    let dir = std::env::temp_dir().join(format!("lowbit-cli-calib-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("calib");
     let write = |name: &str, body: &str| {
-        let p = dir.join(name);
-        std::fs::write(&p, body).unwrap();
-        p.to_str().unwrap().to_string()
+        std::fs::write(dir.path(name), body).unwrap();
+        dir.path(name)
     };
     let cases = [
         (write("empty.txt", "\n  \n"), "has no text"),
@@ -66,59 +106,35 @@ fn bad_calibration_data_fails_before_work() {
             "was tokenized by tokenizer 00ff",
         ),
     ];
+    let out = dir.path("out");
     for (file, want) in cases {
-        let out = dir.join("out");
-        let run = Command::new(env!("CARGO_BIN_EXE_lowbit"))
-            .args(["quantize", model.to_str().unwrap(), "-o", out.to_str().unwrap(), "--method", "gptq"])
-            .args(["--bits", "4", "--calib", &file])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&run.stderr);
-        assert!(!run.status.success() && err.contains(want), "{file}: {err}");
-        assert!(!out.exists(), "{file}: an output was written");
+        let args =
+            ["quantize", model.to_str().unwrap(), "-o", &out, "--method", "gptq", "--bits", "4", "--calib", &file];
+        refuses(&args, Path::new(&out), want);
     }
 }
 
 #[test]
 fn a_saved_imatrix_quantizes_as_the_collected_one() {
     let Some(model) = lowbit_testdata::model(lowbit_testdata::SMOLLM2) else { return };
-    let dir = std::env::temp_dir().join(format!("lowbit-cli-imatrix-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
-    let calib = concat!(env!("CARGO_MANIFEST_DIR"), "/../quant/tests/data/imatrix_calib.txt");
-    let (model, imatrix) = (model.to_str().unwrap(), path("im.gguf"));
-    let collected = lowbit(&[
-        "quantize",
-        model,
-        "-o",
-        &path("a.gguf"),
-        "--type",
-        "Q4_K_M",
-        "--save-imatrix",
-        &imatrix,
-        "--calib",
-        calib,
-        "--samples",
-        "2",
-    ]);
+    let dir = Scratch::new("imatrix");
+    let (model, imatrix) = (model.to_str().unwrap(), dir.path("im.gguf"));
+    let base = ["quantize", model, "--type", "Q4_K_M"];
+    let collected = lowbit(
+        &[&base[..], &["-o", &dir.path("a.gguf"), "--save-imatrix", &imatrix, "--calib", CALIB, "--samples", "2"]]
+            .concat(),
+    );
     assert!(collected.contains("2 chunks of 512 tokens"), "{collected}");
-    let loaded = lowbit(&["quantize", model, "-o", &path("b.gguf"), "--type", "Q4_K_M", "--imatrix", &imatrix]);
+    let loaded = lowbit(&[&base[..], &["-o", &dir.path("b.gguf"), "--imatrix", &imatrix]].concat());
     assert!(loaded.contains("--imatrix"), "{loaded}");
-    assert_eq!(std::fs::read(path("a.gguf")).unwrap(), std::fs::read(path("b.gguf")).unwrap());
+    assert_eq!(std::fs::read(dir.path("a.gguf")).unwrap(), std::fs::read(dir.path("b.gguf")).unwrap());
     // Methods the weights do not apply to, and a file that is no imatrix, fail before work.
+    let out = dir.path("c");
     for (extra, want) in
         [(vec!["--method", "gptq", "--bits", "4"], "apply to"), (vec!["--type", "Q4_K_M"], "truncated")]
     {
-        let run = Command::new(env!("CARGO_BIN_EXE_lowbit"))
-            .args(["quantize", model, "-o", &path("c"), "--imatrix", calib])
-            .args(extra)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&run.stderr);
-        assert!(!run.status.success() && err.contains(want), "{err}");
-        assert!(!dir.join("c").exists());
+        refuses(&[&["quantize", model, "-o", &out, "--imatrix", CALIB][..], &extra].concat(), Path::new(&out), want);
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Issue 4: GPTQ into llama.cpp's types writes the types of llama.cpp's imatrix mix, re-rounds the block
@@ -128,12 +144,10 @@ fn a_saved_imatrix_quantizes_as_the_collected_one() {
 fn gptq_into_gguf_types_writes_the_imatrix_mix_and_runs() {
     use lowbit_formats::gguf::GgufFile;
     let Some(model) = lowbit_testdata::model(lowbit_testdata::SMOLLM2) else { return };
-    let dir = std::env::temp_dir().join(format!("lowbit-cli-gguf-gptq-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
-    let calib = concat!(env!("CARGO_MANIFEST_DIR"), "/../quant/tests/data/imatrix_calib.txt");
+    let dir = Scratch::new("gguf-gptq");
+    let path = |name: &str| dir.path(name);
     let model = model.to_str().unwrap();
-    let calib_args = ["--calib", calib, "--samples", "2", "--seq-len", "256"];
+    let calib_args = ["--calib", CALIB, "--samples", "2", "--seq-len", "256"];
     let base = ["quantize", model, "--type", "Q3_K_M"];
     lowbit(&[&base[..], &["-o", &path("gptq.gguf"), "--method", "gptq", "--act-order"], &calib_args].concat());
     lowbit(&[&base[..], &["-o", &path("im.gguf"), "--save-imatrix", &path("im.imatrix")], &calib_args].concat());
@@ -150,30 +164,19 @@ fn gptq_into_gguf_types_writes_the_imatrix_mix_and_runs() {
     }
     // All but the two Q5_1 tensors: Q5_1 holds the source's Q4_1 values exactly, leaving GPTQ no error to spread.
     assert_eq!(rerounded, 30 * 7 - 2, "block projections re-rounded");
-    let kld = |file: &str| {
-        let args = ["eval", file, "--corpus", calib, "--ctx", "128", "--chunks", "4", "--reference", model, "--json"];
-        let j: serde_json::Value = serde_json::from_str(&lowbit(&args)).unwrap();
-        j["reference"]["mean_kld"].as_f64().unwrap()
-    };
-    let (k_gptq, k_imatrix) = (kld(&path("gptq.gguf")), kld(&path("im.gguf")));
+    let (k_gptq, k_imatrix) = (kld(&path("gptq.gguf"), model), kld(&path("im.gguf"), model));
     assert!(k_gptq < 1.5 * k_imatrix, "GPTQ's KLD {k_gptq} against the imatrix build's {k_imatrix}");
     for (extra, want) in [
         (vec!["--type", "TQ1_0"], "round onto block types"),
         (vec!["--type", "F16"], "round onto block types"),
         (vec!["--type", "Q4_K_M", "--bits", "4"], "--bits applies to native directories"),
-        (vec!["--type", "Q4_K_M", "--imatrix", calib], "drop --imatrix"),
+        (vec!["--type", "Q4_K_M", "--imatrix", CALIB], "drop --imatrix"),
     ] {
         // A calibration file that does not exist: the refusal must come before it is read.
-        let run = Command::new(env!("CARGO_BIN_EXE_lowbit"))
-            .args(["quantize", model, "-o", &path("bad.gguf"), "--method", "gptq", "--calib", "/nonexistent"])
-            .args(extra)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&run.stderr);
-        assert!(!run.status.success() && err.contains(want), "{err}");
-        assert!(!dir.join("bad.gguf").exists());
+        let out = path("bad.gguf");
+        let args = ["quantize", model, "-o", &out, "--method", "gptq", "--calib", "/nonexistent"];
+        refuses(&[&args[..], &extra].concat(), Path::new(&out), want);
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Issue 4: AWQ writes its folded norms with the rounded matrices, records its scales, and the build runs with a
@@ -182,27 +185,20 @@ fn gptq_into_gguf_types_writes_the_imatrix_mix_and_runs() {
 fn awq_folds_its_scales_and_beats_round_to_nearest() {
     use lowbit_formats::gguf::GgufFile;
     let Some(model) = lowbit_testdata::model(lowbit_testdata::SMOLLM2) else { return };
-    let dir = std::env::temp_dir().join(format!("lowbit-cli-awq-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
-    let calib = concat!(env!("CARGO_MANIFEST_DIR"), "/../quant/tests/data/imatrix_calib.txt");
+    let dir = Scratch::new("awq");
+    let path = |name: &str| dir.path(name);
     let model = model.to_str().unwrap();
-    let calib_args = ["--calib", calib, "--samples", "2", "--seq-len", "128", "--awq-samples", "1"];
+    let calib_args = ["--calib", CALIB, "--samples", "2", "--seq-len", "128", "--awq-samples", "1"];
     let native = ["--bits", "3", "--group", "64"];
     lowbit(&[&["quantize", model, "-o", &path("awq"), "--method", "awq"][..], &native, &calib_args].concat());
     lowbit(&[&["quantize", model, "-o", &path("rtn"), "--method", "rtn"][..], &native].concat());
     let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("awq/quantization_config.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(path("awq/quantization_config.json")).unwrap()).unwrap();
     assert_eq!(config["method"], "awq");
     let sites = config["calibration"]["awq"].as_array().unwrap();
     assert_eq!(sites.len(), 4 * 30);
     assert!(sites.iter().all(|s| s["error"].as_f64().unwrap() <= s["rtn_error"].as_f64().unwrap()));
-    let kld = |build: &str| {
-        let args = ["eval", build, "--corpus", calib, "--ctx", "128", "--chunks", "4", "--reference", model, "--json"];
-        let j: serde_json::Value = serde_json::from_str(&lowbit(&args)).unwrap();
-        j["reference"]["mean_kld"].as_f64().unwrap()
-    };
-    let (k_awq, k_rtn) = (kld(&path("awq")), kld(&path("rtn")));
+    let (k_awq, k_rtn) = (kld(&path("awq"), model), kld(&path("rtn"), model));
     assert!(k_awq < k_rtn, "AWQ's KLD {k_awq} against round to nearest's {k_rtn}");
 
     lowbit(
@@ -216,6 +212,5 @@ fn awq_folds_its_scales_and_beats_round_to_nearest() {
     let ((dtype, folded), (source_dtype, original)) = (norm(&awq), norm(&source));
     assert_eq!(dtype, source_dtype);
     assert_ne!(folded, original, "the MLP norm carries AWQ's scales");
-    assert!(kld(&path("awq.gguf")).is_finite());
-    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(kld(&path("awq.gguf"), model).is_finite());
 }

@@ -7,12 +7,9 @@
 //! The two alternate within each of 5 rounds of about 0.2 s each and the median round is reported, so that
 //! load from other processes on a shared machine affects both alike.
 
-use std::hint::black_box;
-use std::time::Instant;
-
 use lowbit_kernels::{matmul_f32, set_threads, threads};
 use lowbit_quant::hessian::Hessian;
-use lowbit_testdata::Rng;
+use lowbit_testdata::{seconds_per_call, Rng};
 
 fn main() {
     let arg = std::env::args().skip(1).filter(|a| !a.starts_with("--")).find_map(|a| a.parse().ok());
@@ -57,32 +54,4 @@ impl FullProduct {
         matmul_f32(&self.transposed, &self.transposed, &mut self.product, d, n, d);
         self.sum.iter_mut().zip(&self.product).for_each(|(s, &p)| *s += f64::from(p));
     }
-}
-
-/// Seconds per call of each function: the median of 5 rounds, each timing a batch of about 0.2 s of every
-/// function in turn.
-fn seconds_per_call<const N: usize>(mut fs: [&mut dyn FnMut(); N]) -> [f64; N] {
-    let batch: Vec<usize> = fs
-        .iter_mut()
-        .map(|f| {
-            let start = Instant::now();
-            f();
-            ((0.2 / start.elapsed().as_secs_f64()) as usize).max(1)
-        })
-        .collect();
-    let mut times: [Vec<f64>; N] = std::array::from_fn(|_| Vec::new());
-    for _ in 0..5 {
-        for (j, f) in fs.iter_mut().enumerate() {
-            let start = Instant::now();
-            for _ in 0..batch[j] {
-                f();
-            }
-            times[j].push(start.elapsed().as_secs_f64() / batch[j] as f64);
-        }
-    }
-    black_box(&mut fs);
-    times.map(|mut t| {
-        t.sort_by(f64::total_cmp);
-        t[2]
-    })
 }

@@ -1,5 +1,6 @@
-//! Test support: where tests find the real models fetched by scripts/fetch-models.sh, and the seeded
-//! random stream ([`Rng`]) tests and benches draw their data from.
+//! Test support: where tests find the real models fetched by scripts/fetch-models.sh, the seeded
+//! random stream ([`Rng`]) tests and benches draw their data from, and the benches' fair timing
+//! ([`seconds_per_call`]).
 //!
 //! Real-model tests skip (with a message) when a model is absent, so `cargo test` works on a
 //! bare checkout; scripts/test.sh sets `LOWBIT_REQUIRE_MODELS=1`, which turns an absent model
@@ -8,8 +9,10 @@
 use std::path::PathBuf;
 
 mod rng;
+mod timing;
 
 pub use rng::Rng;
+pub use timing::seconds_per_call;
 
 pub const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 pub const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
