@@ -11,6 +11,7 @@ mod load;
 mod native_quantize;
 mod quantize_cmd;
 mod table;
+mod validate_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +37,9 @@ enum Command {
     Quantize(quantize_cmd::Args),
     /// Prefill and decode tokens/s, time to first token, load time and peak memory.
     Bench(bench_cmd::Args),
+    /// A quantized build against its original under the acceptance rule (perplexity, speed against FP16,
+    /// size, generation sanity), written to validation_report.json.
+    Validate(validate_cmd::Args),
 }
 
 fn main() {
@@ -48,6 +52,7 @@ fn main() {
         Command::Eval(a) => eval_cmd::run(a),
         Command::Quantize(a) => quantize_cmd::run(a),
         Command::Bench(a) => bench_cmd::run(a),
+        Command::Validate(a) => validate_cmd::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {}", describe(&e));

@@ -25,3 +25,4 @@ mod staging;
 pub use config::ModelConfig;
 pub use dtype::DType;
 pub use error::{FormatError, Result};
+pub use staging::write_atomic;

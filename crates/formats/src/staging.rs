@@ -49,3 +49,40 @@ pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
 pub(crate) fn sync_dir(_dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
+
+/// Writes `bytes` to `path` atomically: into a new temporary file beside it, synced, then renamed over it, so
+/// a reader sees the old file or the whole new one, never a part. For small outputs (reports, JSON).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "the output path does not name a file"))?;
+    let dir = parent_dir(path);
+    let Some((tmp, mut file)) =
+        create_beside(&dir, name, |tmp| std::fs::File::options().write(true).create_new(true).open(tmp))?
+    else {
+        return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "no free temporary name beside the output"));
+    };
+    let written = file.write_all(bytes).and_then(|()| file.sync_all()).and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
+    sync_dir(&dir)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn write_atomic_replaces_the_whole_file_and_leaves_no_temporary() {
+        let dir = std::env::temp_dir().join(format!("lowbit-staging-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("report.json");
+        std::fs::write(&path, "old contents, longer than the new").unwrap();
+        super::write_atomic(&path, b"new").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        assert!(super::write_atomic(&dir.join("missing/report.json"), b"x").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

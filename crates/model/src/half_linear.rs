@@ -5,7 +5,7 @@ use lowbit_formats::source::TensorRef;
 use lowbit_formats::{DType, FormatError};
 use lowbit_kernels::half::{matmul_half, HalfType};
 
-use crate::linear::{matrix_shape, Linear};
+use crate::linear::{matrix_shape, Linear, LinearFactory};
 
 /// A `[rows, cols]` matrix of 16-bit floats, row-major.
 pub struct HalfLinear {
@@ -33,8 +33,30 @@ impl HalfLinear {
                 tensor.data.len()
             )));
         }
-        let weight = tensor.data.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect();
-        Ok(Some(HalfLinear { ty, weight, rows, cols }))
+        Ok(Some(HalfLinear { ty, weight: halves(tensor.data), rows, cols }))
+    }
+}
+
+fn halves(bytes: &[u8]) -> Vec<u16> {
+    bytes.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect()
+}
+
+/// Every projection as F16, whatever its storage (dequantized, then rounded to F16): the FP16 build of a model,
+/// made in memory, that a quantized build's speed and size are measured against.
+pub struct F16Factory;
+
+impl LinearFactory for F16Factory {
+    fn build(&self, tensor: &TensorRef<'_>) -> Result<Box<dyn Linear>, FormatError> {
+        if tensor.dtype == DType::F16 {
+            if let Some(h) = HalfLinear::from_tensor(tensor)? {
+                return Ok(Box::new(h));
+            }
+        }
+        let (rows, cols) = matrix_shape(tensor)?;
+        let w = lowbit_formats::dequant::dequantize(tensor.dtype, tensor.data, rows * cols)?;
+        let bytes = lowbit_formats::quantize::quantize(DType::F16, &w, cols, None)
+            .map_err(|e| FormatError::Invalid(format!("tensor {}: {e}", tensor.name)))?;
+        Ok(Box::new(HalfLinear { ty: HalfType::F16, weight: halves(&bytes), rows, cols }))
     }
 }
 

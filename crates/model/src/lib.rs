@@ -15,7 +15,7 @@ pub use calib::{Observer, Proj, Site};
 pub use embedding::Embedding;
 pub use error::ModelError;
 pub use group_linear::{GroupFactory, GroupLinear};
-pub use half_linear::HalfLinear;
+pub use half_linear::{F16Factory, HalfLinear};
 pub use kv_cache::KvCache;
 pub use linear::{DenseF32, F32Factory, Linear, LinearFactory};
 pub use quant_linear::{NativeFactory, QuantLinear};

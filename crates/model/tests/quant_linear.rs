@@ -10,7 +10,9 @@ use lowbit_formats::DType;
 use lowbit_kernels::quant::scalar::f16_to_f32 as half_to_f32;
 use lowbit_kernels::quant::{QuantType, QuantizedActs, QK};
 use lowbit_model::quant_linear::native_type;
-use lowbit_model::{DenseF32, F32Factory, Linear, LinearFactory, Logits, Model, NativeFactory, QuantLinear};
+use lowbit_model::{
+    DenseF32, F16Factory, F32Factory, Linear, LinearFactory, Logits, Model, NativeFactory, QuantLinear,
+};
 use lowbit_testdata::Rng;
 
 const U: f64 = 1.0 / (1u64 << 24) as f64;
@@ -185,6 +187,28 @@ fn native_factory_keeps_legacy_blocks_and_dequantizes_the_rest() {
         .err()
         .unwrap();
     assert!(e.to_string().contains("blk.1.ffn_down.weight") && e.to_string().contains("256"), "{e}");
+}
+
+/// The FP16 build holds each weight as the nearest F16 of its dequantized value (rounded here by the `half` crate)
+/// and multiplies as f32 would with those weights.
+#[test]
+fn f16_factory_rounds_every_storage_to_f16() {
+    let q41 = random_blocks(QuantType::Q4_1, 4, 7);
+    let deq = dequantize(DType::Q4_1, &q41, 128).unwrap();
+    let l = F16Factory.build(&tensor("blk.0.ffn_up.weight", DType::Q4_1, vec![2, 64], &q41)).unwrap();
+    assert_eq!((l.storage(), l.weight_bytes(), l.in_features(), l.out_features()), ("F16".into(), 256, 64, 2));
+    let rounded: Vec<f32> = deq.iter().map(|&v| half::f16::from_f32(v * 1.001).to_f32()).collect();
+    let l = F16Factory.build(&tensor("output.weight", DType::F32, vec![2, 64], &f32_bytes(&deq, 1.001))).unwrap();
+    let x = Rng::new(3).units(64);
+    let (mut got, mut want) = ([0.0; 2], [0.0; 2]);
+    l.forward(&x, 1, &mut got);
+    DenseF32::new(rounded.into(), 2, 64).forward(&x, 1, &mut want);
+    assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() <= 1e-5 * (1.0 + b.abs())), "{got:?} vs {want:?}");
+    assert!(F16Factory.build(&tensor("output.weight", DType::F32, vec![2, 64], &[0; 12])).is_err());
+}
+
+fn f32_bytes(values: &[f32], factor: f32) -> Vec<u8> {
+    values.iter().flat_map(|v| (v * factor).to_le_bytes()).collect()
 }
 
 #[test]
