@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use lowbit_eval::{perplexity, PerplexityOptions};
+use lowbit_eval::perplexity;
 use serde::Serialize;
 
 use crate::load::Runtime;
@@ -55,19 +55,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let reference = args.reference.as_deref().map(|r| crate::load::load(r, Runtime::F32)).transpose()?;
     let tok = &loaded.tokenizer;
     if let Some(r) = &reference {
-        let probe = "The quick brown fox, 1905.";
-        if r.tokenizer.encode(probe, false)? != tok.encode(probe, false)? {
-            anyhow::bail!(
-                "the reference tokenizes text differently from the model: they cannot be compared token by token"
-            );
-        }
+        crate::load::ensure_same_tokenizer(tok, &r.tokenizer, "the model and its reference")?;
     }
     let tokens = tok.encode(&text, tok.adds_bos())?;
-    let opts = PerplexityOptions {
-        ctx: args.ctx,
-        max_chunks: args.chunks,
-        bos: if tok.adds_bos() { tok.bos_id() } else { None },
-    };
+    let opts = crate::load::chunking(tok, args.ctx, args.chunks);
     let total = opts.max_chunks.map_or(tokens.len() / args.ctx, |m| m.min(tokens.len() / args.ctx));
     let bar = ProgressBar::new(total as u64)
         .with_style(ProgressStyle::with_template("{bar:30} chunk {pos}/{len} {msg}  [{elapsed} < {eta}]")?);

@@ -77,3 +77,20 @@ pub fn load(path: &Path, runtime: Runtime) -> anyhow::Result<Loaded> {
     spinner.finish_and_clear();
     Ok(Loaded { model, tokenizer, load_seconds })
 }
+
+/// Fails unless `model` splits text into the same tokens as `reference`: models compared token by token (a
+/// build and its original) must share a tokenizer. `what` says what the model is to the reference.
+pub fn ensure_same_tokenizer(model: &Tokenizer, reference: &Tokenizer, what: &str) -> anyhow::Result<()> {
+    let probe = "The quick brown fox, 1905.";
+    anyhow::ensure!(
+        model.encode(probe, false)? == reference.encode(probe, false)?,
+        "{what} tokenizes text differently: they cannot be compared token by token"
+    );
+    Ok(())
+}
+
+/// llama.cpp's perplexity chunking for text tokenized by `tok`: chunks of `ctx`, at most `chunks` of them, BOS
+/// in front of each where the tokenizer adds one.
+pub fn chunking(tok: &Tokenizer, ctx: usize, chunks: Option<usize>) -> lowbit_eval::PerplexityOptions {
+    lowbit_eval::PerplexityOptions { ctx, max_chunks: chunks, bos: if tok.adds_bos() { tok.bos_id() } else { None } }
+}

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use lowbit_eval::validate::{self, Models, Stage, ValidateOptions, ValidationReport, DEFAULT_PROMPTS};
-use lowbit_eval::{BenchOptions, PerplexityOptions};
+use lowbit_eval::BenchOptions;
 use lowbit_formats::source::ModelSource;
 use lowbit_model::{F16Factory, Model};
 use serde::Serialize;
@@ -78,13 +78,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let original = crate::load::load(&args.original, Runtime::F32)?;
     let quantized = crate::load::load(&args.quantized, args.runtime.runtime)?;
     let tok = &original.tokenizer;
-    let probe = "The quick brown fox, 1905.";
-    if quantized.tokenizer.encode(probe, false)? != tok.encode(probe, false)? {
-        anyhow::bail!(
-            "{} tokenizes text differently from the original: it is not a build of it",
-            args.quantized.display()
-        );
-    }
+    crate::load::ensure_same_tokenizer(&quantized.tokenizer, tok, "the build and the original")?;
     let (original_source, quantized_source) = (ModelSource::open(&args.original)?, ModelSource::open(&args.quantized)?);
     let size = validate::size(&original_source, &quantized_source)?;
     let fp16 = Model::load(&original_source, &F16Factory)
@@ -93,11 +87,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let corpus = tok.encode(&text, tok.adds_bos())?;
     let opts = ValidateOptions {
         rule: validate::Rule::default(),
-        perplexity: PerplexityOptions {
-            ctx: args.ctx,
-            max_chunks: Some(args.chunks),
-            bos: if tok.adds_bos() { tok.bos_id() } else { None },
-        },
+        perplexity: crate::load::chunking(tok, args.ctx, Some(args.chunks)),
         speed: BenchOptions { prompt: 0, gen: args.speed_tokens, repetitions: args.repetitions, seed: 42 },
         max_tokens: args.max_tokens,
     };
