@@ -1,5 +1,6 @@
 //! The `lowbit` command line: one verb per job, a table for people, `--json` for programs.
 
+mod accept;
 mod bench_cmd;
 mod calibration;
 mod eval_cmd;
@@ -34,7 +35,7 @@ enum Command {
     /// Perplexity on a text corpus, by llama.cpp's method (KL-divergence with --reference).
     Eval(eval_cmd::Args),
     /// Write a model in another storage format.
-    Quantize(quantize_cmd::Args),
+    Quantize(Box<quantize_cmd::Args>),
     /// Prefill and decode tokens/s, time to first token, load time and peak memory.
     Bench(bench_cmd::Args),
     /// A quantized build against its original under the acceptance rule (perplexity, speed against FP16,
@@ -50,7 +51,7 @@ fn main() {
         Command::Inspect(a) => inspect_cmd::run(a),
         Command::Generate(a) => generate_cmd::run(a),
         Command::Eval(a) => eval_cmd::run(a),
-        Command::Quantize(a) => quantize_cmd::run(a),
+        Command::Quantize(a) => quantize_cmd::run(*a),
         Command::Bench(a) => bench_cmd::run(a),
         Command::Validate(a) => validate_cmd::run(a),
     };

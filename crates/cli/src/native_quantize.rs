@@ -20,7 +20,7 @@ use lowbit_quant::rtn::RtnScheme;
 
 use crate::table::{thousands, Table};
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct NativeArgs {
     /// Quantization method, writing a lowbit native directory: `rtn` (round to nearest, group-wise), `gptq`
     /// (GPTQ on a calibration set, into the same group formats), `awq` (AWQ's activation-aware scales and clip
@@ -30,11 +30,11 @@ pub struct NativeArgs {
     pub method: Option<String>,
     /// Bits per weight with --method: 8 (per output channel unless --group), 4, 3 or 2 (nf4: 4 only).
     #[arg(long, requires = "method")]
-    bits: Option<u8>,
+    pub bits: Option<u8>,
     /// Columns per group with --method (a multiple of 32; default 128, or per channel for 8 bits;
     /// nf4: 64 only).
     #[arg(long, requires = "method")]
-    group: Option<usize>,
+    pub group: Option<usize>,
     /// Symmetric codes (the default).
     #[arg(long, conflicts_with = "asym", requires = "method")]
     sym: bool,
@@ -43,7 +43,10 @@ pub struct NativeArgs {
     asym: bool,
     /// Bits of the token embedding and output projection (8: per output channel), kept wider than --bits.
     #[arg(long, requires = "method")]
-    embedding_bits: Option<u8>,
+    pub embedding_bits: Option<u8>,
+    /// Mixed precision: blocks whose matrices are kept at 8 bits per output channel (comma-separated indices).
+    #[arg(long, value_delimiter = ',', requires = "method")]
+    pub wide_blocks: Vec<usize>,
     /// Static int8 activations: one step per matrix input, calibrated on the calibration set (rtn, gptq),
     /// instead of a step per block of 32 computed at run time.
     #[arg(long, requires = "method")]
@@ -77,6 +80,7 @@ impl NativeArgs {
             ("--sym", self.sym),
             ("--asym", self.asym),
             ("--embedding-bits", self.embedding_bits.is_some()),
+            ("--wide-blocks", !self.wide_blocks.is_empty()),
             ("--static-acts", self.static_acts),
         ];
         match native.iter().find(|(_, set)| *set) {
@@ -93,7 +97,7 @@ fn scheme(args: &NativeArgs) -> anyhow::Result<NativeScheme> {
         Some(m @ ("rtn" | "gptq" | "awq" | "awq-gptq")) => {
             let bits = args.bits.with_context(|| format!("--method {m} needs --bits (8, 4, 3 or 2)"))?;
             let group = args.group.or(if bits == 8 { None } else { Some(128) });
-            let scheme = RtnScheme::new(bits, group, !args.asym)?;
+            let scheme = RtnScheme::new(bits, group, !args.asym)?.with_wide_blocks(&args.wide_blocks)?;
             Ok(NativeScheme::Rtn(match args.embedding_bits {
                 Some(b) => scheme.with_embedding_bits(b)?,
                 None => scheme,
@@ -107,6 +111,7 @@ fn scheme(args: &NativeArgs) -> anyhow::Result<NativeScheme> {
                 nf4::BLOCK
             );
             anyhow::ensure!(!args.asym, "--method nf4 has no zero point; drop --asym");
+            anyhow::ensure!(args.wide_blocks.is_empty(), "--wide-blocks applies to the group formats, not nf4");
             Ok(NativeScheme::Nf4)
         }
         Some(other) => anyhow::bail!("--method {other}: rtn, gptq, awq, awq-gptq and nf4 exist"),
@@ -198,6 +203,10 @@ pub fn run(model: &Path, out: &Path, args: &NativeArgs, importance: Option<&Impo
     anyhow::ensure!(!args.no_importance, "--no-importance applies to GPTQ into GGUF types (--type)");
     let scheme = scheme(args)?;
     let source = ModelSource::open(model)?;
+    let blocks = source.config()?.n_layers;
+    if let Some(b) = args.wide_blocks.iter().find(|&&b| b >= blocks) {
+        anyhow::bail!("--wide-blocks {b}: the model has blocks 0 to {}", blocks.saturating_sub(1));
+    }
     let mut prepared = match (plan(args)?, scheme) {
         (Some(plan), NativeScheme::Rtn(rtn)) => Some(calibrated_native(&source, rtn, args, plan)?),
         _ => None,
@@ -245,6 +254,7 @@ mod tests {
             sym: false,
             asym,
             embedding_bits: None,
+            wide_blocks: Vec::new(),
             static_acts: false,
             act_order: false,
             damp: 0.01,

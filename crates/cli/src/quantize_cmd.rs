@@ -34,6 +34,8 @@ pub struct Args {
     native: crate::native_quantize::NativeArgs,
     #[command(flatten)]
     importance: crate::importance::ImportanceArgs,
+    #[command(flatten)]
+    accept: crate::accept::AcceptArgs,
 }
 
 fn parse_type(s: &str) -> anyhow::Result<FileType> {
@@ -44,6 +46,13 @@ fn parse_type(s: &str) -> anyhow::Result<FileType> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.accept.accept {
+        anyhow::ensure!(
+            args.ftype.is_none() && args.importance.imatrix.is_none() && args.importance.save_imatrix.is_none(),
+            "--accept builds native directories: drop --type, --imatrix and --save-imatrix"
+        );
+        return crate::accept::run(&args.model, &args.out, &args.native, &args.accept);
+    }
     if let (Some(plan), Some(t)) = (crate::native_quantize::plan(&args.native)?, args.ftype.as_deref()) {
         anyhow::ensure!(args.format == "gguf", "--format {}: --type writes gguf", args.format);
         anyhow::ensure!(

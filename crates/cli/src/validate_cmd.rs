@@ -21,6 +21,23 @@ pub struct Args {
     original: PathBuf,
     /// The quantized build.
     quantized: PathBuf,
+    #[command(flatten)]
+    settings: Settings,
+    /// Where the report goes (default: validation_report.json in the build's directory, or beside a
+    /// build file as NAME.validation_report.json).
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// How the quantized build runs.
+    #[command(flatten)]
+    runtime: crate::load::RuntimeArgs,
+}
+
+/// What a validation measures on: the corpus, the prompts and the size of each test.
+#[derive(clap::Args, Clone)]
+pub struct Settings {
     /// Text the perplexities and KL-divergence are measured on.
     #[arg(long, default_value = "../shared/data/wiki.test.raw")]
     corpus: PathBuf,
@@ -42,16 +59,15 @@ pub struct Args {
     /// Timed repetitions of the speed test, after one warm-up.
     #[arg(long, default_value_t = 3)]
     repetitions: usize,
-    /// Where the report goes (default: validation_report.json in the build's directory, or beside a
-    /// build file as NAME.validation_report.json).
-    #[arg(long)]
-    report: Option<PathBuf>,
-    /// Print the report as JSON instead of a table.
-    #[arg(long)]
-    json: bool,
-    /// How the quantized build runs.
-    #[command(flatten)]
-    runtime: crate::load::RuntimeArgs,
+}
+
+impl Settings {
+    /// Refuses a missing corpus or an empty prompts file before any work starts.
+    pub fn check(&self) -> anyhow::Result<()> {
+        std::fs::metadata(&self.corpus)
+            .with_context(|| format!("the corpus {} (set it with --corpus)", self.corpus.display()))?;
+        read_prompts(self.prompts.as_deref()).map(drop)
+    }
 }
 
 /// What validation_report.json holds: the inputs and the report.
@@ -68,28 +84,56 @@ struct Output<'a> {
     report: &'a ValidationReport,
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
-    let start = Instant::now();
-    let text = std::fs::read_to_string(&args.corpus)
-        .with_context(|| format!("reading the corpus {} (set it with --corpus)", args.corpus.display()))?;
-    let prompts = read_prompts(args.prompts.as_deref())?;
-    let report_path = args.report.clone().unwrap_or_else(|| default_report_path(&args.quantized));
+/// A validation written to its report file.
+pub struct Validated {
+    pub report: ValidationReport,
+    pub json: String,
+    pub path: PathBuf,
+}
 
-    let original = crate::load::load(&args.original, Runtime::F32)?;
-    let quantized = crate::load::load(&args.quantized, args.runtime.runtime)?;
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let path = args.report.clone().unwrap_or_else(|| default_report_path(&args.quantized));
+    let v = validate(&args.original, &args.quantized, args.runtime.runtime, &args.settings, &path)?;
+    if args.json {
+        println!("{}", v.json);
+    } else {
+        print_report(&v.report);
+        println!("report: {}", v.path.display());
+    }
+    if !v.report.pass {
+        anyhow::bail!("the build fails the acceptance rule: {}", v.report.failed().join(", "));
+    }
+    Ok(())
+}
+
+/// Validates `quantized` (run as `runtime`) against `original` and writes the report to `report_path`.
+pub fn validate(
+    original_path: &Path,
+    quantized_path: &Path,
+    runtime: Runtime,
+    settings: &Settings,
+    report_path: &Path,
+) -> anyhow::Result<Validated> {
+    let start = Instant::now();
+    let text = std::fs::read_to_string(&settings.corpus)
+        .with_context(|| format!("reading the corpus {} (set it with --corpus)", settings.corpus.display()))?;
+    let prompts = read_prompts(settings.prompts.as_deref())?;
+
+    let original = crate::load::load(original_path, Runtime::F32)?;
+    let quantized = crate::load::load(quantized_path, runtime)?;
     let tok = &original.tokenizer;
     crate::load::ensure_same_tokenizer(&quantized.tokenizer, tok, "the build and the original")?;
-    let (original_source, quantized_source) = (ModelSource::open(&args.original)?, ModelSource::open(&args.quantized)?);
+    let (original_source, quantized_source) = (ModelSource::open(original_path)?, ModelSource::open(quantized_path)?);
     let size = validate::size(&original_source, &quantized_source)?;
     let fp16 = Model::load(&original_source, &F16Factory)
-        .with_context(|| format!("building the FP16 build of {}", args.original.display()))?;
+        .with_context(|| format!("building the FP16 build of {}", original_path.display()))?;
 
     let corpus = tok.encode(&text, tok.adds_bos())?;
     let opts = ValidateOptions {
         rule: validate::Rule::default(),
-        perplexity: crate::load::chunking(tok, args.ctx, Some(args.chunks)),
-        speed: BenchOptions { prompt: 0, gen: args.speed_tokens, repetitions: args.repetitions, seed: 42 },
-        max_tokens: args.max_tokens,
+        perplexity: crate::load::chunking(tok, settings.ctx, Some(settings.chunks)),
+        speed: BenchOptions { prompt: 0, gen: settings.speed_tokens, repetitions: settings.repetitions, seed: 42 },
+        max_tokens: settings.max_tokens,
     };
     let bar =
         ProgressBar::new(1).with_style(ProgressStyle::with_template("{msg:32} {bar:30} {pos}/{len} [{elapsed}]")?);
@@ -107,27 +151,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     bar.finish_and_clear();
 
     let out = Output {
-        original: args.original.display().to_string(),
-        quantized: args.quantized.display().to_string(),
-        corpus: args.corpus.display().to_string(),
-        prompts: args.prompts.as_ref().map_or("built-in".to_string(), |p| p.display().to_string()),
-        runtime: args.runtime.runtime,
+        original: original_path.display().to_string(),
+        quantized: quantized_path.display().to_string(),
+        corpus: settings.corpus.display().to_string(),
+        prompts: settings.prompts.as_ref().map_or("built-in".to_string(), |p| p.display().to_string()),
+        runtime,
         seconds: start.elapsed().as_secs_f64(),
         report: &report,
     };
     let json = serde_json::to_string_pretty(&out)?;
-    lowbit_formats::write_atomic(&report_path, json.as_bytes())
+    lowbit_formats::write_atomic(report_path, json.as_bytes())
         .with_context(|| format!("writing {}", report_path.display()))?;
-    if args.json {
-        println!("{json}");
-    } else {
-        print_report(&report);
-        println!("report: {}", report_path.display());
-    }
-    if !report.pass {
-        anyhow::bail!("the build fails the acceptance rule: {}", report.failed().join(", "));
-    }
-    Ok(())
+    Ok(Validated { report, json, path: report_path.to_path_buf() })
 }
 
 /// Non-empty lines of `path`, or the built-in prompts.
@@ -145,7 +180,7 @@ fn read_prompts(path: Option<&Path>) -> anyhow::Result<Vec<String>> {
     Ok(prompts)
 }
 
-fn default_report_path(build: &Path) -> PathBuf {
+pub fn default_report_path(build: &Path) -> PathBuf {
     if build.is_dir() {
         return build.join("validation_report.json");
     }
@@ -153,7 +188,7 @@ fn default_report_path(build: &Path) -> PathBuf {
     build.with_file_name(format!("{stem}.validation_report.json"))
 }
 
-fn print_report(r: &ValidationReport) {
+pub fn print_report(r: &ValidationReport) {
     let q = &r.quality;
     println!(
         "PPL {:.4} (original {:.4}), mean KLD {:.5}, p99 KLD {:.4}, same top-1 {:.1}% over {} chunks of {}",
@@ -166,7 +201,7 @@ fn print_report(r: &ValidationReport) {
         q.ctx
     );
     println!(
-        "decode {:.1} tokens/s against FP16 {:.1} ({} threads); {} bytes against FP16 {} ({} weights, {} bits)",
+        "decode {:.1} tokens/s against FP16 {:.1} ({} threads); {} bytes against FP16 {} (mostly {}, {:.2} bits per weight)",
         r.speed.quantized.median,
         r.speed.fp16.median,
         r.speed.threads,

@@ -214,3 +214,98 @@ fn awq_folds_its_scales_and_beats_round_to_nearest() {
     assert_ne!(folded, original, "the MLP norm carries AWQ's scales");
     assert!(kld(&path("awq.gguf"), model).is_finite());
 }
+
+/// Settings that make one validation take seconds: the generation criteria are what these tests read.
+const QUICK_VALIDATION: [&str; 14] = [
+    "--corpus",
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data/wiki.test.raw"),
+    "--chunks",
+    "1",
+    "--ctx",
+    "128",
+    "--speed-tokens",
+    "8",
+    "--repetitions",
+    "1",
+    "--max-tokens",
+    "32",
+    "-t",
+    "2",
+];
+
+/// Issue 5's sanity bar: the generation check fails a ternary build without any recovery (TQ2_0, llama.cpp's
+/// per-block absmax ternary; every answer comes out a loop or word salad) and passes the original against
+/// itself and an INT8 build.
+#[test]
+fn the_generation_check_fails_a_broken_build_and_passes_good_ones() {
+    let Some(model) = lowbit_testdata::model(lowbit_testdata::SMOLLM2) else { return };
+    let dir = Scratch::new("sanity");
+    let model = model.to_str().unwrap();
+    let prompts = dir.path("prompts.txt");
+    let first: Vec<&str> = lowbit_eval::validate::DEFAULT_PROMPTS.lines().take(5).collect();
+    std::fs::write(&prompts, first.join("\n")).unwrap();
+    lowbit(&["quantize", model, "-o", &dir.path("tq2.gguf"), "--type", "TQ2_0"]);
+    lowbit(&["quantize", model, "-o", &dir.path("int8"), "--method", "rtn", "--bits", "8"]);
+    let generation = |build: &str| -> Vec<(String, bool)> {
+        let report = dir.path("report.json");
+        let args = [&["validate", model, build, "--prompts", &prompts, "--report", &report][..], &QUICK_VALIDATION];
+        // Exit status 1 is the verdict (the speed or perplexity criteria may fail); the report is written either way.
+        Command::new(env!("CARGO_BIN_EXE_lowbit")).args(args.concat()).output().unwrap();
+        let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+        std::fs::remove_file(&report).unwrap();
+        let criteria = j["criteria"].as_array().unwrap();
+        criteria
+            .iter()
+            .filter(|c| matches!(c["name"].as_str(), Some("degenerate_generations" | "answers_like_original")))
+            .map(|c| (c["name"].as_str().unwrap().to_string(), c["pass"].as_bool().unwrap()))
+            .collect()
+    };
+    let both = |pass| vec![("degenerate_generations".to_string(), pass), ("answers_like_original".to_string(), pass)];
+    assert_eq!(generation(&dir.path("tq2.gguf")), both(false), "the ternary build");
+    assert_eq!(generation(model), both(true), "the original");
+    assert_eq!(generation(&dir.path("int8")), both(true), "the INT8 build");
+}
+
+/// `--accept` on a 4-bit build that cannot pass: the chain measures part sensitivity, stops mixed precision at
+/// the size budget, chooses the best attempt and says which criteria fail.
+#[test]
+fn accept_records_every_attempt_and_a_truthful_verdict() {
+    let Some(model) = lowbit_testdata::model(lowbit_testdata::SMOLLM2) else { return };
+    let dir = Scratch::new("accept");
+    let model = model.to_str().unwrap();
+    let out = dir.path("builds");
+    let prompts = dir.path("prompts.txt");
+    std::fs::write(&prompts, "The capital of France is\nWater boils at a temperature of\n").unwrap();
+    // The 4-bit build is 71.5 MB; one block at 8 bits adds 1.7 MB, the embedding 14 MB.
+    let args = [
+        &["quantize", model, "-o", &out, "--method", "rtn", "--bits", "4", "--accept", "--max-size", "72000000"][..],
+        &["--calib", CALIB, "--samples", "2", "--seq-len", "64", "--prompts", &prompts],
+        &QUICK_VALIDATION,
+    ]
+    .concat();
+    let run = Command::new(env!("CARGO_BIN_EXE_lowbit")).args(&args).output().unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success() && err.contains("no attempt passes"), "{err}");
+
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{out}/quantization_summary.json")).unwrap()).unwrap();
+    let attempts = summary["attempts"].as_array().unwrap();
+    let fallbacks: Vec<&str> = attempts.iter().map(|a| a["fallback"].as_str().unwrap()).collect();
+    assert_eq!(fallbacks, ["requested", "mixed-precision"], "rtn has no calibration to grow");
+    for a in attempts {
+        let report = format!("{}/validation_report.json", a["path"].as_str().unwrap());
+        assert!(std::path::Path::new(&report).exists(), "{report}");
+    }
+    assert!(attempts[0]["failed"].as_array().unwrap().contains(&"perplexity".into()));
+    assert!(attempts[1]["failed"].as_array().unwrap().contains(&"max_size".into()));
+    assert_eq!(attempts[1]["wide"].as_array().unwrap().len(), 1);
+    let parts = summary["sensitivity"]["parts"].as_array().unwrap();
+    assert_eq!(parts.len(), 31, "30 blocks and the embedding");
+    let kld: Vec<f64> = parts.iter().map(|p| p["mean_kld"].as_f64().unwrap()).collect();
+    assert!(kld.windows(2).all(|w| w[0] >= w[1]) && kld[30] > 0.0, "{kld:?}");
+    assert_eq!(attempts[1]["wide"][0], parts[0]["part"], "the most sensitive part goes first");
+    assert_eq!((summary["chosen"].as_str(), summary["pass"].as_bool()), (attempts[0]["name"].as_str(), Some(false)));
+    let verdict = summary["verdict"].as_str().unwrap();
+    assert!(verdict.starts_with("failed: perplexity"), "{verdict}");
+    assert!(summary["stopped"].as_str().unwrap().contains("--max-size"));
+}

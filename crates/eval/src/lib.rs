@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod perplexity;
 pub mod sanity;
+pub mod sensitivity;
 pub mod validate;
 
 pub use bench::{bench, BenchOptions, BenchReport, Throughput};

@@ -72,7 +72,7 @@ pub enum EvalError {
 }
 
 /// Log-probabilities of a row of logits, in f64.
-fn log_softmax(logits: &[f32]) -> Vec<f64> {
+pub(crate) fn log_softmax(logits: &[f32]) -> Vec<f64> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let lse = max + logits.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln();
     logits.iter().map(|&l| l as f64 - lse).collect()
@@ -84,7 +84,7 @@ pub fn nll(logits: &[f32], target: u32) -> f64 {
 }
 
 /// KL(p ‖ q) from log-probabilities.
-fn kld(log_p: &[f64], log_q: &[f64]) -> f64 {
+pub(crate) fn kld(log_p: &[f64], log_q: &[f64]) -> f64 {
     log_p.iter().zip(log_q).map(|(&lp, &lq)| lp.exp() * (lp - lq)).sum::<f64>().max(0.0)
 }
 

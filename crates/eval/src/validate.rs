@@ -97,8 +97,10 @@ pub struct Size {
     pub bytes: u64,
     /// `fp16_bytes / bytes`.
     pub ratio: f64,
-    /// The build's nominal bits per weight: those of the storage that holds most of its weights.
+    /// The build's nominal bits per weight: its matrices' storages' nominal bits, weighted by their weights (a
+    /// mixed-precision build with some blocks at 8 bits promises less than 4× at 4 bits).
     pub bits: f64,
+    /// The storage that holds most of the matrices' weights.
     pub storage: String,
 }
 
@@ -303,7 +305,7 @@ fn criteria(rule: &Rule, quality: &Quality, speed: &Speed, size: &Size, generati
         ),
         Criterion::at_least(
             "size",
-            format!("at least {size_limit:.2}x smaller than FP16 for {}-bit weights", size.bits),
+            format!("at least {size_limit:.2}x smaller than FP16 for {:.2}-bit weights", size.bits),
             size.ratio,
             size_limit,
         ),
@@ -337,8 +339,12 @@ pub fn size(original: &ModelSource, quantized: &ModelSource) -> Result<Size, low
             *by_storage.entry(quantized.storage_name(name)?).or_default() += t.n_elements();
         }
     }
+    let weights: usize = by_storage.values().sum();
+    let bits = match weights {
+        0 => 16.0,
+        _ => by_storage.iter().map(|(s, &n)| nominal_bits(s) * n as f64).sum::<f64>() / weights as f64,
+    };
     let storage = by_storage.into_iter().max_by_key(|(_, n)| *n).map(|(s, _)| s).unwrap_or_default();
-    let bits = nominal_bits(&storage);
     Ok(Size { fp16_bytes, bytes, ratio: fp16_bytes as f64 / bytes.max(1) as f64, bits, storage })
 }
 

@@ -209,4 +209,48 @@ impl Model {
         *slot = linear;
         Ok(())
     }
+
+    /// The parts mixed precision chooses among: every block, then the token embedding with the output projection.
+    pub fn parts(&self) -> Vec<Part> {
+        (0..self.blocks.len()).map(Part::Block).chain([Part::Embedding]).collect()
+    }
+
+    /// Exchanges `part` with `other`'s, which must be the same architecture: with a quantized build as `other`,
+    /// the model runs with that one part quantized (a block's AWQ scales are folded only into its own norms and
+    /// projections, so swapping whole blocks stays exact).
+    pub fn swap_part(&mut self, other: &mut Model, part: Part) -> Result<(), ModelError> {
+        if self.config != other.config {
+            return Err(ModelError::Unsupported("swapping parts between models of different configs".into()));
+        }
+        match part {
+            Part::Block(block) => {
+                self.check_block(block)?;
+                std::mem::swap(&mut self.blocks[block], &mut other.blocks[block]);
+            }
+            Part::Embedding => {
+                std::mem::swap(&mut self.embedding, &mut other.embedding);
+                std::mem::swap(&mut self.lm_head, &mut other.lm_head);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A unit of the model that mixed precision keeps wider or not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Part {
+    /// A transformer block: its projections and norms.
+    Block(usize),
+    /// The token embedding and the output projection (one matrix when tied).
+    Embedding,
+}
+
+impl std::fmt::Display for Part {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            Part::Block(b) => write!(f, "block {b}"),
+            Part::Embedding => write!(f, "embedding"),
+        }
+    }
 }

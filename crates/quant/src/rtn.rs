@@ -19,6 +19,17 @@ pub struct RtnScheme {
     /// output channel; fewer: the scheme's groups). llama.cpp's mixes keep them at 6–8 bits, as their error
     /// reaches every token.
     pub embedding_bits: Option<u8>,
+    /// Blocks whose matrices are kept at 8 bits per output channel (bit `l` set: block `l`): mixed precision,
+    /// for the blocks a build is most sensitive to.
+    pub wide_blocks: u128,
+}
+
+/// The most blocks [`RtnScheme::with_wide_blocks`] can name.
+pub const MAX_WIDE_BLOCK: usize = u128::BITS as usize;
+
+/// The block a tensor belongs to (`blk.7.ffn_down.weight`: 7).
+pub fn block_of(name: &str) -> Option<usize> {
+    name.strip_prefix("blk.")?.split('.').next()?.parse().ok()
 }
 
 /// The tensors `embedding_bits` applies to: the token embedding (also the output projection when tied) and
@@ -31,7 +42,7 @@ impl RtnScheme {
     /// Checks bits and group; the format of each tensor comes from [`RtnScheme::format_for`].
     pub fn new(bits: u8, group: Option<usize>, sym: bool) -> Result<RtnScheme> {
         GroupFormat::new(bits, group.unwrap_or(SUB_BLOCK), sym)?;
-        Ok(RtnScheme { bits, group, sym, embedding_bits: None })
+        Ok(RtnScheme { bits, group, sym, embedding_bits: None, wide_blocks: 0 })
     }
 
     /// The scheme with the embedding and output projection at `bits`.
@@ -40,11 +51,33 @@ impl RtnScheme {
         Ok(RtnScheme { embedding_bits: Some(bits), ..self })
     }
 
+    /// The scheme with the matrices of `blocks` at 8 bits per output channel.
+    pub fn with_wide_blocks(self, blocks: &[usize]) -> Result<RtnScheme> {
+        let mut wide = 0u128;
+        for &b in blocks {
+            if b >= MAX_WIDE_BLOCK {
+                return Err(FormatError::Invalid(format!(
+                    "block {b}: mixed precision names blocks below {MAX_WIDE_BLOCK}"
+                )));
+            }
+            wide |= 1 << b;
+        }
+        Ok(RtnScheme { wide_blocks: wide, ..self })
+    }
+
+    /// The blocks kept at 8 bits, ascending.
+    pub fn wide_block_list(&self) -> Vec<usize> {
+        (0..MAX_WIDE_BLOCK).filter(|b| self.wide_blocks & (1 << b) != 0).collect()
+    }
+
     /// The format of tensor `name` of `shape`, or `None` when it stays unquantized.
     pub fn format_for(&self, name: &str, shape: &[usize]) -> Option<GroupFormat> {
         let [_, cols] = shape[..] else { return None };
         if cols == 0 || !cols.is_multiple_of(SUB_BLOCK) {
             return None;
+        }
+        if block_of(name).is_some_and(|b| b < MAX_WIDE_BLOCK && self.wide_blocks & (1 << b) != 0) {
+            return GroupFormat::new(8, cols, self.sym).ok();
         }
         match self.embedding_bits.filter(|_| is_embedding(name)) {
             Some(8) => GroupFormat::new(8, cols, self.sym).ok(),
@@ -53,11 +86,14 @@ impl RtnScheme {
         }
     }
 
-    /// `int4-g128-sym`, `int8-channel-sym`; `int4-g128-sym-emb8` with a wider embedding.
+    /// `int4-g128-sym`, `int8-channel-sym`; `int4-g128-sym-emb8` with a wider embedding; `int4-g128-sym-blk8-3-17`
+    /// with blocks 3 and 17 at 8 bits.
     pub fn name(&self) -> String {
         let group = self.group.map_or("channel".to_string(), |g| format!("g{g}"));
         let emb = self.embedding_bits.map_or(String::new(), |b| format!("-emb{b}"));
-        format!("int{}-{group}-{}{emb}", self.bits, if self.sym { "sym" } else { "asym" })
+        let wide: String = self.wide_block_list().iter().map(|b| format!("-{b}")).collect();
+        let wide = if wide.is_empty() { wide } else { format!("-blk8{wide}") };
+        format!("int{}-{group}-{}{emb}{wide}", self.bits, if self.sym { "sym" } else { "asym" })
     }
 }
 
@@ -103,5 +139,21 @@ mod tests {
         assert_eq!(c.name(), "int8-channel-sym");
         assert!(RtnScheme::new(5, None, true).is_err());
         assert!(RtnScheme::new(4, Some(100), true).is_err());
+    }
+
+    #[test]
+    fn wide_blocks_hold_8_bits_per_channel() {
+        let s = RtnScheme::new(4, Some(128), true).unwrap().with_wide_blocks(&[17, 3]).unwrap();
+        let eight = Some(GroupFormat { bits: 8, group: 576, sym: true });
+        assert_eq!(s.format_for("blk.3.attn_q.weight", &[576, 576]), eight);
+        assert_eq!(s.format_for("blk.17.ffn_up.weight", &[1536, 576]), eight);
+        let four = Some(GroupFormat { bits: 4, group: 128, sym: true });
+        for name in ["blk.4.attn_q.weight", "blk.13.attn_q.weight", "blk.31.attn_q.weight", "token_embd.weight"] {
+            assert_eq!(s.format_for(name, &[576, 576]), four, "{name}");
+        }
+        assert_eq!(s.wide_block_list(), [3, 17]);
+        assert_eq!(s.name(), "int4-g128-sym-blk8-3-17");
+        assert!(s.with_wide_blocks(&[MAX_WIDE_BLOCK]).is_err());
+        assert_eq!((block_of("blk.12.ffn_down.weight"), block_of("output.weight")), (Some(12), None));
     }
 }
