@@ -1,11 +1,12 @@
 //! `lowbit generate`: one prompt, text streamed to stdout as it is produced.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use lowbit_runtime::chat_template::{ChatMessage, ChatTemplate};
 use lowbit_runtime::generate::{generate, GenerateOptions};
 use lowbit_runtime::sampler::SamplingParams;
+use lowbit_runtime::tokenizer::Tokenizer;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -53,24 +54,34 @@ pub struct Args {
     runtime: crate::load::RuntimeArgs,
 }
 
+/// The token ids of `prompt`: plain text, or with `chat` (the system message, if any) a user message in the
+/// model's chat template.
+pub fn encode_prompt(
+    tok: &Tokenizer,
+    model: &Path,
+    prompt: &str,
+    chat: Option<Option<&str>>,
+) -> anyhow::Result<Vec<u32>> {
+    let Some(system) = chat else {
+        return Ok(tok.encode(prompt, tok.adds_bos())?);
+    };
+    let template = ChatTemplate::from_tokenizer(tok)?.ok_or_else(|| {
+        anyhow::anyhow!("{} has no chat template; drop --chat to use a plain prompt", model.display())
+    })?;
+    let mut messages = Vec::new();
+    if let Some(s) = system {
+        messages.push(ChatMessage::new("system", s));
+    }
+    messages.push(ChatMessage::new("user", prompt));
+    let text = template.render(&messages, true, &Default::default())?;
+    // A chat template writes BOS itself where the model wants one.
+    Ok(tok.encode(&text, false)?)
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let loaded = crate::load::load(&args.model, args.runtime.runtime)?;
     let tok = &loaded.tokenizer;
-    let prompt_text = if args.chat {
-        let template = ChatTemplate::from_tokenizer(tok)?.ok_or_else(|| {
-            anyhow::anyhow!("{} has no chat template; drop --chat to use a plain prompt", args.model.display())
-        })?;
-        let mut messages = Vec::new();
-        if let Some(s) = &args.system {
-            messages.push(ChatMessage::new("system", s));
-        }
-        messages.push(ChatMessage::new("user", &args.prompt));
-        template.render(&messages, true, &Default::default())?
-    } else {
-        args.prompt.clone()
-    };
-    // A chat template writes BOS itself where the model wants one.
-    let prompt = tok.encode(&prompt_text, tok.adds_bos() && !args.chat)?;
+    let prompt = encode_prompt(tok, &args.model, &args.prompt, args.chat.then_some(args.system.as_deref()))?;
     let opts = GenerateOptions {
         max_tokens: args.max_tokens,
         sampling: SamplingParams {

@@ -3,6 +3,7 @@
 mod accept;
 mod bench_cmd;
 mod calibration;
+mod compare_cmd;
 mod eval_cmd;
 mod generate_cmd;
 mod gguf_calibrated;
@@ -11,6 +12,8 @@ mod inspect_cmd;
 mod load;
 mod native_quantize;
 mod quantize_cmd;
+mod report_cmd;
+mod report_page;
 mod table;
 mod validate_cmd;
 
@@ -41,6 +44,11 @@ enum Command {
     /// A quantized build against its original under the acceptance rule (perplexity, speed against FP16,
     /// size, generation sanity), written to validation_report.json.
     Validate(validate_cmd::Args),
+    /// The greedy answers of an original and its quantized build, side by side.
+    Compare(compare_cmd::Args),
+    /// One HTML page for the validated builds in a directory: size against KLD and perplexity, speed,
+    /// part sensitivity, the acceptance table.
+    Report(report_cmd::Args),
 }
 
 fn main() {
@@ -54,6 +62,8 @@ fn main() {
         Command::Quantize(a) => quantize_cmd::run(*a),
         Command::Bench(a) => bench_cmd::run(a),
         Command::Validate(a) => validate_cmd::run(a),
+        Command::Compare(a) => compare_cmd::run(a),
+        Command::Report(a) => report_cmd::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {}", describe(&e));

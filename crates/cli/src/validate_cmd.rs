@@ -166,7 +166,7 @@ pub fn validate(
 }
 
 /// Non-empty lines of `path`, or the built-in prompts.
-fn read_prompts(path: Option<&Path>) -> anyhow::Result<Vec<String>> {
+pub fn read_prompts(path: Option<&Path>) -> anyhow::Result<Vec<String>> {
     let text = match path {
         Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading the prompts {}", p.display()))?,
         None => DEFAULT_PROMPTS.to_string(),

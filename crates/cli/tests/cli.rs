@@ -267,9 +267,9 @@ fn the_generation_check_fails_a_broken_build_and_passes_good_ones() {
 }
 
 /// `--accept` on a 4-bit build that cannot pass: the chain measures part sensitivity, stops mixed precision at
-/// the size budget, chooses the best attempt and says which criteria fail.
+/// the size budget, chooses the best attempt and says which criteria fail; `report` draws the attempts.
 #[test]
-fn accept_records_every_attempt_and_a_truthful_verdict() {
+fn accept_records_every_attempt_and_a_truthful_verdict_and_the_report_shows_them() {
     let Some(model) = lowbit_testdata::model(lowbit_testdata::SMOLLM2) else { return };
     let dir = Scratch::new("accept");
     let model = model.to_str().unwrap();
@@ -308,4 +308,33 @@ fn accept_records_every_attempt_and_a_truthful_verdict() {
     let verdict = summary["verdict"].as_str().unwrap();
     assert!(verdict.starts_with("failed: perplexity"), "{verdict}");
     assert!(summary["stopped"].as_str().unwrap().contains("--max-size"));
+
+    // The report of the attempts: every build labeled on both plots, and the plot there in a real browser.
+    lowbit(&["report", &out]);
+    let html = std::fs::read_to_string(format!("{out}/report.html")).unwrap();
+    for a in attempts {
+        let label = format!(r#"class="label">{}<"#, a["name"].as_str().unwrap());
+        assert_eq!(html.matches(&label).count(), 2, "{label} on both plots");
+    }
+    for fetch in ["src=", "href=", "url(", "@import"] {
+        assert!(!html.contains(fetch), "the page must not fetch anything: {fetch}");
+    }
+    let shot = dir.path("report.png");
+    let chromium = Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--window-size=1500,1700"])
+        .arg(format!("--screenshot={shot}"))
+        .arg(format!("file://{out}/report.html"))
+        .output()
+        .expect("Debian's chromium renders the report in this test (apt-get install chromium)");
+    assert!(chromium.status.success(), "{}", String::from_utf8_lossy(&chromium.stderr));
+    // Every build fails here, so each plot's points are drawn in the fail color: count its exact pixels.
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    let channels = info.color_type.samples();
+    let fail_color = [0xd6, 0x27, 0x28];
+    let points = pixels[..info.buffer_size()].chunks_exact(channels).filter(|p| p[..3] == fail_color).count();
+    // Two builds on two plots: four discs of radius 6 (about 110 pixels each, less their chosen ring).
+    assert!(points > 4 * 50, "{points} pixels of the plots' points in the screenshot");
 }

@@ -226,7 +226,7 @@ pub fn validate(
     Ok(ValidationReport { rule: opts.rule, quality, speed, size, generation, criteria, pass })
 }
 
-/// Greedy answers of both models to every prompt.
+/// Greedy answers of both models to every prompt, plain text encoded as the tokenizer wants it.
 fn generations(
     models: &Models,
     prompts: &[String],
@@ -234,21 +234,44 @@ fn generations(
     progress: &mut dyn FnMut(Stage),
 ) -> Result<Generation, ValidateError> {
     let tok = models.tokenizer;
-    let mut samples = Vec::with_capacity(prompts.len());
+    let mut encoded = Vec::with_capacity(prompts.len());
     for (index, prompt) in prompts.iter().enumerate() {
-        progress(Stage::Generation { done: index, total: prompts.len() });
+        let ids =
+            tok.encode(prompt, tok.adds_bos()).map_err(|e| ValidateError::Generate { index, source: e.into() })?;
+        encoded.push((prompt.clone(), ids));
+    }
+    answers(models.original, models.quantized, tok, &encoded, max_tokens, &mut |done, total| {
+        progress(Stage::Generation { done, total })
+    })
+}
+
+/// Greedy answers of `original` and `quantized` to each prompt, given as its text (as shown) and its token ids,
+/// with their figures. `progress(done, total)` counts prompts.
+pub fn answers(
+    original: &Model,
+    quantized: &Model,
+    tok: &Tokenizer,
+    prompts: &[(String, Vec<u32>)],
+    max_tokens: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Generation, ValidateError> {
+    if prompts.is_empty() {
+        return Err(ValidateError::NoPrompts);
+    }
+    let mut samples = Vec::with_capacity(prompts.len());
+    for (index, (prompt, ids)) in prompts.iter().enumerate() {
+        progress(index, prompts.len());
         let fail = |source| ValidateError::Generate { index, source };
-        let ids = tok.encode(prompt, tok.adds_bos()).map_err(|e| fail(e.into()))?;
         let opts = GenerateOptions {
             max_tokens,
             sampling: SamplingParams { temperature: 0.0, ..SamplingParams::default() },
             stop: Vec::new(),
             ctx: ids.len() + max_tokens,
         };
-        let answer = |model: &Model| generate(model, tok, &ids, &opts, &mut |_| {}).map_err(fail);
-        let (a, b) = (answer(models.original)?, answer(models.quantized)?);
+        let answer = |model: &Model| generate(model, tok, ids, &opts, &mut |_| {}).map_err(fail);
+        let (a, b) = (answer(original)?, answer(quantized)?);
         let figures = |g: &lowbit_runtime::generate::Generation| -> Result<TextFigures, ValidateError> {
-            Ok(TextFigures::of(&g.tokens, &g.text, continuation_ppl(models.original, &ids, &g.tokens)?))
+            Ok(TextFigures::of(&g.tokens, &g.text, continuation_ppl(original, ids, &g.tokens)?))
         };
         samples.push(Sample {
             prompt: prompt.clone(),
@@ -258,7 +281,7 @@ fn generations(
             quantized: figures(&b)?,
         });
     }
-    progress(Stage::Generation { done: prompts.len(), total: prompts.len() });
+    progress(prompts.len(), prompts.len());
     let n = samples.len() as f64;
     Ok(Generation {
         max_tokens,
