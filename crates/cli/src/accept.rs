@@ -167,14 +167,9 @@ impl Chain<'_> {
             wide.push(Part::Embedding);
         }
         let calibrated = method != "rtn";
-        let name = format!(
-            "{}-{method}-int{bits}{}",
-            self.attempts.len() + 1,
-            match wide.len() {
-                0 => String::new(),
-                n => format!("-{n}wide"),
-            }
-        );
+        let samples = if calibrated { format!("-s{}", args.calib.samples) } else { String::new() };
+        let wide_parts = if wide.is_empty() { String::new() } else { format!("-{}wide", wide.len()) };
+        let name = format!("{}-{method}-int{bits}{samples}{wide_parts}", self.attempts.len() + 1);
         let path = self.out.join(&name);
         eprintln!("== attempt {}: {name} ({fallback})", self.attempts.len() + 1);
         let start = Instant::now();
