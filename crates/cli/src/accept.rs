@@ -416,6 +416,46 @@ fn print_attempts(attempts: &[Attempt], chosen: usize) {
 mod tests {
     use super::*;
 
+    fn attempt(bytes: u64, failed: &[&'static str], mean_kld: f64) -> Attempt {
+        Attempt {
+            name: String::new(),
+            fallback: Fallback::Requested,
+            method: "gptq".into(),
+            bits: 4,
+            samples: None,
+            wide: Vec::new(),
+            path: PathBuf::new(),
+            bytes,
+            quantize_seconds: 0.0,
+            validate_seconds: 0.0,
+            pass: failed.is_empty(),
+            failed: failed.to_vec(),
+            ppl_ratio: 1.0,
+            mean_kld,
+            same_top1: 1.0,
+            speedup: 2.0,
+            size_ratio: 4.0,
+            degenerate: 0,
+            mean_overlap: 1.0,
+        }
+    }
+
+    #[test]
+    fn the_smallest_pass_or_the_best_failure_within_budget_is_chosen() {
+        let passing = [attempt(90, &["perplexity"], 0.1), attempt(120, &[], 0.01), attempt(100, &[], 0.05)];
+        assert_eq!(choose(&passing), 2);
+        let failing = [
+            attempt(90, &["perplexity", "answers_like_original"], 0.3),
+            attempt(100, &["perplexity"], 0.2),
+            attempt(110, &["perplexity"], 0.1),
+            attempt(130, &["max_size"], 0.01),
+        ];
+        assert_eq!(choose(&failing), 2, "fewest failures, then lowest KLD; over budget last");
+        assert!(!attempt(1, &["speed", "size"], 0.0).quality_fails());
+        assert!(!attempt(1, &["speed", "max_size"], 0.0).quality_fails());
+        assert!(attempt(1, &["speed", "degenerate_generations"], 0.0).quality_fails());
+    }
+
     #[test]
     fn byte_counts_with_units() {
         assert_eq!(parse_bytes("1000"), Ok(1000));
