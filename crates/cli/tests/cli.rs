@@ -338,3 +338,21 @@ fn accept_records_every_attempt_and_a_truthful_verdict_and_the_report_shows_them
     // Two builds on two plots: four discs of radius 6 (about 110 pixels each, less their chosen ring).
     assert!(points > 4 * 50, "{points} pixels of the plots' points in the screenshot");
 }
+
+/// `compare` of a model with itself: the same greedy answer on both sides, full overlap, as text and as JSON.
+#[test]
+fn compare_shows_both_answers() {
+    let Some(model) = lowbit_testdata::model(lowbit_testdata::SMOLLM2) else { return };
+    let m = model.to_str().unwrap();
+    let args = ["-t", "2", "compare", m, m, "-p", "The capital of France is", "-n", "8", "--runtime", "f32"];
+    let j: serde_json::Value = serde_json::from_str(&lowbit(&[&args[..], &["--json"]].concat())).unwrap();
+    let sample = &j["samples"][0];
+    assert_eq!(sample["prompt"], "The capital of France is");
+    assert_eq!(sample["original"]["text"], sample["quantized"]["text"]);
+    assert_eq!((sample["overlap"].as_f64(), sample["shared_prefix"].as_u64()), (Some(1.0), Some(8)));
+    let text = lowbit(&args);
+    let first_line = sample["original"]["text"].as_str().unwrap().trim().lines().next().unwrap().to_string();
+    assert!(text.starts_with(&format!("== The capital of France is\noriginal  | {first_line}\n")), "{text}");
+    assert!(text.contains(&format!("\nquantized | {first_line}\n")), "{text}");
+    assert!(text.contains("overlap 1.00, same first 8 tokens"), "{text}");
+}
