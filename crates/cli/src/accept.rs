@@ -94,6 +94,9 @@ struct Attempt {
     /// Parts kept at 8 bits.
     wide: Vec<Part>,
     path: PathBuf,
+    /// The attempt whose matrices this one took where their formats agree (mixed precision of GPTQ and RTN
+    /// builds: only the widened parts are rounded anew, to nearest).
+    reused_from: Option<String>,
     /// Bytes of the build's files.
     bytes: u64,
     quantize_seconds: f64,
@@ -158,8 +161,9 @@ struct Chain<'a> {
 }
 
 impl Chain<'_> {
-    /// Builds `args` as the next attempt, validates it and records it; returns its index.
-    fn attempt(&mut self, fallback: Fallback, args: &NativeArgs) -> anyhow::Result<usize> {
+    /// Builds `args` as the next attempt (taking the matrices it shares with attempt `reuse`, if given), validates
+    /// it and records it; returns its index.
+    fn attempt(&mut self, fallback: Fallback, args: &NativeArgs, reuse: Option<usize>) -> anyhow::Result<usize> {
         let method = args.method.clone().unwrap_or_default();
         let bits = args.bits.unwrap_or_default();
         let mut wide: Vec<Part> = args.wide_blocks.iter().map(|&b| Part::Block(b)).collect();
@@ -173,7 +177,9 @@ impl Chain<'_> {
         let path = self.out.join(&name);
         eprintln!("== attempt {}: {name} ({fallback})", self.attempts.len() + 1);
         let start = Instant::now();
-        crate::native_quantize::run(self.model, &path, args, None)?;
+        let reused_from = reuse.map(|i| self.attempts[i].name.clone());
+        let base = reuse.map(|i| self.attempts[i].path.clone());
+        crate::native_quantize::build(self.model, &path, args, None, base.as_deref())?;
         let quantize_seconds = start.elapsed().as_secs_f64();
         let start = Instant::now();
         let report_path = validate_cmd::default_report_path(&path);
@@ -193,6 +199,7 @@ impl Chain<'_> {
             samples: calibrated.then_some(args.calib.samples),
             wide,
             path,
+            reused_from,
             bytes,
             quantize_seconds,
             validate_seconds: start.elapsed().as_secs_f64(),
@@ -290,13 +297,13 @@ pub fn run(model: &Path, out: &Path, native: &NativeArgs, accept: &AcceptArgs) -
     let mut chain = Chain { model, out, accept, attempts: Vec::new() };
     let mut args = native.clone();
     let mut sensitivity = None;
-    let first = chain.attempt(Fallback::Requested, &args)?;
+    let first = chain.attempt(Fallback::Requested, &args, None)?;
     let mut stopped = String::new();
 
     if !chain.passed() && chain.attempts[first].quality_fails() && method != "rtn" && accept.more_samples > 1 {
         let mut more = args.clone();
         more.calib.samples *= accept.more_samples;
-        let i = chain.attempt(Fallback::MoreCalibration, &more)?;
+        let i = chain.attempt(Fallback::MoreCalibration, &more, None)?;
         if chain.attempts[i].mean_kld < chain.attempts[first].mean_kld {
             args = more;
         }
@@ -307,9 +314,11 @@ pub fn run(model: &Path, out: &Path, native: &NativeArgs, accept: &AcceptArgs) -
         let s = chain.sensitivity(base, &args)?;
         let order: Vec<Part> = s.parts.iter().map(|p| p.part).collect();
         sensitivity = Some(s);
+        // AWQ's scales live in the norms as well as the matrices: its mixed builds are made anew.
+        let reuse = matches!(method, "gptq" | "rtn").then_some(base);
         let mut k = 1;
         while k < order.len() {
-            let i = chain.attempt(Fallback::MixedPrecision, &widened(&args, &order[..k]))?;
+            let i = chain.attempt(Fallback::MixedPrecision, &widened(&args, &order[..k]), reuse)?;
             if chain.attempts[i].pass {
                 break;
             }
@@ -328,7 +337,7 @@ pub fn run(model: &Path, out: &Path, native: &NativeArgs, accept: &AcceptArgs) -
         let mut int8 = native.clone();
         (int8.method, int8.bits, int8.group) = (Some("rtn".into()), Some(8), None);
         (int8.wide_blocks, int8.embedding_bits) = (Vec::new(), None);
-        chain.attempt(Fallback::Int8, &int8)?;
+        chain.attempt(Fallback::Int8, &int8, None)?;
     }
     if stopped.is_empty() {
         stopped = match chain.attempts.last() {
@@ -425,6 +434,7 @@ mod tests {
             samples: None,
             wide: Vec::new(),
             path: PathBuf::new(),
+            reused_from: None,
             bytes,
             quantize_seconds: 0.0,
             validate_seconds: 0.0,

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
+use lowbit_formats::native::group::GroupMatrix;
 use lowbit_formats::native::nf4;
 use lowbit_formats::source::ModelSource;
 use lowbit_model::{F32Factory, Model};
@@ -176,6 +177,31 @@ pub fn calibrated(
     Ok((result, details))
 }
 
+/// The matrices of the build at `base` that `rtn` stores in the same format (see [`build`]).
+fn reused(source: &ModelSource, base: &Path, rtn: RtnScheme, args: &NativeArgs) -> anyhow::Result<Prepared> {
+    let method = args.method.clone().unwrap_or_default();
+    anyhow::ensure!(
+        matches!(method.as_str(), "gptq" | "rtn"),
+        "reusing a build's matrices applies to gptq and rtn (AWQ's scales live in the norms too)"
+    );
+    let base_source = ModelSource::open(base)?;
+    let mut tensors = BTreeMap::new();
+    for name in source.tensor_names() {
+        let shape = source.tensor(name)?.shape.clone();
+        let (Some(format), Some(v)) = (rtn.format_for(name, &shape), base_source.group_view(name)) else { continue };
+        if v.format == format && [v.rows, v.cols] == shape[..] {
+            let (codes, scales, zeros) = (v.codes.to_vec(), v.scales.to_vec(), v.zeros.to_vec());
+            tensors.insert(name.to_string(), GroupMatrix { format, rows: v.rows, cols: v.cols, codes, scales, zeros });
+        }
+    }
+    let details = serde_json::json!({
+        "reused_from": base.display().to_string(),
+        "reused_tensors": tensors.len(),
+        "others": "round to nearest from the model",
+    });
+    Ok(Prepared { method, tensors, values: BTreeMap::new(), act_scales: BTreeMap::new(), details })
+}
+
 /// Calibrates static activation steps and adds them to `prepared` (or to a plain RTN export).
 fn static_acts(source: &ModelSource, args: &NativeArgs, prepared: Option<Prepared>) -> anyhow::Result<Prepared> {
     let calib = crate::calibration::load(source, &args.calib)?;
@@ -200,6 +226,19 @@ fn static_acts(source: &ModelSource, args: &NativeArgs, prepared: Option<Prepare
 
 /// `importance` weights RTN's scale search (--imatrix / --save-imatrix; the caller allows it with rtn only).
 pub fn run(model: &Path, out: &Path, args: &NativeArgs, importance: Option<&Importance>) -> anyhow::Result<()> {
+    build(model, out, args, importance, None)
+}
+
+/// As [`run`]; with `reuse`, the matrices an earlier build of the same model (GPTQ or RTN, not AWQ, whose scales
+/// live in the norms too) holds in the format this scheme gives them are taken as they are, and only the rest
+/// (the parts mixed precision widened) is rounded to nearest from the model.
+pub fn build(
+    model: &Path,
+    out: &Path,
+    args: &NativeArgs,
+    importance: Option<&Importance>,
+    reuse: Option<&Path>,
+) -> anyhow::Result<()> {
     anyhow::ensure!(!args.no_importance, "--no-importance applies to GPTQ into GGUF types (--type)");
     let scheme = scheme(args)?;
     let source = ModelSource::open(model)?;
@@ -207,8 +246,9 @@ pub fn run(model: &Path, out: &Path, args: &NativeArgs, importance: Option<&Impo
     if let Some(b) = args.wide_blocks.iter().find(|&&b| b >= blocks) {
         anyhow::bail!("--wide-blocks {b}: the model has blocks 0 to {}", blocks.saturating_sub(1));
     }
-    let mut prepared = match (plan(args)?, scheme) {
-        (Some(plan), NativeScheme::Rtn(rtn)) => Some(calibrated_native(&source, rtn, args, plan)?),
+    let mut prepared = match (reuse, plan(args)?, scheme) {
+        (Some(base), _, NativeScheme::Rtn(rtn)) => Some(reused(&source, base, rtn, args)?),
+        (None, Some(plan), NativeScheme::Rtn(rtn)) => Some(calibrated_native(&source, rtn, args, plan)?),
         _ => None,
     };
     if args.static_acts {

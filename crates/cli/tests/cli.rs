@@ -304,6 +304,16 @@ fn accept_records_every_attempt_and_a_truthful_verdict_and_the_report_shows_them
     let kld: Vec<f64> = parts.iter().map(|p| p["mean_kld"].as_f64().unwrap()).collect();
     assert!(kld.windows(2).all(|w| w[0] >= w[1]) && kld[30] > 0.0, "{kld:?}");
     assert_eq!(attempts[1]["wide"][0], parts[0]["part"], "the most sensitive part goes first");
+    // The mixed build takes the requested build's matrices and rounds only its widened part (the embedding is
+    // one matrix, a block seven) anew.
+    assert_eq!(attempts[1]["reused_from"], attempts[0]["name"]);
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{}/quantization_config.json", attempts[1]["path"].as_str().unwrap()))
+            .unwrap(),
+    )
+    .unwrap();
+    let widened = if parts[0]["part"] == "embedding" { 1 } else { 7 };
+    assert_eq!(config["calibration"]["reused_tensors"].as_u64(), Some(211 - widened));
     assert_eq!((summary["chosen"].as_str(), summary["pass"].as_bool()), (attempts[0]["name"].as_str(), Some(false)));
     let verdict = summary["verdict"].as_str().unwrap();
     assert!(verdict.starts_with("failed: perplexity"), "{verdict}");
