@@ -125,6 +125,31 @@ fn tick_label(v: f64) -> String {
     }
 }
 
+/// Pixels of one label line, and the width of a label character (11px sans-serif, generously).
+const LABEL_HEIGHT: f64 = 13.0;
+const LABEL_CHAR: f64 = 6.5;
+
+/// The baseline of each point's label: beside its point, moved down past labels already placed that it would
+/// overlap (points are placed top to bottom).
+fn label_rows(points: &[Point], at: &[(f64, f64)]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..points.len()).collect();
+    order.sort_by(|&a, &b| at[a].1.total_cmp(&at[b].1));
+    let mut placed: Vec<(f64, f64, f64)> = Vec::new(); // x from, x to, baseline
+    let mut rows = vec![0.0; points.len()];
+    for i in order {
+        let (x0, x1) = (at[i].0 + 9.0, at[i].0 + 9.0 + LABEL_CHAR * points[i].label.chars().count() as f64);
+        let mut y = at[i].1 + 4.0;
+        while let Some(&(_, _, other)) =
+            placed.iter().find(|(a, b, other)| *a < x1 && x0 < *b && (y - other).abs() < LABEL_HEIGHT)
+        {
+            y = other + LABEL_HEIGHT;
+        }
+        placed.push((x0, x1, y));
+        rows[i] = y;
+    }
+    rows
+}
+
 /// A scatter plot of `points`, each labeled; `log_y` for a logarithmic y axis.
 fn scatter(title: &str, x_label: &str, y_label: &str, points: &[Point], log_y: bool) -> String {
     let xs: Vec<f64> = points.iter().map(|p| p.x).collect();
@@ -170,17 +195,21 @@ fn scatter(title: &str, x_label: &str, y_label: &str, points: &[Point], log_y: b
         xl = escape(x_label),
         yl = escape(y_label)
     );
-    for p in points {
-        let (x, y) = (px(p.x), py(p.y));
+    let at: Vec<(f64, f64)> = points.iter().map(|p| (px(p.x), py(p.y))).collect();
+    let label_y = label_rows(points, &at);
+    // Discs first, labels over them, each label with a white halo: every build stays legible in a crowd.
+    for (p, &(x, y)) in points.iter().zip(&at) {
         let stroke = if p.chosen { r##" stroke="#000" stroke-width="2.5""## } else { "" };
-        let _ = write!(
-            s,
-            r##"<circle cx="{x:.1}" cy="{y:.1}" r="6" fill="{c}"{stroke}/><text x="{lx:.1}" y="{ly:.1}" class="label">{l}</text>"##,
-            c = p.color,
-            lx = x + 9.0,
-            ly = y + 4.0,
-            l = escape(p.label)
-        );
+        let _ = write!(s, r##"<circle cx="{x:.1}" cy="{y:.1}" r="6" fill="{c}"{stroke}/>"##, c = p.color);
+    }
+    for ((p, &(x, y)), ly) in points.iter().zip(&at).zip(label_y) {
+        if (ly - (y + 4.0)).abs() > 1.0 {
+            // A label moved off its point's row keeps a leader line to it.
+            let (lx, ty) = (x + 8.0, ly - 4.0);
+            let _ = write!(s, r##"<line x1="{x:.1}" y1="{y:.1}" x2="{lx:.1}" y2="{ty:.1}" class="leader"/>"##);
+        }
+        let _ =
+            write!(s, r##"<text x="{lx:.1}" y="{ly:.1}" class="label">{l}</text>"##, lx = x + 9.0, l = escape(p.label));
     }
     s.push_str("</svg>");
     s
@@ -276,7 +305,7 @@ fn acceptance_table(page: &Page) -> String {
 
 const STYLE: &str = "body{font-family:sans-serif;margin:24px;color:#222;max-width:1480px}\
 svg{background:#fff;margin:8px 16px 8px 0}svg text{font-size:12px;fill:#222}svg .title{font-size:14px;font-weight:bold}\
-svg .label{font-size:11px}svg .small{font-size:10px}.grid{stroke:#e4e4e4}.frame{fill:none;stroke:#888}\
+svg .label{font-size:11px;paint-order:stroke;stroke:#fff;stroke-width:3px}svg .small{font-size:10px}.grid{stroke:#e4e4e4}.leader{stroke:#999;stroke-width:0.8}.frame{fill:none;stroke:#888}\
 table{border-collapse:collapse;margin-top:8px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}\
 td:first-child{text-align:left}.pass{background:#e6f4ea}.fail{background:#fde8e8}.verdict{font-size:16px;margin:8px 0}\
 .row{display:flex;flex-wrap:wrap;align-items:flex-start}";
@@ -343,6 +372,14 @@ mod tests {
         assert!((log.fraction(0.01) - 0.25).abs() < 1e-9);
         let decade = Axis::covering(&[20.0, 30.0], true).ticks();
         assert!(close(&decade, &[10.0, 20.0, 50.0, 100.0]), "one decade: 1, 2, 5 steps: {decade:?}");
+    }
+
+    #[test]
+    fn overlapping_labels_move_down_and_others_stay() {
+        let p = |label, y| Point { label, x: 0.0, y, color: PASS_COLOR, chosen: false };
+        let points = [p("first", 0.0), p("second", 0.0), p("far", 0.0)];
+        let rows = label_rows(&points, &[(100.0, 50.0), (101.0, 52.0), (400.0, 51.0)]);
+        assert_eq!(rows, vec![54.0, 54.0 + LABEL_HEIGHT, 55.0]);
     }
 
     #[test]
