@@ -185,7 +185,7 @@ impl Chain<'_> {
         let report_path = validate_cmd::default_report_path(&path);
         let v = validate_cmd::validate(self.model, &path, Runtime::Native, &self.accept.validation, &report_path)?;
         validate_cmd::print_report(&v.report);
-        let bytes = dir_bytes(&path)?;
+        let bytes = crate::load::bytes_on_disk(&path);
         let mut failed = v.report.failed();
         if self.accept.max_size.is_some_and(|max| bytes > max) {
             failed.push("max_size");
@@ -254,17 +254,6 @@ impl Chain<'_> {
             parts: parts.into_iter().map(|(part, mean_kld)| PartSensitivity { part, mean_kld }).collect(),
         })
     }
-}
-
-fn dir_bytes(dir: &Path) -> anyhow::Result<u64> {
-    let mut bytes = 0;
-    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let entry = entry?;
-        if entry.file_type()?.is_file() {
-            bytes += entry.metadata()?.len();
-        }
-    }
-    Ok(bytes)
 }
 
 /// `args` with `parts` kept at 8 bits.

@@ -53,7 +53,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let out = Output {
         model: args.model.display().to_string(),
-        file_bytes: file_bytes(&args.model),
+        file_bytes: crate::load::bytes_on_disk(&args.model),
         runtime: args.runtime.runtime,
         threads: lowbit_kernels::threads(),
         weight_bytes: loaded.model.weight_bytes(),
@@ -83,12 +83,4 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     ]);
     print!("{}", t.render());
     Ok(())
-}
-
-/// The model's size on disk: the file, or the sum of a directory's files.
-fn file_bytes(path: &std::path::Path) -> u64 {
-    match std::fs::read_dir(path) {
-        Ok(dir) => dir.flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum(),
-        Err(_) => std::fs::metadata(path).map_or(0, |m| m.len()),
-    }
 }

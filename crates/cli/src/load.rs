@@ -55,6 +55,14 @@ pub fn tokenizer_for(source: &ModelSource) -> anyhow::Result<Tokenizer> {
     Ok(tok)
 }
 
+/// A model's size on disk: the file, or the sum of a directory's files (0 when unreadable).
+pub fn bytes_on_disk(path: &Path) -> u64 {
+    match std::fs::read_dir(path) {
+        Ok(dir) => dir.flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum(),
+        Err(_) => std::fs::metadata(path).map_or(0, |m| m.len()),
+    }
+}
+
 pub fn load(path: &Path, runtime: Runtime) -> anyhow::Result<Loaded> {
     let spinner = ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}")?);
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));

@@ -267,10 +267,7 @@ pub fn build(
     })
     .with_context(|| format!("writing {}", out.display()))?;
     bar.finish_and_clear();
-    let mut bytes = 0;
-    for entry in std::fs::read_dir(out)? {
-        bytes += entry?.metadata()?.len();
-    }
+    let bytes = crate::load::bytes_on_disk(out);
     let method = prepared.as_ref().map_or(String::new(), |p| format!("{} ", p.method));
     let method = if importance.is_some() { format!("{method}imatrix-weighted ") } else { method };
     println!("{} -> {} ({method}{}, {} bytes)", model.display(), out.display(), scheme.name(), thousands(bytes));
