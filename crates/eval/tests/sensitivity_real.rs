@@ -13,7 +13,8 @@ fn only_the_changed_block_is_sensitive() {
     let mut build = Model::load(&source, &F32Factory).unwrap();
     let (changed, p) = (3, Proj::Down);
     let (_, down) = source.tensor_f32(&p.tensor_name(changed)).unwrap();
-    let (rows, cols) = (build.projection(changed, p).out_features(), build.projection(changed, p).in_features());
+    let proj = build.projection(changed, p).unwrap();
+    let (rows, cols) = (proj.out_features(), proj.in_features());
     // Every weight's sign flipped: a gross error confined to one matrix.
     let flipped: Vec<f32> = down.iter().map(|v| -v).collect();
     build.set_projection(changed, p, Box::new(DenseF32::new(flipped.into(), rows, cols))).unwrap();

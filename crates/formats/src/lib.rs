@@ -25,4 +25,5 @@ mod staging;
 pub use config::ModelConfig;
 pub use dtype::DType;
 pub use error::{FormatError, Result};
+pub use mapped::MappedBytes;
 pub use staging::write_atomic;

@@ -24,6 +24,7 @@ use crate::config::ModelConfig;
 use crate::dtype::DType;
 use crate::error::{FormatError, Result};
 use crate::hf_config::read_json;
+use crate::mapped::MappedBytes;
 use crate::names::hf_to_canonical;
 
 /// The reference implementation's limit (safetensors' `MAX_HEADER_SIZE`); real headers are
@@ -49,7 +50,7 @@ pub struct TensorEntry {
 /// One memory-mapped safetensors file.
 pub struct SafetensorsFile {
     path: PathBuf,
-    map: memmap2::Mmap,
+    map: std::sync::Arc<memmap2::Mmap>,
     /// In data order, which is file order.
     tensors: Vec<TensorEntry>,
     index: HashMap<String, usize>,
@@ -260,7 +261,7 @@ impl SafetensorsFile {
         // file truncated by another process while mapped is outside what any reader can defend.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
         let (tensors, index, metadata) = parse(&map).map_err(|e| e.in_file(path))?;
-        Ok(SafetensorsFile { path: path.to_path_buf(), map, tensors, index, metadata })
+        Ok(SafetensorsFile { path: path.to_path_buf(), map: map.into(), tensors, index, metadata })
     }
 
     pub fn path(&self) -> &Path {
@@ -397,6 +398,12 @@ impl HfModel {
     /// The raw bytes of a tensor of this model (bounds were checked at open).
     pub fn data(&self, t: &HfTensor) -> &[u8] {
         &self.shards[t.shard].map[t.range.clone()]
+    }
+
+    /// The same bytes as [`HfModel::data`], as a handle that keeps the file mapped.
+    pub fn mapped(&self, t: &HfTensor) -> MappedBytes {
+        let map = &self.shards[t.shard].map;
+        MappedBytes::new(map, &map[t.range.clone()]).expect("tensor ranges were checked at open")
     }
 }
 

@@ -9,6 +9,7 @@ use crate::dtype::DType;
 use crate::error::{FormatError, Result};
 use crate::gguf::GgufFile;
 use crate::hf_config::read_json;
+use crate::mapped::MappedBytes;
 use crate::native::{is_native_dir, GroupView, NativeModel, NativeTensor, Nf4View};
 use crate::safetensors::HfModel;
 
@@ -140,6 +141,15 @@ impl ModelSource {
             other => other,
         })?;
         Ok((t.shape, values))
+    }
+
+    /// A tensor's bytes as a handle that keeps its file mapped, for weights used in place rather than copied;
+    /// `None` where the source does not map its tensors that way (every source but a Hugging Face directory).
+    pub fn mapped(&self, name: &str) -> Option<MappedBytes> {
+        match self {
+            ModelSource::Hf(m) => m.tensor(name).map(|t| m.mapped(t)),
+            _ => None,
+        }
     }
 
     /// Tells the source that a tensor's bytes have been copied and its mapped pages may leave memory

@@ -115,6 +115,21 @@ impl Model {
         }
     }
 
+    /// Block-by-block calibration of MLPs reaches only dense ones: a mixture of experts has a hidden row per
+    /// chosen expert.
+    fn check_dense(&self, block: usize) -> Result<(), ModelError> {
+        self.check_block(block)?;
+        match self.blocks[block].is_moe() {
+            true => Err(ModelError::Unsupported(format!("block {block}'s MLP is a mixture of experts"))),
+            false => Ok(()),
+        }
+    }
+
+    /// Whether any block's MLP is a mixture of experts.
+    pub fn has_experts(&self) -> bool {
+        self.blocks.iter().any(|b| b.is_moe())
+    }
+
     fn check_rows(&self, what: &str, x: &[f32], n: usize, width: usize) -> Result<(), ModelError> {
         match x.len() == n * width {
             true => Ok(()),
@@ -160,16 +175,31 @@ impl Model {
 
     /// The MLP's hidden rows (activated gate times up, the down projection's input) for its input `h`.
     pub fn mlp_hidden_of(&self, block: usize, h: &[f32], n: usize) -> Result<Vec<f32>, ModelError> {
-        self.check_block(block)?;
+        self.check_dense(block)?;
         self.check_rows("MLP input", h, n, self.config.hidden_size)?;
         Ok(self.mlp_hidden(block, h, n))
     }
 
     /// The MLP branch's contribution to the residual (down projection, post-norm) from its hidden rows.
     pub fn mlp_output_of(&self, block: usize, act: &[f32], n: usize) -> Result<Vec<f32>, ModelError> {
-        self.check_block(block)?;
+        self.check_dense(block)?;
         self.check_rows("MLP hidden rows", act, n, self.config.intermediate_size)?;
         Ok(self.mlp_output(block, act, n))
+    }
+
+    /// The MLP branch's contribution to the residual for its input `h` (`Site::MlpIn`, `[n, hidden]`), dense or
+    /// a mixture of experts.
+    pub fn ffn_output_of(&self, block: usize, h: &[f32], n: usize) -> Result<Vec<f32>, ModelError> {
+        self.check_block(block)?;
+        self.check_rows("MLP input", h, n, self.config.hidden_size)?;
+        Ok(self.ffn_output(block, h, n))
+    }
+
+    /// The router's logits of a mixture-of-experts block for its input `h` (`Site::MlpIn`), `[n, experts]`.
+    pub fn router_logits_of(&self, block: usize, h: &[f32], n: usize) -> Result<Vec<f32>, ModelError> {
+        self.check_block(block)?;
+        self.check_rows("MLP input", h, n, self.config.hidden_size)?;
+        self.router_logits(block, h, n).ok_or_else(|| ModelError::Unsupported(format!("block {block} has no router")))
     }
 
     /// The weight vector of the norm whose output is `site` (`AttnIn`, `MlpIn`), for folding scales into it.
@@ -191,13 +221,17 @@ impl Model {
         }
     }
 
-    pub fn projection(&self, block: usize, p: Proj) -> &dyn Linear {
-        self.blocks[block].projection(p)
+    /// Projection `p` of block `block`; `None` for the MLP projections of a mixture of experts (one per expert).
+    pub fn projection(&self, block: usize, p: Proj) -> Option<&dyn Linear> {
+        self.blocks.get(block)?.projection(p)
     }
 
     /// Replaces a projection (with a quantized or re-scaled one); its shape must be the old one's.
     pub fn set_projection(&mut self, block: usize, p: Proj, linear: Box<dyn Linear>) -> Result<(), ModelError> {
-        let slot = self.blocks[block].projection_mut(p);
+        self.check_block(block)?;
+        let slot = self.blocks[block]
+            .projection_mut(p)
+            .ok_or_else(|| ModelError::Unsupported(format!("{p:?} of block {block}, a mixture of experts")))?;
         let (rows, cols) = (slot.out_features(), slot.in_features());
         if (linear.out_features(), linear.in_features()) != (rows, cols) {
             return Err(ModelError::Shape {

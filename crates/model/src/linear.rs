@@ -6,6 +6,8 @@ use std::sync::Arc;
 use lowbit_formats::source::TensorRef;
 use lowbit_formats::{DType, FormatError};
 
+use crate::mxfp4_linear::{Mxfp4Linear, WeightBytes};
+
 pub trait Linear: Send + Sync {
     fn in_features(&self) -> usize;
     fn out_features(&self) -> usize;
@@ -61,6 +63,29 @@ impl Linear for DenseF32 {
 /// quantized runtimes supply their own implementation.
 pub trait LinearFactory {
     fn build(&self, tensor: &TensorRef<'_>) -> Result<Box<dyn Linear>, FormatError>;
+
+    /// A `rows`×`cols` matrix in Hugging Face's split MXFP4 (`codes`, `scales`; GPT-OSS's experts) named `name`.
+    /// By default it stays MXFP4 on the integer kernels, wherever the runtime keeps other formats packed.
+    fn build_split_mxfp4(
+        &self,
+        name: &str,
+        codes: WeightBytes,
+        scales: WeightBytes,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Box<dyn Linear>, FormatError> {
+        let (nc, ns) = (codes.len(), scales.len());
+        match Mxfp4Linear::new(codes, scales, rows, cols) {
+            Some(l) => Ok(Box::new(l)),
+            None => Err(split_mxfp4_error(name, nc, ns, rows, cols)),
+        }
+    }
+}
+
+fn split_mxfp4_error(name: &str, codes: usize, scales: usize, rows: usize, cols: usize) -> FormatError {
+    FormatError::Invalid(format!(
+        "tensor {name}: {codes} code bytes and {scales} scales are not an MXFP4 matrix of {rows}×{cols}"
+    ))
 }
 
 /// Dequantizes every weight to f32: the reference runtime.
@@ -70,6 +95,20 @@ impl LinearFactory for F32Factory {
     fn build(&self, tensor: &TensorRef<'_>) -> Result<Box<dyn Linear>, FormatError> {
         let (rows, cols) = matrix_shape(tensor)?;
         let w = lowbit_formats::dequant::dequantize(tensor.dtype, tensor.data, rows * cols)?;
+        Ok(Box::new(DenseF32::new(w.into(), rows, cols)))
+    }
+
+    fn build_split_mxfp4(
+        &self,
+        name: &str,
+        codes: WeightBytes,
+        scales: WeightBytes,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Box<dyn Linear>, FormatError> {
+        let w = lowbit_formats::dequant::dequantize_split_mxfp4(&codes, &scales)
+            .filter(|w| Some(w.len()) == rows.checked_mul(cols))
+            .ok_or_else(|| split_mxfp4_error(name, codes.len(), scales.len(), rows, cols))?;
         Ok(Box::new(DenseF32::new(w.into(), rows, cols)))
     }
 }

@@ -1,12 +1,13 @@
-//! The decoder-only transformer of the Llama family (Llama, Mistral, SmolLM2, Qwen2) and Gemma 3.
+//! The decoder-only transformer of the Llama family (Llama, Mistral, SmolLM2, Qwen2), Gemma 3 and GPT-OSS.
 //!
-//! One code path serves both: Gemma 3 differs only in switches carried by `ModelConfig` and in
-//! tensors that exist or not (QK-norm, post-attention and post-MLP norms). Every projection is
-//! a `Linear`, so the storage format of the weights is invisible here.
+//! One code path serves all: Gemma 3 and GPT-OSS differ only in switches carried by `ModelConfig` and in
+//! tensors that exist or not (QK-norm, post-attention and post-MLP norms, attention sinks, an o_proj bias),
+//! and GPT-OSS's MLP is a mixture of experts (`moe`). Every projection is a `Linear`, so the storage
+//! format of the weights is invisible here.
 
 use std::sync::Arc;
 
-use lowbit_formats::config::{Activation, AttentionKind, ModelConfig};
+use lowbit_formats::config::{Activation, Arch, AttentionKind, ModelConfig};
 use lowbit_formats::source::ModelSource;
 use lowbit_kernels as k;
 
@@ -15,6 +16,7 @@ use crate::embedding::Embedding;
 use crate::error::ModelError;
 use crate::kv_cache::KvCache;
 use crate::linear::{Linear, LinearFactory};
+use crate::moe::Moe;
 use crate::rope::Rope;
 
 /// Longest run of tokens pushed through the layers at once; longer inputs are split so the
@@ -44,13 +46,21 @@ pub(crate) struct Block {
     q_norm: Option<Vec<f32>>,
     k_norm: Option<Vec<f32>>,
     post_attention_norm: Option<Vec<f32>>,
+    /// GPT-OSS: per head, a logit that joins the softmax's denominator only.
+    sinks: Option<Vec<f32>>,
     ffn_norm: Vec<f32>,
-    gate: Box<dyn Linear>,
-    up: Box<dyn Linear>,
-    down: Box<dyn Linear>,
+    ffn: Ffn,
     post_ffw_norm: Option<Vec<f32>>,
     attention: AttentionKind,
     rope: Arc<Rope>,
+}
+
+/// A block's MLP.
+pub(crate) enum Ffn {
+    /// Gated: down(act(gate·x) ⊙ up·x).
+    Dense { gate: Box<dyn Linear>, up: Box<dyn Linear>, down: Box<dyn Linear> },
+    /// A mixture of experts.
+    Moe(Box<Moe>),
 }
 
 pub struct Model {
@@ -63,13 +73,13 @@ pub struct Model {
 }
 
 /// Reads tensors by canonical name and checks their shapes against the config.
-struct Loader<'a> {
-    source: &'a ModelSource,
-    factory: &'a dyn LinearFactory,
+pub(crate) struct Loader<'a> {
+    pub(crate) source: &'a ModelSource,
+    pub(crate) factory: &'a dyn LinearFactory,
 }
 
 impl Loader<'_> {
-    fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
+    pub(crate) fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
         let (shape, data) = self.source.tensor_f32(name)?;
         if data.len() != len {
             return Err(ModelError::Shape { tensor: name.into(), expected: vec![len], found: shape });
@@ -100,10 +110,6 @@ impl Model {
     /// Builds the model from any source; `factory` decides how projection weights are stored.
     pub fn load(source: &ModelSource, factory: &dyn LinearFactory) -> Result<Model, ModelError> {
         let config = source.config()?;
-        let arch = config.arch;
-        if config.moe.is_some() || config.attention_sinks {
-            return Err(ModelError::Unsupported(format!("architecture {} (mixture of experts)", arch.name())));
-        }
         let l = Loader { source, factory };
         let (d, ff, vocab) = (config.hidden_size, config.intermediate_size, config.vocab_size);
         let (qd, kvd, hd) = (config.q_dim(), config.kv_dim(), config.head_dim);
@@ -118,6 +124,9 @@ impl Model {
 
         let full_rope = Arc::new(Rope::new(&config, config.rope_theta));
         let sliding_rope = Arc::new(Rope::new(&config, config.rope_theta_sliding.unwrap_or(config.rope_theta)));
+        // llama.cpp names GPT-OSS's norm in front of the MLP after where it sits (`post_attention_norm`); in
+        // Gemma 3 that name is a norm of the attention's output.
+        let mlp_norm_is_post_attention = config.arch == Arch::GptOss;
         let mut blocks = Vec::with_capacity(config.n_layers);
         for i in 0..config.n_layers {
             let n = |s: &str| format!("blk.{i}.{s}");
@@ -135,11 +144,26 @@ impl Model {
                 o_bias: l.optional_vector(&n("attn_output.bias"), d)?,
                 q_norm: l.optional_vector(&n("attn_q_norm.weight"), hd)?,
                 k_norm: l.optional_vector(&n("attn_k_norm.weight"), hd)?,
-                post_attention_norm: l.optional_vector(&n("post_attention_norm.weight"), d)?,
-                ffn_norm: l.vector(&n("ffn_norm.weight"), d)?,
-                gate: l.linear(&n("ffn_gate.weight"), ff, d)?,
-                up: l.linear(&n("ffn_up.weight"), ff, d)?,
-                down: l.linear(&n("ffn_down.weight"), d, ff)?,
+                post_attention_norm: match mlp_norm_is_post_attention {
+                    true => None,
+                    false => l.optional_vector(&n("post_attention_norm.weight"), d)?,
+                },
+                sinks: match config.attention_sinks {
+                    true => Some(l.vector(&n("attn_sinks.weight"), config.n_heads)?),
+                    false => None,
+                },
+                ffn_norm: l.vector(
+                    &n(if mlp_norm_is_post_attention { "post_attention_norm.weight" } else { "ffn_norm.weight" }),
+                    d,
+                )?,
+                ffn: match config.moe {
+                    Some(_) => Ffn::Moe(Box::new(Moe::load(&l, i, &config)?)),
+                    None => Ffn::Dense {
+                        gate: l.linear(&n("ffn_gate.weight"), ff, d)?,
+                        up: l.linear(&n("ffn_up.weight"), ff, d)?,
+                        down: l.linear(&n("ffn_down.weight"), d, ff)?,
+                    },
+                },
                 post_ffw_norm: l.optional_vector(&n("post_ffw_norm.weight"), d)?,
                 attention,
                 rope: match attention {
@@ -159,8 +183,14 @@ impl Model {
 
     /// Bytes of weights held in memory.
     pub fn weight_bytes(&self) -> usize {
-        let blocks: usize =
-            self.blocks.iter().map(|b| Proj::ALL.iter().map(|&p| b.projection(p).weight_bytes()).sum::<usize>()).sum();
+        let blocks: usize = self
+            .blocks
+            .iter()
+            .map(|b| {
+                let experts = if let Ffn::Moe(m) = &b.ffn { m.weight_bytes() } else { 0 };
+                experts + Proj::ALL.iter().filter_map(|&p| b.projection(p)).map(|l| l.weight_bytes()).sum::<usize>()
+            })
+            .sum();
         blocks + self.lm_head.weight_bytes() + self.embedding.bytes()
     }
 
@@ -242,6 +272,9 @@ impl Model {
 
         let h = self.norm_input(li, Site::MlpIn, x);
         observer.observe(li, Site::MlpIn, &h, n);
+        if self.blocks[li].is_moe() {
+            return add_assign(x, &self.ffn_output(li, &h, n));
+        }
         let act = self.mlp_hidden(li, &h, n);
         observer.observe(li, Site::MlpOut, &act, n);
         add_assign(x, &self.mlp_output(li, &act, n));
@@ -304,7 +337,10 @@ impl Model {
             let kv_off = (head / group) * hd;
             let mut scores: Vec<f32> =
                 (first..=pos).map(|j| k::dot_f32(qv, &keys[j * kvd + kv_off..j * kvd + kv_off + hd]) * scale).collect();
-            k::softmax_inplace(&mut scores);
+            match &b.sinks {
+                Some(sinks) => softmax_with_sink(&mut scores, sinks[head]),
+                None => k::softmax_inplace(&mut scores),
+            }
             for (j, &p) in (first..=pos).zip(&scores) {
                 k::axpy_f32(p, &values[j * kvd + kv_off..j * kvd + kv_off + hd], o);
             }
@@ -324,14 +360,17 @@ impl Model {
         post_norm(cfg, &b.post_attention_norm, proj)
     }
 
-    /// The activated gate times up of block `li` for `n` normed rows `h`: the down projection's input.
+    /// The activated gate times up of dense block `li` for `n` normed rows `h`: the down projection's input.
+    /// (Callers check the block is dense: a mixture of experts has no single hidden row.)
     pub(crate) fn mlp_hidden(&self, li: usize, h: &[f32], n: usize) -> Vec<f32> {
         let b = &self.blocks[li];
         let ff = self.config.intermediate_size;
         let mut gate = vec![0f32; n * ff];
         let mut up = vec![0f32; n * ff];
-        b.gate.forward(h, n, &mut gate);
-        b.up.forward(h, n, &mut up);
+        if let Ffn::Dense { gate: g, up: u, .. } = &b.ffn {
+            g.forward(h, n, &mut gate);
+            u.forward(h, n, &mut up);
+        }
         match self.config.activation {
             Activation::Silu => k::silu_mul(&mut gate, &up),
             Activation::GeluTanh => k::gelu_tanh_mul(&mut gate, &up),
@@ -344,8 +383,27 @@ impl Model {
         let cfg = &self.config;
         let b = &self.blocks[li];
         let mut out = vec![0f32; n * cfg.hidden_size];
-        b.down.forward(act, n, &mut out);
+        if let Ffn::Dense { down, .. } = &b.ffn {
+            down.forward(act, n, &mut out);
+        }
         post_norm(cfg, &b.post_ffw_norm, out)
+    }
+
+    /// What the MLP of block `li` adds to the residual for its `n` normed input rows `h`, dense or experts.
+    pub(crate) fn ffn_output(&self, li: usize, h: &[f32], n: usize) -> Vec<f32> {
+        let b = &self.blocks[li];
+        match &b.ffn {
+            Ffn::Moe(moe) => post_norm(&self.config, &b.post_ffw_norm, moe.forward(h, n)),
+            Ffn::Dense { .. } => self.mlp_output(li, &self.mlp_hidden(li, h, n), n),
+        }
+    }
+
+    /// The router logits of block `li` for its MLP input rows `h`, `[n, experts]`; `None` for a dense block.
+    pub(crate) fn router_logits(&self, li: usize, h: &[f32], n: usize) -> Option<Vec<f32>> {
+        match &self.blocks[li].ffn {
+            Ffn::Moe(moe) => Some(moe.router_logits(h, n)),
+            Ffn::Dense { .. } => None,
+        }
     }
 
     /// The final norm of hidden rows after the last block, `[n, hidden]`: the output projection's input.
@@ -365,16 +423,22 @@ impl Model {
 }
 
 impl Block {
-    pub(crate) fn projection(&self, p: Proj) -> &dyn Linear {
-        match p {
-            Proj::Q => &*self.q,
-            Proj::K => &*self.k,
-            Proj::V => &*self.v,
-            Proj::O => &*self.o,
-            Proj::Gate => &*self.gate,
-            Proj::Up => &*self.up,
-            Proj::Down => &*self.down,
-        }
+    /// The projection `p`; `None` for the MLP's in a mixture-of-experts block, which has one per expert.
+    pub(crate) fn projection(&self, p: Proj) -> Option<&dyn Linear> {
+        Some(match (p, &self.ffn) {
+            (Proj::Q, _) => &*self.q,
+            (Proj::K, _) => &*self.k,
+            (Proj::V, _) => &*self.v,
+            (Proj::O, _) => &*self.o,
+            (Proj::Gate, Ffn::Dense { gate, .. }) => &**gate,
+            (Proj::Up, Ffn::Dense { up, .. }) => &**up,
+            (Proj::Down, Ffn::Dense { down, .. }) => &**down,
+            (_, Ffn::Moe(_)) => return None,
+        })
+    }
+
+    pub(crate) fn is_moe(&self) -> bool {
+        matches!(self.ffn, Ffn::Moe(_))
     }
 
     pub(crate) fn norm_mut(&mut self, site: Site) -> Option<&mut Vec<f32>> {
@@ -395,16 +459,17 @@ impl Block {
         }
     }
 
-    pub(crate) fn projection_mut(&mut self, p: Proj) -> &mut Box<dyn Linear> {
-        match p {
-            Proj::Q => &mut self.q,
-            Proj::K => &mut self.k,
-            Proj::V => &mut self.v,
-            Proj::O => &mut self.o,
-            Proj::Gate => &mut self.gate,
-            Proj::Up => &mut self.up,
-            Proj::Down => &mut self.down,
-        }
+    pub(crate) fn projection_mut(&mut self, p: Proj) -> Option<&mut Box<dyn Linear>> {
+        Some(match (p, &mut self.ffn) {
+            (Proj::Q, _) => &mut self.q,
+            (Proj::K, _) => &mut self.k,
+            (Proj::V, _) => &mut self.v,
+            (Proj::O, _) => &mut self.o,
+            (Proj::Gate, Ffn::Dense { gate, .. }) => gate,
+            (Proj::Up, Ffn::Dense { up, .. }) => up,
+            (Proj::Down, Ffn::Dense { down, .. }) => down,
+            (_, Ffn::Moe(_)) => return None,
+        })
     }
 }
 
@@ -418,6 +483,18 @@ fn post_norm(cfg: &ModelConfig, norm: &Option<Vec<f32>>, raw: Vec<f32>) -> Vec<f
         }
         None => raw,
     }
+}
+
+/// Softmax of `scores` with one more logit, `sink`, in the denominator only: the weights sum to less than one
+/// by the sink's share (GPT-OSS's attention sinks).
+fn softmax_with_sink(scores: &mut [f32], sink: f32) {
+    let max = scores.iter().fold(sink, |m, &s| m.max(s));
+    let mut sum = (sink - max).exp();
+    for s in scores.iter_mut() {
+        *s = (*s - max).exp();
+        sum += *s;
+    }
+    scores.iter_mut().for_each(|s| *s /= sum);
 }
 
 pub(crate) fn add_assign(x: &mut [f32], y: &[f32]) {

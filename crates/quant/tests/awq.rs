@@ -118,8 +118,8 @@ fn the_search_protects_an_outlying_channel() {
     let probe = vec![0.5f32; model.config.hidden_size];
     for p in [Proj::Gate, Proj::Up] {
         let (mut a, mut b) = (vec![0f32; 128], vec![0f32; 128]);
-        model.projection(0, p).forward(&probe, 1, &mut a);
-        fresh.projection(0, p).forward(&probe, 1, &mut b);
+        model.projection(0, p).unwrap().forward(&probe, 1, &mut a);
+        fresh.projection(0, p).unwrap().forward(&probe, 1, &mut b);
         assert_eq!(a, b, "{p:?}");
     }
 }

@@ -46,6 +46,24 @@ impl BlockMxfp4 {
     }
 }
 
+/// Dequantizes MXFP4 as Hugging Face checkpoints store it (GPT-OSS's `*_blocks` / `*_scales`): `scales` holds
+/// one E8M0 exponent per 32 values (2^(e − 127)), `codes` 16 bytes per 32 values, element 2j in the low nibble
+/// of byte j and element 2j + 1 in its high nibble. `None` unless `codes` is 16 bytes per scale.
+pub fn dequantize_split(codes: &[u8], scales: &[u8]) -> Option<Vec<f32>> {
+    if codes.len() != scales.len().checked_mul(QK_MXFP4 / 2)? {
+        return None;
+    }
+    let mut out = Vec::with_capacity(scales.len() * QK_MXFP4);
+    for (block, &e) in codes.chunks_exact(QK_MXFP4 / 2).zip(scales) {
+        let d = e8m0_half(e);
+        for &byte in block {
+            out.push(f32::from(MXFP4_VALUES[usize::from(byte & 0x0F)]) * d);
+            out.push(f32::from(MXFP4_VALUES[usize::from(byte >> 4)]) * d);
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,5 +85,16 @@ mod tests {
         let mut y = [0.0; QK_MXFP4];
         BlockMxfp4::from_bytes(&b).dequantize(&mut y);
         assert_eq!((y[0], y[16], y[1]), (6.0, -3.0, 0.0));
+    }
+
+    #[test]
+    fn split_layout_puts_even_elements_in_low_nibbles() {
+        // E8M0 127 is 2^0: values are plain E2M1. Byte 0 = elements 0 (code 2: 1.0) and 1 (code 0xF: −6).
+        let mut codes = [0u8; 16];
+        codes[0] = 0xF2;
+        let v = dequantize_split(&codes, &[127]).unwrap();
+        assert_eq!((v[0], v[1], v[2]), (1.0, -6.0, 0.0));
+        assert_eq!(dequantize_split(&codes, &[129]).unwrap()[1], -24.0);
+        assert!(dequantize_split(&codes[..15], &[127]).is_none());
     }
 }

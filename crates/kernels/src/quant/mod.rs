@@ -27,6 +27,7 @@
 //! of a super-block), so that lowbit reproduces llama.cpp's figures on the same file when they are compared.
 
 pub mod scalar;
+pub mod split_mxfp4;
 mod types;
 
 #[cfg(target_arch = "x86_64")]
@@ -68,10 +69,20 @@ pub struct QuantKernels {
     /// activations `acts` of n rows (n = acts.len()·32 / k); the public [`matmul_quant`] splits work
     /// across threads.
     pub matmul: fn(ty: QuantType, w: &[u8], acts: &[BlockQ8], out: &mut [f32], k: usize),
+    /// Single-threaded [`split_mxfp4::matmul_scalar`]: MXFP4 with codes and scales apart (Hugging Face's
+    /// layout); [`split_mxfp4::matmul_split_mxfp4`] splits work across threads.
+    pub matmul_split_mxfp4: SplitMxfp4Matmul,
 }
 
-pub static SCALAR: QuantKernels =
-    QuantKernels { name: "scalar", quantize_row: scalar::quantize_row, matmul: scalar::matmul };
+/// `QuantKernels::matmul_split_mxfp4`: (codes, scales, activation blocks, out, k).
+pub type SplitMxfp4Matmul = fn(codes: &[u8], scales: &[u8], acts: &[BlockQ8], out: &mut [f32], k: usize);
+
+pub static SCALAR: QuantKernels = QuantKernels {
+    name: "scalar",
+    quantize_row: scalar::quantize_row,
+    matmul: scalar::matmul,
+    matmul_split_mxfp4: split_mxfp4::matmul_scalar,
+};
 
 /// The fastest path this CPU supports, detected on first use.
 pub fn active() -> &'static QuantKernels {

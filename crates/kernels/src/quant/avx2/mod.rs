@@ -25,7 +25,12 @@ pub fn kernels() -> Option<&'static QuantKernels> {
     ok.then_some(&AVX2)
 }
 
-static AVX2: QuantKernels = QuantKernels { name: "avx2", quantize_row: entry::quantize_row, matmul: entry::matmul };
+static AVX2: QuantKernels = QuantKernels {
+    name: "avx2",
+    quantize_row: entry::quantize_row,
+    matmul: entry::matmul,
+    matmul_split_mxfp4: super::split_mxfp4::avx2::matmul,
+};
 
 /// From this many activation rows on, a matmul goes to [`gemm`]: decoding a panel costs about as much
 /// as running two tokens past it.

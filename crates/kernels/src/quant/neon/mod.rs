@@ -32,11 +32,20 @@ pub fn kernels() -> impl Iterator<Item = &'static QuantKernels> {
     [neon.then_some(&NEON), dotprod.then_some(&NEON_DOTPROD)].into_iter().flatten()
 }
 
-static NEON: QuantKernels =
-    QuantKernels { name: "neon", quantize_row: entry::quantize_row, matmul: entry::matmul::<Smull> };
+// Split MXFP4 (GPT-OSS's experts) has no NEON kernel yet: those tables carry the scalar reference.
+static NEON: QuantKernels = QuantKernels {
+    name: "neon",
+    quantize_row: entry::quantize_row,
+    matmul: entry::matmul::<Smull>,
+    matmul_split_mxfp4: super::split_mxfp4::matmul_scalar,
+};
 
-static NEON_DOTPROD: QuantKernels =
-    QuantKernels { name: "neon-dotprod", quantize_row: entry::quantize_row, matmul: entry::matmul::<Sdot> };
+static NEON_DOTPROD: QuantKernels = QuantKernels {
+    name: "neon-dotprod",
+    quantize_row: entry::quantize_row,
+    matmul: entry::matmul::<Sdot>,
+    matmul_split_mxfp4: super::split_mxfp4::matmul_scalar,
+};
 
 /// Safe entry points with the table's signatures: they check lengths, then call the vector code.
 /// SAFETY (every call below): these functions are private and reachable only through `NEON` and

@@ -1,0 +1,203 @@
+//! GPT-OSS's mixture-of-experts MLP: a router picks `experts_per_token` of the block's experts for each token
+//! and weighs them by a softmax over the picked logits only; each expert is a clamped SwiGLU whose gate and up
+//! rows are interleaved in one matrix, with biases on both of its projections.
+//!
+//! Experts are `Linear`s like every other projection, one per expert and matrix, so their storage (MXFP4 kept
+//! mapped, f32, or any quantized format) is the factory's choice. A batch of tokens is grouped by expert: each
+//! selected expert multiplies all of its tokens at once.
+
+use lowbit_formats::config::ModelConfig;
+use lowbit_formats::source::TensorRef;
+use lowbit_formats::DType;
+
+use crate::error::ModelError;
+use crate::linear::{DenseF32, Linear};
+use crate::mxfp4_linear::WeightBytes;
+use crate::transformer::{add_assign, Loader};
+
+/// GPT-OSS's SwiGLU: the gate is clamped above, the linear half on both sides, then shifted by one.
+const SWIGLU_LIMIT: f32 = 7.0;
+const SWIGLU_ALPHA: f32 = 1.702;
+
+pub(crate) struct Moe {
+    /// `[experts, hidden]`, kept in f32: routing decides which weights run at all (GPT-OSS's release keeps
+    /// it unquantized too).
+    router: DenseF32,
+    router_bias: Vec<f32>,
+    /// Per expert, `[2·ff, hidden]`: row 2i is gate i, row 2i + 1 is up i.
+    gate_up: Vec<Box<dyn Linear>>,
+    /// `[experts, 2·ff]`.
+    gate_up_bias: Vec<f32>,
+    /// Per expert, `[hidden, ff]`.
+    down: Vec<Box<dyn Linear>>,
+    /// `[experts, hidden]`.
+    down_bias: Vec<f32>,
+    top_k: usize,
+}
+
+impl Moe {
+    pub(crate) fn load(l: &Loader, block: usize, config: &ModelConfig) -> Result<Moe, ModelError> {
+        let moe =
+            config.moe.as_ref().ok_or_else(|| ModelError::Unsupported("a MoE block without MoE config".into()))?;
+        let (d, ff, e) = (config.hidden_size, config.intermediate_size, moe.n_experts);
+        let n = |s: &str| format!("blk.{block}.{s}");
+        let (router_shape, router) = l.source.tensor_f32(&n("ffn_gate_inp.weight"))?;
+        if router_shape != [e, d] {
+            return Err(ModelError::Shape {
+                tensor: n("ffn_gate_inp.weight"),
+                expected: vec![e, d],
+                found: router_shape,
+            });
+        }
+        Ok(Moe {
+            router: DenseF32::new(router.into(), e, d),
+            router_bias: l.vector(&n("ffn_gate_inp.bias"), e)?,
+            gate_up: experts(l, &n("ffn_gate_up_exps"), e, 2 * ff, d)?,
+            gate_up_bias: l.vector(&n("ffn_gate_up_exps.bias"), e * 2 * ff)?,
+            down: experts(l, &n("ffn_down_exps"), e, d, ff)?,
+            down_bias: l.vector(&n("ffn_down_exps.bias"), e * d)?,
+            top_k: moe.experts_per_token,
+        })
+    }
+
+    /// Router logits of `n` normed rows `h`, `[n, experts]`.
+    pub(crate) fn router_logits(&self, h: &[f32], n: usize) -> Vec<f32> {
+        let e = self.router_bias.len();
+        let mut logits = vec![0f32; n * e];
+        self.router.forward(h, n, &mut logits);
+        logits.chunks_exact_mut(e).for_each(|row| add_assign(row, &self.router_bias));
+        logits
+    }
+
+    /// The MLP's output for `n` normed rows `h`: what it adds to the residual, `[n, hidden]`.
+    pub(crate) fn forward(&self, h: &[f32], n: usize) -> Vec<f32> {
+        let d = self.router.in_features();
+        let ff = self.down.first().map_or(0, |l| l.in_features());
+        let logits = self.router_logits(h, n);
+        let mut tokens_of: Vec<Vec<(usize, f32)>> = vec![Vec::new(); self.gate_up.len()];
+        for (t, row) in logits.chunks_exact(self.router_bias.len()).enumerate() {
+            for (expert, weight) in route(row, self.top_k) {
+                tokens_of[expert].push((t, weight));
+            }
+        }
+        let mut out = vec![0f32; n * d];
+        for (expert, tokens) in tokens_of.iter().enumerate().filter(|(_, t)| !t.is_empty()) {
+            let m = tokens.len();
+            let mut x = Vec::with_capacity(m * d);
+            tokens.iter().for_each(|&(t, _)| x.extend_from_slice(&h[t * d..(t + 1) * d]));
+            let mut gu = vec![0f32; m * 2 * ff];
+            self.gate_up[expert].forward(&x, m, &mut gu);
+            let bias = &self.gate_up_bias[expert * 2 * ff..(expert + 1) * 2 * ff];
+            let act: Vec<f32> = gu
+                .chunks_exact(2 * ff)
+                .flat_map(|row| {
+                    row.chunks_exact(2).zip(bias.chunks_exact(2)).map(|(p, b)| swiglu(p[0] + b[0], p[1] + b[1]))
+                })
+                .collect();
+            let mut y = vec![0f32; m * d];
+            self.down[expert].forward(&act, m, &mut y);
+            let bias = &self.down_bias[expert * d..(expert + 1) * d];
+            for (&(t, weight), row) in tokens.iter().zip(y.chunks_exact(d)) {
+                for ((o, &v), &b) in out[t * d..(t + 1) * d].iter_mut().zip(row).zip(bias) {
+                    *o += weight * (v + b);
+                }
+            }
+        }
+        out
+    }
+
+    pub(crate) fn weight_bytes(&self) -> usize {
+        let experts: usize = self.gate_up.iter().chain(&self.down).map(|l| l.weight_bytes()).sum();
+        experts + self.router.weight_bytes()
+    }
+}
+
+/// The `k` experts with the largest logits (ties to the lower index, as a stable sort) and their weights: a
+/// softmax over the chosen logits only.
+pub(crate) fn route(logits: &[f32], k: usize) -> Vec<(usize, f32)> {
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    order.truncate(k);
+    let top = order.first().map_or(0.0, |&i| logits[i]);
+    let exps: Vec<f32> = order.iter().map(|&i| (logits[i] - top).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    order.into_iter().zip(exps).map(|(i, e)| (i, e / sum)).collect()
+}
+
+/// gate·σ(1.702·gate)·(up + 1) with gate ≤ 7 and |up| ≤ 7 (comparisons keep a NaN a NaN, as torch's clamp does).
+fn swiglu(gate: f32, up: f32) -> f32 {
+    let g = if gate > SWIGLU_LIMIT { SWIGLU_LIMIT } else { gate };
+    let u = up.clamp(-SWIGLU_LIMIT, SWIGLU_LIMIT);
+    g / (1.0 + (-SWIGLU_ALPHA * g).exp()) * (u + 1.0)
+}
+
+/// One `Linear` per expert of the expert tensor `base` (`{base}.blocks`/`.scales` in MXFP4, or `{base}.weight`
+/// in transformers' `[experts, in, out]` layout), each `rows`×`cols`.
+fn experts(l: &Loader, base: &str, e: usize, rows: usize, cols: usize) -> Result<Vec<Box<dyn Linear>>, ModelError> {
+    let (blocks, scales) = (format!("{base}.blocks"), format!("{base}.scales"));
+    if l.source.tensor_names().contains(&blocks.as_str()) {
+        let nb = cols / 32;
+        let codes = l.source.tensor(&blocks)?;
+        let sc = l.source.tensor(&scales)?;
+        for (t, want) in [(&codes, vec![e, rows, nb, 16]), (&sc, vec![e, rows, nb])] {
+            if t.shape != want || t.dtype != DType::U8 || !cols.is_multiple_of(32) {
+                return Err(ModelError::Shape { tensor: t.name.into(), expected: want, found: t.shape.clone() });
+            }
+        }
+        let part = |t: &TensorRef, name: &str, i: usize| {
+            let len = t.data.len() / e;
+            match l.source.mapped(name).and_then(|m| m.slice(i * len..(i + 1) * len)) {
+                Some(m) => WeightBytes::Mapped(m),
+                None => WeightBytes::Owned(t.data[i * len..(i + 1) * len].to_vec()),
+            }
+        };
+        return (0..e)
+            .map(|i| {
+                let name = format!("{base}[{i}]");
+                Ok(l.factory.build_split_mxfp4(&name, part(&codes, &blocks, i), part(&sc, &scales, i), rows, cols)?)
+            })
+            .collect();
+    }
+    let name = format!("{base}.weight");
+    let (shape, w) = l.source.tensor_f32(&name)?;
+    if shape != [e, cols, rows] {
+        return Err(ModelError::Shape { tensor: name, expected: vec![e, cols, rows], found: shape });
+    }
+    (0..e)
+        .map(|i| {
+            // transformers keeps expert weights as `x @ W` ([in, out]); a Linear's is [out, in].
+            let src = &w[i * rows * cols..(i + 1) * rows * cols];
+            let mut bytes = Vec::with_capacity(rows * cols * 4);
+            for o in 0..rows {
+                (0..cols).for_each(|c| bytes.extend_from_slice(&src[c * rows + o].to_le_bytes()));
+            }
+            let t = TensorRef { name: &name, dtype: DType::F32, shape: vec![rows, cols], data: &bytes };
+            Ok(l.factory.build(&t)?)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_softmaxes_the_chosen_logits_only() {
+        let r = route(&[0.0, 3.0, 1.0, 3.0], 2);
+        assert_eq!((r[0].0, r[1].0), (1, 3));
+        assert!((r[0].1 - 0.5).abs() < 1e-7 && (r[1].1 - 0.5).abs() < 1e-7);
+        let r = route(&[0.0, 2.0, 1.0], 2);
+        let e = (-1f32).exp();
+        assert_eq!((r[0].0, r[1].0), (1, 2));
+        assert!((r[1].1 - e / (1.0 + e)).abs() < 1e-7);
+    }
+
+    #[test]
+    fn swiglu_clamps_and_shifts() {
+        assert_eq!(swiglu(0.0, 5.0), 0.0);
+        let sig = |x: f32| 1.0 / (1.0 + (-x).exp());
+        assert!((swiglu(10.0, 20.0) - 7.0 * sig(1.702 * 7.0) * 8.0).abs() < 1e-5);
+        assert!((swiglu(1.0, -20.0) - sig(1.702) * -6.0).abs() < 1e-6);
+        assert!(swiglu(f32::NAN, 1.0).is_nan());
+    }
+}
