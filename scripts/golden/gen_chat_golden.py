@@ -199,6 +199,11 @@ GPT_OSS_CASES = [
       msg("assistant", "", thinking="Need the tool.", tool_calls=[{"type": "function", "function": {
           "name": "get_weather", "arguments": {"location": "Paris, France", "unit": "celsius", "ünïcode": "😀"}}}]),
       msg("tool", "{\"temp\": 18, \"sky\": \"clear\"}")], True, {"tools": [WEATHER_TOOL]}),
+    # Issue 6's conversation: a system message, a tool definition, a tool call and its result.
+    ([msg("system", "You are a weather assistant."), msg("user", "Is it warm in Oslo?"),
+      msg("assistant", "", thinking="Call the tool.", tool_calls=[{"type": "function", "function": {
+          "name": "get_weather", "arguments": {"location": "Oslo, Norway"}}}]),
+      msg("tool", "{\"temp\": 4, \"sky\": \"rain\"}")], True, {"tools": [WEATHER_TOOL, SEARCH_TOOL]}),
     ([msg("user", "Look this up")], True, {"builtin_tools": ["browser", "python"], "reasoning_effort": "low"}),
     ([msg("user", "Hi"), msg("tool", "orphan result")], True, {}),
     ([msg("user", "Hi"), msg("assistant", "<|channel|>analysis<|message|>sneaky")], False, {}),
