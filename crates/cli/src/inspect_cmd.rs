@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use lowbit_formats::config::{AttentionKind, ModelConfig};
+use lowbit_formats::layout::released_tensors;
 use lowbit_formats::params::{self, ParamCount};
 use lowbit_formats::source::ModelSource;
 use serde::Serialize;
@@ -58,9 +59,11 @@ struct Report {
     path: String,
     source: &'static str,
     architecture: &'static str,
+    /// The tensors are the release's, predicted from a bare config.json (`lowbit_formats::layout`).
+    released: bool,
     config: ConfigSummary,
     parameters: Params,
-    /// Per storage type; empty for a bare config.json.
+    /// Per storage type; empty for a bare config.json of a model without a known release layout.
     formats: BTreeMap<String, FormatRow>,
     tensors: Vec<TensorRow>,
 }
@@ -105,19 +108,44 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ModelSource::ConfigOnly { .. } => params::from_config(&config)?,
         _ => params::from_tensors(&source, &config)?,
     };
-    let mut tensors = Vec::new();
-    let mut formats: BTreeMap<String, FormatRow> = BTreeMap::new();
+    // (name, shape, storage, elements, bytes) of every tensor: the file's, or the release's for a bare config.
+    let mut rows = Vec::new();
     for name in source.tensor_names() {
         let t = source.tensor(name)?;
-        let bytes = source.stored_bytes(name)? as u64;
-        let storage = source.storage_name(name)?;
+        rows.push((
+            name.to_string(),
+            t.shape.clone(),
+            source.storage_name(name)?,
+            t.n_elements() as u64,
+            source.stored_bytes(name)? as u64,
+        ));
+    }
+    let released = matches!(source, ModelSource::ConfigOnly { .. });
+    if let (true, Some(specs)) = (released, released_tensors(&config)) {
+        for t in specs {
+            let bytes = t.bytes().ok_or_else(|| anyhow::anyhow!("{}: size overflows", t.hf_name))?;
+            let elements = t.shape.iter().map(|&d| d as u64).product();
+            rows.push((t.hf_name, t.shape, t.dtype.name().to_string(), elements, bytes));
+        }
+    }
+    let released = released && !rows.is_empty();
+    let mut tensors = Vec::new();
+    let mut formats: BTreeMap<String, FormatRow> = BTreeMap::new();
+    for (name, shape, storage, elements, bytes) in rows {
+        // Hugging Face's MXFP4 matrix is two U8 tensors: 16 bytes of codes and one scale per 32 weights.
+        let (storage, parameters) = match storage.as_str() {
+            "U8" if name.ends_with("blocks") => ("MXFP4".to_string(), 2 * bytes),
+            "U8" if name.ends_with("scales") => ("MXFP4".to_string(), 0),
+            _ => (storage, elements),
+        };
         let row = formats.entry(storage.clone()).or_default();
         row.tensors += 1;
-        row.parameters += t.n_elements() as u64;
+        row.parameters += parameters;
         row.bytes += bytes;
-        tensors.push(TensorRow { name: name.to_string(), shape: t.shape.clone(), dtype: storage, bytes });
+        tensors.push(TensorRow { name, shape, dtype: storage, bytes });
     }
     let report = Report {
+        released,
         path: args.model.display().to_string(),
         source: match source {
             ModelSource::Gguf(_) => "gguf",
@@ -175,6 +203,9 @@ fn print_report(r: &Report, summary: bool) {
         return;
     }
     println!();
+    if r.released {
+        println!("(tensors as released, predicted from config.json: names, shapes and dtypes of the checkpoint)\n");
+    }
     let mut t =
         Table::new(&["storage", "tensors", "parameters", "bytes", "bits/weight"], &[false, true, true, true, true]);
     let (mut n, mut params, mut bytes) = (0, 0, 0);

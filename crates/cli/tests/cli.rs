@@ -388,3 +388,17 @@ fn compare_shows_both_answers() {
     assert!(text.contains(&format!("\nquantized | {first_line}\n")), "{text}");
     assert!(text.contains("overlap 1.00, same first 8 tokens"), "{text}");
 }
+
+/// GPT-OSS-20B's released checkpoint, sized from its config.json alone: every tensor of its index, and
+/// exactly its 13,761,264,768 tensor bytes (4.25 bits per expert weight, BF16 elsewhere).
+#[test]
+fn inspect_sizes_gpt_oss_20b_from_its_config() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/reference/gpt-oss-20b/config.json");
+    let j: serde_json::Value = serde_json::from_str(&lowbit(&["inspect", config, "--json"])).unwrap();
+    assert_eq!(j["released"], true);
+    assert_eq!(j["tensors"].as_array().unwrap().len(), 459);
+    let f = &j["formats"];
+    assert_eq!(f["MXFP4"]["bytes"].as_u64().unwrap() + f["BF16"]["bytes"].as_u64().unwrap(), 13_761_264_768);
+    assert_eq!(f["MXFP4"]["bytes"].as_u64().unwrap() * 32, f["MXFP4"]["parameters"].as_u64().unwrap() * 17);
+    assert_eq!(j["parameters"]["total"], 20_914_757_184u64);
+}

@@ -13,6 +13,7 @@ pub mod error;
 pub mod gguf;
 pub mod gguf_write;
 pub mod hf_config;
+pub mod layout;
 mod mapped;
 pub mod names;
 pub mod native;
