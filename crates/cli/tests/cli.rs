@@ -402,3 +402,12 @@ fn inspect_sizes_gpt_oss_20b_from_its_config() {
     assert_eq!(f["MXFP4"]["bytes"].as_u64().unwrap() * 32, f["MXFP4"]["parameters"].as_u64().unwrap() * 17);
     assert_eq!(j["parameters"]["total"], 20_914_757_184u64);
 }
+
+/// Until experts are quantized one by one, a mixture-of-experts model is refused rather than half quantized.
+#[test]
+fn quantize_refuses_a_mixture_of_experts_model() {
+    let scratch = Scratch::new("moe-refused");
+    let out = scratch.0.join("out");
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/gpt-oss-tiny/tiny_f32");
+    refuses(&["quantize", model, "--method", "rtn", "--bits", "4", "-o", out.to_str().unwrap()], &out, "mixture-of-experts");
+}
