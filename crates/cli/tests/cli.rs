@@ -409,5 +409,9 @@ fn quantize_refuses_a_mixture_of_experts_model() {
     let scratch = Scratch::new("moe-refused");
     let out = scratch.0.join("out");
     let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/gpt-oss-tiny/tiny_f32");
-    refuses(&["quantize", model, "--method", "rtn", "--bits", "4", "-o", out.to_str().unwrap()], &out, "mixture-of-experts");
+    refuses(
+        &["quantize", model, "--method", "rtn", "--bits", "4", "-o", out.to_str().unwrap()],
+        &out,
+        "mixture-of-experts",
+    );
 }

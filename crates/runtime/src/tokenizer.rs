@@ -7,6 +7,7 @@
 //! so a converted GGUF vocabulary can ship inside a lowbit output directory.
 
 mod gguf_vocab;
+mod harmony;
 mod hf_dir;
 mod llama_pre;
 mod stream;
@@ -109,6 +110,13 @@ impl Tokenizer {
     /// chat template), `chat_template.jinja` and `generation_config.json` (extra EOS ids).
     pub fn from_hf_dir(dir: &Path) -> Result<Tokenizer> {
         Ok(Self::assemble(hf_dir::load(dir)?))
+    }
+
+    /// GPT-OSS's o200k_harmony tokenizer (o200k_base's ranks from the `tiktoken-rs` crate and the harmony
+    /// special tokens), with `chat_template` as its template.
+    pub fn o200k_harmony(chat_template: Option<String>) -> Result<Tokenizer> {
+        let parts = harmony::o200k_harmony()?;
+        Ok(Self::assemble(Parts { chat_template, ..parts }))
     }
 
     fn assemble(mut parts: Parts) -> Tokenizer {
