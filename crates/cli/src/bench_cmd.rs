@@ -37,6 +37,12 @@ struct Output {
     runtime: Runtime,
     threads: usize,
     weight_bytes: usize,
+    /// Weights one decode step reads (the selected experts' share of a mixture of experts).
+    decode_bytes_per_token: usize,
+    /// Measured memory read bandwidth (all threads), bytes/s, when the decode test ran.
+    read_bandwidth: Option<f64>,
+    /// read_bandwidth / decode_bytes_per_token: the decode tokens/s that reading the weights allows.
+    decode_bound: Option<f64>,
     load_seconds: f64,
     #[serde(flatten)]
     report: BenchReport,
@@ -50,8 +56,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let report = bench(&loaded.model, &opts, &mut |test, run, of| {
         bar.set_message(if run == 0 { format!("{test} warm-up") } else { format!("{test} run {run}/{of}") })
     })?;
+    bar.set_message("memory bandwidth");
+    let read_bandwidth = (args.gen > 0).then(lowbit_eval::bench::memory_read_bandwidth);
     bar.finish_and_clear();
+    let decode_bytes_per_token = loaded.model.decode_bytes_per_token();
     let out = Output {
+        decode_bytes_per_token,
+        read_bandwidth,
+        decode_bound: read_bandwidth.map(|b| b / decode_bytes_per_token.max(1) as f64),
         model: args.model.display().to_string(),
         file_bytes: crate::load::bytes_on_disk(&args.model),
         runtime: args.runtime.runtime,
@@ -82,5 +94,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         out.report.peak_rss_bytes.map_or("-".into(), |b| format!("{} MB", thousands(b >> 20))),
     ]);
     print!("{}", t.render());
+    if let (Some(bw), Some(bound), Some(tg)) = (out.read_bandwidth, out.decode_bound, &out.report.tg) {
+        println!(
+            "decode bound: {:.1} GB/s read ÷ {} MB per token = {:.2} tokens/s; tg reaches {:.0}% of it",
+            bw / 1e9,
+            thousands((out.decode_bytes_per_token >> 20) as u64),
+            bound,
+            100.0 * tg.median / bound
+        );
+    }
     Ok(())
 }

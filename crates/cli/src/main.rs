@@ -14,6 +14,7 @@ mod native_quantize;
 mod quantize_cmd;
 mod report_cmd;
 mod report_page;
+mod synth_cmd;
 mod table;
 mod validate_cmd;
 
@@ -49,6 +50,9 @@ enum Command {
     /// One HTML page for the validated builds in a directory: size against KLD and perplexity, speed,
     /// part sensitivity, the acceptance table.
     Report(report_cmd::Args),
+    /// A synthetic checkpoint with a release's exact tensor names, shapes and dtypes and random weights
+    /// (GPT-OSS-20B from its config.json), for measuring memory and speed without the weights.
+    Synth(synth_cmd::Args),
 }
 
 fn main() {
@@ -64,6 +68,7 @@ fn main() {
         Command::Validate(a) => validate_cmd::run(a),
         Command::Compare(a) => compare_cmd::run(a),
         Command::Report(a) => report_cmd::run(a),
+        Command::Synth(a) => synth_cmd::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {}", describe(&e));

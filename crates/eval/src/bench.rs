@@ -137,6 +137,29 @@ fn argmax(row: &[f32]) -> usize {
     row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i)
 }
 
+/// Bytes per second this machine reads from memory with every kernel thread: each thread sums its share of a
+/// 512 MiB buffer (far beyond any cache), median of 5 timed passes after one warm-up. Decode reads each weight
+/// once per token, so this over the bytes a token reads bounds decode tokens/s.
+pub fn memory_read_bandwidth() -> f64 {
+    const WORDS: usize = 64 << 20; // 512 MiB of u64
+    let buffer: Vec<u64> = (0..WORDS as u64).collect();
+    let parts = 4 * lowbit_kernels::threads();
+    let chunk = WORDS.div_ceil(parts);
+    let mut seconds: Vec<f64> = (0..6)
+        .map(|_| {
+            let start = Instant::now();
+            lowbit_kernels::parallel_for(parts, &|i| {
+                let part = &buffer[(i * chunk).min(WORDS)..((i + 1) * chunk).min(WORDS)];
+                std::hint::black_box(part.iter().fold(0u64, |a, &w| a.wrapping_add(w)));
+            });
+            start.elapsed().as_secs_f64()
+        })
+        .skip(1)
+        .collect();
+    seconds.sort_by(f64::total_cmp);
+    (WORDS * 8) as f64 / seconds[seconds.len() / 2]
+}
+
 /// VmHWM from /proc/self/status (Linux); None elsewhere.
 pub fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

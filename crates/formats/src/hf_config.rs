@@ -19,7 +19,7 @@ use crate::error::{FormatError, Result};
 pub const MAX_LAYERS: usize = 4096;
 
 /// Reads and parses a JSON file; errors name the file.
-pub(crate) fn read_json(path: &Path) -> Result<Value> {
+pub fn read_json(path: &Path) -> Result<Value> {
     let bytes = std::fs::read(path).map_err(|source| FormatError::Io { path: path.to_path_buf(), cause: source })?;
     serde_json::from_slice(&bytes)
         .map_err(|e| FormatError::InFile { path: path.to_path_buf(), what: format!("not valid JSON: {e}") })

@@ -106,6 +106,12 @@ impl Moe {
         out
     }
 
+    /// The router's bytes and the mean bytes of `top_k` experts: what one token reads.
+    pub(crate) fn bytes_per_token(&self) -> usize {
+        let experts: usize = self.gate_up.iter().chain(&self.down).map(|l| l.weight_bytes()).sum();
+        experts * self.top_k / self.gate_up.len().max(1) + self.router.weight_bytes()
+    }
+
     pub(crate) fn weight_bytes(&self) -> usize {
         let experts: usize = self.gate_up.iter().chain(&self.down).map(|l| l.weight_bytes()).sum();
         experts + self.router.weight_bytes()

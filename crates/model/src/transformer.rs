@@ -194,6 +194,21 @@ impl Model {
         blocks + self.lm_head.weight_bytes() + self.embedding.bytes()
     }
 
+    /// Bytes of weights one decode step reads: every projection and the output projection once, the routers, and
+    /// of each mixture of experts the share its router picks (experts_per_token of n_experts; exact for experts
+    /// of one size). The embedding contributes one row, left out.
+    pub fn decode_bytes_per_token(&self) -> usize {
+        let blocks: usize = self
+            .blocks
+            .iter()
+            .map(|b| {
+                let experts = if let Ffn::Moe(m) = &b.ffn { m.bytes_per_token() } else { 0 };
+                experts + Proj::ALL.iter().filter_map(|&p| b.projection(p)).map(|l| l.weight_bytes()).sum::<usize>()
+            })
+            .sum();
+        blocks + self.lm_head.weight_bytes()
+    }
+
     /// Runs `tokens` after what `cache` already holds and returns the logits that `want`
     /// asks for, row-major `[rows, vocab]`.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, want: Logits) -> Result<Vec<f32>, ModelError> {
