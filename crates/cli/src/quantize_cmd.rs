@@ -46,11 +46,12 @@ fn parse_type(s: &str) -> anyhow::Result<FileType> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    // Per-expert quantization (with calibration coverage per expert) is not built yet; the tensor-by-tensor
-    // paths would quantize routers and expert biases as matrices and leave the experts wide.
-    if ModelSource::open(&args.model)?.config()?.moe.is_some() {
+    // Mixture-of-experts weights are quantized expert by expert by round to nearest; the calibrated methods
+    // (with calibration coverage per expert) and GGUF output for them are not built yet.
+    let plain_rtn = args.native.method.as_deref() == Some("rtn") && args.ftype.is_none() && !args.accept.accept;
+    if !plain_rtn && ModelSource::open(&args.model)?.config()?.moe.is_some() {
         anyhow::bail!(
-            "{}: quantizing mixture-of-experts models (GPT-OSS) is not implemented yet; they run as released",
+            "{}: mixture-of-experts models (GPT-OSS) are quantized with --method rtn into a native directory so far",
             args.model.display()
         );
     }

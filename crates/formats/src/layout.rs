@@ -80,7 +80,8 @@ mod tests {
         let index = read_json(&dir.join("model.safetensors.index.json")).unwrap();
         let mut want: Vec<&str> = index["weight_map"].as_object().unwrap().keys().map(String::as_str).collect();
         let mut got: Vec<&str> = tensors.iter().map(|t| t.hf_name.as_str()).collect();
-        (want.sort(), got.sort());
+        want.sort();
+        got.sort();
         assert_eq!(got, want);
         let bytes: u64 = tensors.iter().map(|t| t.bytes().unwrap()).sum();
         assert_eq!(bytes, index["metadata"]["total_size"].as_u64().unwrap());

@@ -10,6 +10,7 @@ pub mod config;
 pub mod dequant;
 pub mod dtype;
 pub mod error;
+pub mod experts;
 pub mod gguf;
 pub mod gguf_write;
 pub mod hf_config;

@@ -7,10 +7,12 @@
 //! selected expert multiplies all of its tokens at once.
 
 use lowbit_formats::config::ModelConfig;
+use lowbit_formats::experts::{ExpertStack, StackStorage};
 use lowbit_formats::source::TensorRef;
-use lowbit_formats::DType;
+use lowbit_formats::{DType, FormatError};
 
 use crate::error::ModelError;
+use crate::group_linear::GroupLinear;
 use crate::linear::{DenseF32, Linear};
 use crate::mxfp4_linear::WeightBytes;
 use crate::transformer::{add_assign, Loader};
@@ -137,50 +139,59 @@ fn swiglu(gate: f32, up: f32) -> f32 {
     g / (1.0 + (-SWIGLU_ALPHA * g).exp()) * (u + 1.0)
 }
 
-/// One `Linear` per expert of the expert tensor `base` (`{base}.blocks`/`.scales` in MXFP4, or `{base}.weight`
-/// in transformers' `[experts, in, out]` layout), each `rows`×`cols`.
+/// One `Linear` per expert of the stack `base` (`{base}.blocks`/`.scales` in MXFP4, or `{base}.weight`), each
+/// `rows`×`cols`. MXFP4 stays in the file's mapped pages, a native group stack keeps its format, anything else
+/// goes through the factory one expert at a time.
 fn experts(l: &Loader, base: &str, e: usize, rows: usize, cols: usize) -> Result<Vec<Box<dyn Linear>>, ModelError> {
-    let (blocks, scales) = (format!("{base}.blocks"), format!("{base}.scales"));
-    if l.source.tensor_names().contains(&blocks.as_str()) {
-        let nb = cols / 32;
-        let codes = l.source.tensor(&blocks)?;
-        let sc = l.source.tensor(&scales)?;
-        for (t, want) in [(&codes, vec![e, rows, nb, 16]), (&sc, vec![e, rows, nb])] {
-            if t.shape != want || t.dtype != DType::U8 || !cols.is_multiple_of(32) {
-                return Err(ModelError::Shape { tensor: t.name.into(), expected: want, found: t.shape.clone() });
-            }
+    let blocks = format!("{base}.blocks");
+    let first = if l.source.tensor_names().contains(&blocks.as_str()) { blocks } else { format!("{base}.weight") };
+    let stack = ExpertStack::of(l.source, &first)?.ok_or_else(|| FormatError::MissingTensor(first.clone()))?;
+    if (stack.experts, stack.rows, stack.cols) != (e, rows, cols) {
+        return Err(ModelError::Shape {
+            tensor: stack.name,
+            expected: vec![e, rows, cols],
+            found: vec![stack.experts, stack.rows, stack.cols],
+        });
+    }
+    match &stack.storage {
+        StackStorage::Mxfp4 { blocks, scales } => {
+            let part = |name: &str, i: usize| -> Result<WeightBytes, ModelError> {
+                let t = l.source.tensor(name)?;
+                let len = t.data.len() / e;
+                Ok(match l.source.mapped(name).and_then(|m| m.slice(i * len..(i + 1) * len)) {
+                    Some(m) => WeightBytes::Mapped(m),
+                    None => WeightBytes::Owned(t.data[i * len..(i + 1) * len].to_vec()),
+                })
+            };
+            (0..e)
+                .map(|i| {
+                    let name = format!("{base}[{i}]");
+                    Ok(l.factory.build_split_mxfp4(&name, part(blocks, i)?, part(scales, i)?, rows, cols)?)
+                })
+                .collect()
         }
-        let part = |t: &TensorRef, name: &str, i: usize| {
-            let len = t.data.len() / e;
-            match l.source.mapped(name).and_then(|m| m.slice(i * len..(i + 1) * len)) {
-                Some(m) => WeightBytes::Mapped(m),
-                None => WeightBytes::Owned(t.data[i * len..(i + 1) * len].to_vec()),
-            }
-        };
-        return (0..e)
+        StackStorage::Group { tensor } => {
+            let view = l.source.group_view(tensor).ok_or_else(|| FormatError::MissingTensor(tensor.clone()))?;
+            let act_scale = l.source.act_scale(tensor);
+            (0..e)
+                .map(|i| {
+                    let v = view.rows(i * rows, (i + 1) * rows).ok_or_else(|| ModelError::Shape {
+                        tensor: tensor.clone(),
+                        expected: vec![e * rows, cols],
+                        found: vec![view.rows, view.cols],
+                    })?;
+                    Ok(Box::new(GroupLinear::from_view(&v, act_scale)) as Box<dyn Linear>)
+                })
+                .collect()
+        }
+        _ => (0..e)
             .map(|i| {
-                let name = format!("{base}[{i}]");
-                Ok(l.factory.build_split_mxfp4(&name, part(&codes, &blocks, i), part(&sc, &scales, i), rows, cols)?)
+                let bytes: Vec<u8> = stack.expert_f32(l.source, i)?.iter().flat_map(|v| v.to_le_bytes()).collect();
+                let t = TensorRef { name: &stack.name, dtype: DType::F32, shape: vec![rows, cols], data: &bytes };
+                Ok(l.factory.build(&t)?)
             })
-            .collect();
+            .collect(),
     }
-    let name = format!("{base}.weight");
-    let (shape, w) = l.source.tensor_f32(&name)?;
-    if shape != [e, cols, rows] {
-        return Err(ModelError::Shape { tensor: name, expected: vec![e, cols, rows], found: shape });
-    }
-    (0..e)
-        .map(|i| {
-            // transformers keeps expert weights as `x @ W` ([in, out]); a Linear's is [out, in].
-            let src = &w[i * rows * cols..(i + 1) * rows * cols];
-            let mut bytes = Vec::with_capacity(rows * cols * 4);
-            for o in 0..rows {
-                (0..cols).for_each(|c| bytes.extend_from_slice(&src[c * rows + o].to_le_bytes()));
-            }
-            let t = TensorRef { name: &name, dtype: DType::F32, shape: vec![rows, cols], data: &bytes };
-            Ok(l.factory.build(&t)?)
-        })
-        .collect()
 }
 
 #[cfg(test)]

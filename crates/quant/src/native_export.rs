@@ -21,6 +21,8 @@ use lowbit_formats::safetensors::{CONFIG_FILE, SINGLE_FILE};
 use lowbit_formats::source::ModelSource;
 use lowbit_formats::{DType, FormatError, Result};
 
+use lowbit_formats::experts::{is_mxfp4_scales, ExpertStack};
+
 use crate::imatrix::Importance;
 use crate::rtn::{quantize_tensor, RtnScheme};
 
@@ -123,23 +125,33 @@ pub fn export(
     let mut writer = SafetensorsWriter::new();
     let mut specs = Vec::new();
     let mut summary = NativeSummary::default();
-    for (i, name) in source.tensor_names().into_iter().enumerate() {
-        let t = source.tensor(name)?;
-        let shape = t.shape.clone();
-        let storage = match scheme.storage_for(name, &shape) {
+    for (i, source_name) in source.tensor_names().into_iter().enumerate() {
+        if is_mxfp4_scales(source, source_name) {
+            continue;
+        }
+        let reader = MatrixReader::new(source, source_name)?;
+        let (name, shape) = (reader.name().to_string(), reader.shape());
+        let spec_name = name.clone();
+        if reader.is_stack() && (prepared.is_some() || importance.is_some()) {
+            return Err(FormatError::Unsupported {
+                path: source.path().to_path_buf(),
+                what: format!("{name}: calibrated methods and importance weights for mixture-of-experts weights"),
+            });
+        }
+        let storage = match scheme.storage_for(&name, &shape) {
             Some(Storage::Group { bits, group, sym }) => {
                 let f = GroupFormat { bits, group, sym };
-                let (rows, cols) = (shape[0], shape[1]);
+                let (rows, cols) = (shape[..shape.len() - 1].iter().product::<usize>(), shape[shape.len() - 1]);
                 let (ng, row_bytes) = (f.n_groups(cols), f.row_bytes(cols));
                 let mut parts = vec![
-                    (codes_name(name), DType::U8, vec![rows, row_bytes]),
-                    (scales_name(name), DType::F16, vec![rows, ng]),
+                    (codes_name(&name), DType::U8, vec![rows, row_bytes]),
+                    (scales_name(&name), DType::F16, vec![rows, ng]),
                 ];
                 if !f.sym {
-                    parts.push((zeros_name(name), DType::U8, vec![rows, ng]));
+                    parts.push((zeros_name(&name), DType::U8, vec![rows, ng]));
                 }
                 summary.tensor_bytes += (rows * (row_bytes + ng * if f.sym { 2 } else { 3 })) as u64;
-                let ready = prepared.and_then(|p| p.tensors.get(name));
+                let ready = prepared.and_then(|p| p.tensors.get(&name));
                 if let Some(m) = ready.filter(|m| (m.format, m.rows, m.cols) != (f, rows, cols)) {
                     return Err(FormatError::Invalid(format!(
                         "tensor {name}: prepared as {} {}×{}, the scheme stores it as {} {rows}×{cols}",
@@ -152,44 +164,55 @@ pub fn export(
                 writer.add(
                     parts,
                     Box::new(move |w: &mut dyn Write| {
-                        progress(i, name);
-                        let fresh;
-                        let m = match ready {
-                            Some(m) => m,
-                            None => {
-                                let (_, values) = source.tensor_f32(name)?;
-                                let weights = match importance {
-                                    Some(m) => m.weights(name, cols, 1).map_err(imatrix_error)?,
-                                    None => None,
-                                };
-                                fresh = quantize_tensor(name, f, &values, rows, cols, weights.as_deref())?;
-                                &fresh
-                            }
-                        };
+                        progress(i, &name);
                         let path = Path::new(SINGLE_FILE);
-                        w.write_all(&m.codes).map_err(io(path))?;
-                        w.write_all(&m.scales).map_err(io(path))?;
-                        w.write_all(&m.zeros).map_err(io(path))
+                        if let Some(m) = ready {
+                            w.write_all(&m.codes).map_err(io(path))?;
+                            w.write_all(&m.scales).map_err(io(path))?;
+                            return w.write_all(&m.zeros).map_err(io(path));
+                        }
+                        let weights = match importance {
+                            Some(m) => m.weights(&name, cols, 1).map_err(imatrix_error)?,
+                            None => None,
+                        };
+                        // Part by part (an expert, or a slice of rows): codes go out as they are made, the
+                        // small scales and zero points follow them.
+                        let (mut scales, mut zeros) = (Vec::new(), Vec::new());
+                        for p in 0..reader.parts() {
+                            let (part_rows, values) = reader.part(p)?;
+                            let m = quantize_tensor(&name, f, &values, part_rows, cols, weights.as_deref())?;
+                            w.write_all(&m.codes).map_err(io(path))?;
+                            scales.extend_from_slice(&m.scales);
+                            zeros.extend_from_slice(&m.zeros);
+                        }
+                        w.write_all(&scales).map_err(io(path))?;
+                        w.write_all(&zeros).map_err(io(path))
                     }),
                 )?;
                 Storage::group(f)
             }
             Some(storage @ Storage::Nf4 { .. }) => {
+                if reader.is_stack() {
+                    return Err(FormatError::Unsupported {
+                        path: source.path().to_path_buf(),
+                        what: format!("{name}: nf4 for mixture-of-experts weights (the group formats hold them)"),
+                    });
+                }
                 let (rows, cols) = (shape[0], shape[1]);
                 let blocks = rows * cols / nf4::BLOCK;
                 let chunks = blocks.div_ceil(NESTED_BLOCK);
                 summary.tensor_bytes += (blocks * (BLOCK_BYTES + 1) + 4 * chunks + 4) as u64;
                 writer.add(
                     vec![
-                        (codes_name(name), DType::U8, vec![rows, cols / 2]),
-                        (absmax_name(name), DType::U8, vec![rows, cols / nf4::BLOCK]),
-                        (nested_absmax_name(name), DType::F32, vec![chunks]),
-                        (offset_name(name), DType::F32, vec![1]),
+                        (codes_name(&name), DType::U8, vec![rows, cols / 2]),
+                        (absmax_name(&name), DType::U8, vec![rows, cols / nf4::BLOCK]),
+                        (nested_absmax_name(&name), DType::F32, vec![chunks]),
+                        (offset_name(&name), DType::F32, vec![1]),
                     ],
                     Box::new(move |w: &mut dyn Write| {
-                        progress(i, name);
-                        let (_, values) = source.tensor_f32(name)?;
-                        let m = crate::nf4::quantize_tensor(name, &values, rows, cols)?;
+                        progress(i, &name);
+                        let (_, values) = source.tensor_f32(&name)?;
+                        let m = crate::nf4::quantize_tensor(&name, &values, rows, cols)?;
                         let path = Path::new(SINGLE_FILE);
                         for part in [&m.codes[..], &m.absmax, &m.nested_absmax, &m.offset] {
                             w.write_all(part).map_err(io(path))?;
@@ -200,9 +223,10 @@ pub fn export(
                 storage
             }
             Some(Storage::Plain { .. }) | None => {
-                let dtype = if shape.len() >= 2 { DType::F16 } else { DType::F32 };
+                // Biases stay F32 even when 2-D (one row per expert).
+                let dtype = if shape.len() >= 2 && !name.ends_with(".bias") { DType::F16 } else { DType::F32 };
                 let n: usize = shape.iter().product();
-                let changed = prepared.and_then(|p| p.values.get(name));
+                let changed = prepared.and_then(|p| p.values.get(&name));
                 if changed.is_some_and(|v| v.len() != n) {
                     return Err(FormatError::Invalid(format!("tensor {name}: prepared values do not match {shape:?}")));
                 }
@@ -210,14 +234,18 @@ pub fn export(
                 writer.add(
                     vec![(name.to_string(), dtype, shape.clone())],
                     Box::new(move |w: &mut dyn Write| {
-                        progress(i, name);
-                        let values = match changed {
-                            Some(v) => v.clone(),
-                            None => source.tensor_f32(name)?.1,
+                        progress(i, &name);
+                        let to_bytes = |values: &[f32]| {
+                            lowbit_formats::quantize::quantize(dtype, values, values.len().max(1), None)
+                                .map_err(|e| FormatError::Invalid(format!("tensor {name}: {e}")))
                         };
-                        let bytes = lowbit_formats::quantize::quantize(dtype, &values, values.len().max(1), None)
-                            .map_err(|e| FormatError::Invalid(format!("tensor {name}: {e}")))?;
-                        w.write_all(&bytes).map_err(io(Path::new(SINGLE_FILE)))
+                        if let Some(v) = changed {
+                            return w.write_all(&to_bytes(v)?).map_err(io(Path::new(SINGLE_FILE)));
+                        }
+                        for p in 0..reader.parts() {
+                            w.write_all(&to_bytes(&reader.part(p)?.1)?).map_err(io(Path::new(SINGLE_FILE)))?;
+                        }
+                        Ok(())
                     }),
                 )?;
                 Storage::Plain { dtype: dtype.name().to_string() }
@@ -228,9 +256,10 @@ pub fn export(
             Some((_, c)) => *c += 1,
             None => summary.per_storage.push((label, 1)),
         }
-        let act_scale =
-            prepared.and_then(|p| p.act_scales.get(name).copied()).filter(|_| matches!(storage, Storage::Group { .. }));
-        specs.push(TensorSpec { name: name.to_string(), shape, storage, act_scale });
+        let act_scale = prepared
+            .and_then(|p| p.act_scales.get(&spec_name).copied())
+            .filter(|_| matches!(storage, Storage::Group { .. }));
+        specs.push(TensorSpec { name: spec_name, shape: shape.clone(), storage, act_scale });
     }
     writer.write(&staged.path().join(SINGLE_FILE))?;
     let (method, bits, group, sym) = scheme.summary();
@@ -285,4 +314,88 @@ fn write_metadata(source: &ModelSource, dir: &Path) -> Result<String> {
         }
     }
     Ok(CONFIG_FILE.to_string())
+}
+
+/// Rows of a matrix a part at a time, so that an export holds one part's values: an expert of a
+/// mixture-of-experts stack, or a slice of [`SLICE_ROWS`] rows of a matrix whose rows lie one after another
+/// in the file (the embedding of a 200k vocabulary is 2.3 GB as f32), or else the whole tensor.
+struct MatrixReader<'s> {
+    source: &'s ModelSource,
+    kind: ReaderKind<'s>,
+}
+
+enum ReaderKind<'s> {
+    Stack(ExpertStack),
+    Rows { name: &'s str, shape: Vec<usize>, dtype: DType, data: &'s [u8] },
+    Whole { name: &'s str, shape: Vec<usize> },
+}
+
+/// Rows per part of a plain matrix: 4096 rows of 2880 are 47 MB of f32.
+const SLICE_ROWS: usize = 4096;
+
+impl<'s> MatrixReader<'s> {
+    fn new(source: &'s ModelSource, name: &'s str) -> Result<MatrixReader<'s>> {
+        if let Some(stack) = ExpertStack::of(source, name)? {
+            return Ok(MatrixReader { source, kind: ReaderKind::Stack(stack) });
+        }
+        let t = source.tensor(name)?;
+        let plain = source.group_view(name).is_none() && source.nf4_view(name).is_none();
+        let kind = match t.shape[..] {
+            [rows, cols] if plain && rows > 0 && cols.is_multiple_of(t.dtype.block_len()) => {
+                ReaderKind::Rows { name, shape: t.shape.clone(), dtype: t.dtype, data: t.data }
+            }
+            _ => ReaderKind::Whole { name, shape: t.shape.clone() },
+        };
+        Ok(MatrixReader { source, kind })
+    }
+
+    /// The output tensor's name: the source's, or its stack's (`….weight` for MXFP4 halves).
+    fn name(&self) -> &str {
+        match &self.kind {
+            ReaderKind::Stack(s) => &s.name,
+            ReaderKind::Rows { name, .. } | ReaderKind::Whole { name, .. } => name,
+        }
+    }
+
+    /// Logical shape: `[experts, rows, cols]` for a stack (Linear orientation), the tensor's otherwise.
+    fn shape(&self) -> Vec<usize> {
+        match &self.kind {
+            ReaderKind::Stack(s) => vec![s.experts, s.rows, s.cols],
+            ReaderKind::Rows { shape, .. } | ReaderKind::Whole { shape, .. } => shape.clone(),
+        }
+    }
+
+    fn is_stack(&self) -> bool {
+        matches!(self.kind, ReaderKind::Stack(_))
+    }
+
+    fn parts(&self) -> usize {
+        match &self.kind {
+            ReaderKind::Stack(s) => s.experts,
+            ReaderKind::Rows { shape, .. } => shape[0].div_ceil(SLICE_ROWS),
+            ReaderKind::Whole { .. } => 1,
+        }
+    }
+
+    /// Part `p`: its number of rows and its values, row-major.
+    fn part(&self, p: usize) -> Result<(usize, Vec<f32>)> {
+        match &self.kind {
+            ReaderKind::Stack(s) => Ok((s.rows, s.expert_f32(self.source, p)?)),
+            ReaderKind::Rows { name, shape, dtype, data } => {
+                let (rows, cols) = (shape[0], shape[1]);
+                let row_bytes = data.len() / rows;
+                let (r0, r1) = (p * SLICE_ROWS, ((p + 1) * SLICE_ROWS).min(rows));
+                let bytes = &data[r0 * row_bytes..r1 * row_bytes];
+                let values = lowbit_formats::dequant::dequantize(*dtype, bytes, (r1 - r0) * cols)
+                    .map_err(|e| FormatError::Invalid(format!("tensor {name}: {e}")))?;
+                let t = lowbit_formats::source::TensorRef { name, dtype: *dtype, shape: shape.clone(), data: bytes };
+                self.source.release(&t);
+                Ok((r1 - r0, values))
+            }
+            ReaderKind::Whole { name, .. } => {
+                let (shape, values) = self.source.tensor_f32(name)?;
+                Ok((shape.first().copied().unwrap_or(1), values))
+            }
+        }
+    }
 }

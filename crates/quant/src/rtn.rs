@@ -38,6 +38,11 @@ pub fn is_embedding(name: &str) -> bool {
     matches!(name, "token_embd.weight" | "output.weight")
 }
 
+/// A mixture of experts' weights, `[experts, rows, cols]` (`blk.3.ffn_gate_up_exps.weight`).
+pub fn is_expert_stack(name: &str) -> bool {
+    name.ends_with("_exps.weight")
+}
+
 impl RtnScheme {
     /// Checks bits and group; the format of each tensor comes from [`RtnScheme::format_for`].
     pub fn new(bits: u8, group: Option<usize>, sym: bool) -> Result<RtnScheme> {
@@ -72,7 +77,16 @@ impl RtnScheme {
 
     /// The format of tensor `name` of `shape`, or `None` when it stays unquantized.
     pub fn format_for(&self, name: &str, shape: &[usize]) -> Option<GroupFormat> {
-        let [_, cols] = shape[..] else { return None };
+        // Mixture-of-experts weights are stacks of matrices, quantized matrix by matrix. Their biases (2-D too)
+        // stay wide, and so does the router: tiny, and it decides which weights run at all.
+        let cols = match shape[..] {
+            [_, cols] => cols,
+            [_, _, cols] if is_expert_stack(name) => cols,
+            _ => return None,
+        };
+        if name.ends_with(".bias") || name.contains(".ffn_gate_inp.") {
+            return None;
+        }
         if cols == 0 || !cols.is_multiple_of(SUB_BLOCK) {
             return None;
         }
@@ -137,6 +151,11 @@ mod tests {
         assert_eq!(e.format_for("blk.0.ffn_up.weight", &[1536, 576]), s.format_for("w", &[1536, 576]));
         assert_eq!(e.name(), "int4-g128-sym-emb8");
         assert_eq!(c.name(), "int8-channel-sym");
+        let expert = Some(GroupFormat { bits: 4, group: 128, sym: true });
+        assert_eq!(s.format_for("blk.0.ffn_gate_up_exps.weight", &[32, 5760, 2880]), expert);
+        assert_eq!(s.format_for("blk.0.ffn_gate_up_exps.bias", &[32, 5760]), None);
+        assert_eq!(s.format_for("blk.0.ffn_gate_inp.weight", &[32, 2880]), None);
+        assert_eq!(s.format_for("blk.0.attn_q.weight", &[2, 64, 64]), None);
         assert!(RtnScheme::new(5, None, true).is_err());
         assert!(RtnScheme::new(4, Some(100), true).is_err());
     }

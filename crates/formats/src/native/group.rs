@@ -209,6 +209,22 @@ impl<'a> GroupView<'a> {
         }
     }
 
+    /// Rows `r0..r1` as a matrix of their own (one expert of a stack of experts); `None` outside the matrix.
+    pub fn rows(&self, r0: usize, r1: usize) -> Option<GroupView<'a>> {
+        if r0 > r1 || r1 > self.rows {
+            return None;
+        }
+        let (rb, ng) = (self.format.row_bytes(self.cols), self.format.n_groups(self.cols));
+        let zeros = if self.format.sym { self.zeros } else { &self.zeros[r0 * ng..r1 * ng] };
+        Some(GroupView {
+            rows: r1 - r0,
+            codes: &self.codes[r0 * rb..r1 * rb],
+            scales: &self.scales[2 * r0 * ng..2 * r1 * ng],
+            zeros,
+            ..*self
+        })
+    }
+
     /// The whole matrix dequantized, row-major.
     pub fn dequantize(&self) -> Vec<f32> {
         let mut out = vec![0.0; self.rows * self.cols];

@@ -150,8 +150,19 @@ impl NativeModel {
             }
             &Storage::Group { bits, group, sym } => {
                 let format = GroupFormat::new(bits, group, sym)?;
-                let [rows, cols] = spec.shape[..] else {
-                    return Err(FormatError::Invalid(format!("shape {:?}: group formats hold matrices", spec.shape)));
+                // A stack of matrices (mixture-of-experts weights, [experts, rows, cols]) is stored as its rows one
+                // after the other.
+                let (rows, cols) = match spec.shape[..] {
+                    [rows, cols] => (rows, cols),
+                    [n, rows, cols] => {
+                        (n.checked_mul(rows).ok_or_else(|| FormatError::Invalid("shape overflows".into()))?, cols)
+                    }
+                    _ => {
+                        return Err(FormatError::Invalid(format!(
+                            "shape {:?}: group formats hold matrices and stacks of them",
+                            spec.shape
+                        )))
+                    }
                 };
                 let codes = self.file.data(self.part(&codes_name(&spec.name), DType::U8)?);
                 let scales = self.file.data(self.part(&scales_name(&spec.name), DType::F16)?);

@@ -1,0 +1,122 @@
+//! Mixture-of-experts weights as sources store them, read one expert at a time.
+//!
+//! A stack `blk.N.ffn_{gate_up,down}_exps` holds one matrix per expert. Hugging Face checkpoints store it as
+//! MXFP4 halves (`.blocks` U8 `[experts, rows, cols/32, 16]`, `.scales` U8 `[experts, rows, cols/32]`) or as
+//! `.weight` in transformers' orientation `[experts, cols, rows]` (`x @ W`); lowbit's native directories store
+//! `.weight` as Linear weights, `[experts, rows, cols]`. [`ExpertStack::expert_f32`] gives expert `e` as a
+//! row-major `[rows, cols]` Linear weight whatever the storage, so that quantizers and loaders hold one expert
+//! at a time.
+
+use crate::dequant::{dequantize, dequantize_split_mxfp4};
+use crate::dtype::DType;
+use crate::error::{FormatError, Result};
+use crate::source::ModelSource;
+
+/// How a stack's bytes are laid out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StackStorage {
+    /// Hugging Face MXFP4: codes and scales tensors.
+    Mxfp4 { blocks: String, scales: String },
+    /// One tensor per stack, each expert's matrix transposed (`[cols, rows]`, transformers' layout).
+    Transposed { tensor: String, dtype: DType },
+    /// One tensor per stack, each expert's matrix as a Linear weight (`[rows, cols]`).
+    Rows { tensor: String, dtype: DType },
+    /// A native directory's group-quantized stack (its rows, expert after expert).
+    Group { tensor: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpertStack {
+    /// The stack's canonical weight name (`blk.3.ffn_down_exps.weight`).
+    pub name: String,
+    pub experts: usize,
+    /// Rows and columns of each expert's Linear weight.
+    pub rows: usize,
+    pub cols: usize,
+    pub storage: StackStorage,
+}
+
+/// The `.scales` half of an MXFP4 stack, which [`ExpertStack::of`] reads through its `.blocks` half.
+pub fn is_mxfp4_scales(source: &ModelSource, name: &str) -> bool {
+    name.strip_suffix(".scales").is_some_and(|base| {
+        base.ends_with("_exps") && source.tensor_names().contains(&format!("{base}.blocks").as_str())
+    })
+}
+
+impl ExpertStack {
+    /// The stack source tensor `name` begins (its `.blocks` half, or its one `.weight` tensor); `None` for any
+    /// other tensor.
+    pub fn of(source: &ModelSource, name: &str) -> Result<Option<ExpertStack>> {
+        let invalid = |what: String| FormatError::Invalid(format!("tensor {name}: {what}"));
+        if let Some(base) = name.strip_suffix(".blocks").filter(|b| b.ends_with("_exps")) {
+            let blocks = source.tensor(name)?;
+            let scales_name = format!("{base}.scales");
+            let scales = source.tensor(&scales_name)?;
+            let [experts, rows, nb, 16] = blocks.shape[..] else {
+                return Err(invalid(format!("MXFP4 codes of shape {:?}", blocks.shape)));
+            };
+            if blocks.dtype != DType::U8 || scales.dtype != DType::U8 || scales.shape != [experts, rows, nb] {
+                return Err(invalid(format!("scales {:?} {:?} do not match", scales.dtype, scales.shape)));
+            }
+            let storage = StackStorage::Mxfp4 { blocks: name.to_string(), scales: scales_name };
+            return Ok(Some(ExpertStack { name: format!("{base}.weight"), experts, rows, cols: nb * 32, storage }));
+        }
+        if !name.ends_with("_exps.weight") {
+            return Ok(None);
+        }
+        let t = source.tensor(name)?;
+        let [experts, a, b] = t.shape[..] else { return Err(invalid(format!("expert stack of shape {:?}", t.shape))) };
+        let (tensor, dtype) = (name.to_string(), t.dtype);
+        let (rows, cols, storage) = match source {
+            ModelSource::Native(_) if source.group_view(name).is_some() => (a, b, StackStorage::Group { tensor }),
+            ModelSource::Native(_) => (a, b, StackStorage::Rows { tensor, dtype }),
+            _ => (b, a, StackStorage::Transposed { tensor, dtype }),
+        };
+        Ok(Some(ExpertStack { name: name.to_string(), experts, rows, cols, storage }))
+    }
+
+    /// Expert `e`'s weight, row-major `[rows, cols]`. Tells the source its bytes may leave memory afterwards.
+    pub fn expert_f32(&self, source: &ModelSource, e: usize) -> Result<Vec<f32>> {
+        if e >= self.experts {
+            return Err(FormatError::Invalid(format!("{}: expert {e} of {}", self.name, self.experts)));
+        }
+        let n = self.rows * self.cols;
+        let slice = |tensor: &str| -> Result<(crate::source::TensorRef<'_>, std::ops::Range<usize>)> {
+            let t = source.tensor(tensor)?;
+            let per = t.data.len() / self.experts;
+            Ok((t, e * per..(e + 1) * per))
+        };
+        match &self.storage {
+            StackStorage::Mxfp4 { blocks, scales } => {
+                let (b, br) = slice(blocks)?;
+                let (s, sr) = slice(scales)?;
+                let values =
+                    dequantize_split_mxfp4(&b.data[br.clone()], &s.data[sr]).filter(|v| v.len() == n).ok_or_else(
+                        || FormatError::Invalid(format!("{}: MXFP4 parts do not hold {n} values", self.name)),
+                    )?;
+                source.release(&crate::source::TensorRef { data: &b.data[br], ..b.clone() });
+                Ok(values)
+            }
+            StackStorage::Group { tensor } => {
+                let view = source.group_view(tensor).ok_or_else(|| FormatError::MissingTensor(tensor.clone()))?;
+                let expert = view.rows(e * self.rows, (e + 1) * self.rows).filter(|v| v.cols == self.cols);
+                expert.map(|v| v.dequantize()).ok_or_else(|| {
+                    FormatError::Invalid(format!(
+                        "{}: {}×{} rows for {} experts",
+                        self.name, view.rows, view.cols, self.experts
+                    ))
+                })
+            }
+            StackStorage::Rows { tensor, dtype } | StackStorage::Transposed { tensor, dtype } => {
+                let (t, r) = slice(tensor)?;
+                let raw = dequantize(*dtype, &t.data[r.clone()], n)?;
+                source.release(&crate::source::TensorRef { data: &t.data[r], ..t.clone() });
+                if matches!(self.storage, StackStorage::Rows { .. }) {
+                    return Ok(raw);
+                }
+                let (rows, cols) = (self.rows, self.cols);
+                Ok((0..rows * cols).map(|i| raw[(i % cols) * rows + i / cols]).collect())
+            }
+        }
+    }
+}
