@@ -21,6 +21,18 @@ pub struct Args {
     /// System message (with --chat).
     #[arg(long)]
     system: Option<String>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Print the token ids and timings as JSON after the text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    runtime: crate::load::RuntimeArgs,
+}
+
+/// How tokens are picked and when generation stops (`generate`, `chat`).
+#[derive(clap::Args)]
+pub struct SamplingArgs {
     /// Tokens to generate at most.
     #[arg(long, short = 'n', default_value_t = 128)]
     max_tokens: usize,
@@ -47,11 +59,26 @@ pub struct Args {
     /// KV-cache size in tokens (prompt + generation).
     #[arg(long, default_value_t = 4096)]
     ctx: usize,
-    /// Print the token ids and timings as JSON after the text.
-    #[arg(long)]
-    json: bool,
-    #[command(flatten)]
-    runtime: crate::load::RuntimeArgs,
+}
+
+impl SamplingArgs {
+    /// Generation options for a model with `context_length` positions.
+    pub fn options(&self, context_length: usize) -> GenerateOptions {
+        GenerateOptions {
+            max_tokens: self.max_tokens,
+            sampling: SamplingParams {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                min_p: self.min_p,
+                repetition_penalty: self.repeat_penalty,
+                penalty_last_n: self.repeat_last_n,
+                seed: self.seed,
+            },
+            stop: self.stop.clone(),
+            ctx: self.ctx.min(context_length),
+        }
+    }
 }
 
 /// The token ids of `prompt`: plain text, or with `chat` (the system message, if any) a user message in the
@@ -82,20 +109,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let loaded = crate::load::load(&args.model, args.runtime.runtime)?;
     let tok = &loaded.tokenizer;
     let prompt = encode_prompt(tok, &args.model, &args.prompt, args.chat.then_some(args.system.as_deref()))?;
-    let opts = GenerateOptions {
-        max_tokens: args.max_tokens,
-        sampling: SamplingParams {
-            temperature: args.temperature,
-            top_k: args.top_k,
-            top_p: args.top_p,
-            min_p: args.min_p,
-            repetition_penalty: args.repeat_penalty,
-            penalty_last_n: args.repeat_last_n,
-            seed: args.seed,
-        },
-        stop: args.stop.clone(),
-        ctx: args.ctx.min(loaded.model.config.context_length),
-    };
+    let opts = args.sampling.options(loaded.model.config.context_length);
     let mut stdout = std::io::stdout();
     if !args.chat && !args.json {
         print!("{}", args.prompt);

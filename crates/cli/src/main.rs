@@ -3,6 +3,7 @@
 mod accept;
 mod bench_cmd;
 mod calibration;
+mod chat_cmd;
 mod compare_cmd;
 mod eval_cmd;
 mod generate_cmd;
@@ -36,6 +37,9 @@ enum Command {
     Inspect(inspect_cmd::Args),
     /// Generate text from a prompt, streamed as it is produced.
     Generate(generate_cmd::Args),
+    /// A conversation on stdin, one user message per line (GPT-OSS: the final channel; --show-analysis for its
+    /// reasoning).
+    Chat(chat_cmd::Args),
     /// Perplexity on a text corpus, by llama.cpp's method (KL-divergence with --reference).
     Eval(eval_cmd::Args),
     /// Write a model in another storage format.
@@ -62,6 +66,7 @@ fn main() {
     let result = match cli.command {
         Command::Inspect(a) => inspect_cmd::run(a),
         Command::Generate(a) => generate_cmd::run(a),
+        Command::Chat(a) => chat_cmd::run(a),
         Command::Eval(a) => eval_cmd::run(a),
         Command::Quantize(a) => quantize_cmd::run(*a),
         Command::Bench(a) => bench_cmd::run(a),

@@ -415,3 +415,23 @@ fn quantize_refuses_a_mixture_of_experts_model() {
         "mixture-of-experts",
     );
 }
+
+/// `chat` answers each line of stdin in turn, the conversation so far in the template each time.
+#[test]
+fn chat_answers_each_line_of_stdin() {
+    use std::io::Write;
+    let Some(model) = lowbit_testdata::model(lowbit_testdata::SMOLLM2) else { return };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lowbit"))
+        .args(["chat", model.to_str().unwrap(), "-n", "8"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"Hello!\n\nName a colour.\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let answers: Vec<&str> = text.lines().collect();
+    assert_eq!(answers.len(), 2, "{text:?}");
+    assert!(answers.iter().all(|a| !a.trim().is_empty() && !a.contains("<|im_")), "{text:?}");
+}

@@ -2,5 +2,6 @@
 
 pub mod chat_template;
 pub mod generate;
+pub mod harmony;
 pub mod sampler;
 pub mod tokenizer;
