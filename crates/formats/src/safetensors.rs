@@ -282,6 +282,11 @@ impl SafetensorsFile {
         &self.map[t.range.clone()]
     }
 
+    /// `data` (a slice of this file's map) as a handle that keeps the file mapped; `None` for other memory.
+    pub fn mapped(&self, data: &[u8]) -> Option<MappedBytes> {
+        MappedBytes::new(&self.map, data)
+    }
+
     /// The header's `__metadata__` strings (e.g. `format: pt`).
     /// Lets the OS drop the resident pages of tensor data the caller has copied (`mapped::release`).
     pub fn release(&self, data: &[u8]) {

@@ -152,6 +152,16 @@ impl ModelSource {
         }
     }
 
+    /// Bytes borrowed from this source (part of a tensor) as a handle that keeps their file mapped; `None` for
+    /// memory the source did not map (a GGUF file's, or a copy).
+    pub fn mapped_range(&self, data: &[u8]) -> Option<MappedBytes> {
+        match self {
+            ModelSource::Hf(m) => m.shards().iter().find_map(|s| s.mapped(data)),
+            ModelSource::Native(m) => m.mapped(data),
+            _ => None,
+        }
+    }
+
     /// Tells the source that a tensor's bytes have been copied and its mapped pages may leave memory
     /// (they are read back from the file if used again), so a load holds the weights once, not twice.
     pub fn release(&self, tensor: &TensorRef<'_>) {

@@ -19,11 +19,12 @@ use lowbit_formats::FormatError;
 use lowbit_kernels::group::{matmul_group_f32, GroupLayout, GroupParams};
 
 use crate::linear::{Linear, LinearFactory};
+use crate::mxfp4_linear::WeightBytes;
 use crate::quant_linear::NativeFactory;
 
 pub struct GroupLinear {
     layout: GroupLayout,
-    codes: Vec<u8>,
+    codes: WeightBytes,
     params: Vec<GroupParams>,
     rows: usize,
     cols: usize,
@@ -36,7 +37,20 @@ pub struct GroupLinear {
 impl GroupLinear {
     /// A copy of a checked view (`GroupView::new` validated every length against the shape), with the
     /// static activation step calibrated for its input, if any.
+    /// A copy of the matrix `v`.
     pub fn from_view(v: &GroupView<'_>, act_scale: Option<f32>) -> GroupLinear {
+        GroupLinear::with_codes(v, WeightBytes::Owned(v.codes.to_vec()), act_scale)
+    }
+
+    /// The matrix `v` of `source`, its codes read where the source maps them (a copy otherwise): a native
+    /// build's weights stay in the page cache once, not also in the process's own memory.
+    pub fn in_place(source: &ModelSource, v: &GroupView<'_>, act_scale: Option<f32>) -> GroupLinear {
+        let codes =
+            source.mapped_range(v.codes).map_or_else(|| WeightBytes::Owned(v.codes.to_vec()), WeightBytes::Mapped);
+        GroupLinear::with_codes(v, codes, act_scale)
+    }
+
+    fn with_codes(v: &GroupView<'_>, codes: WeightBytes, act_scale: Option<f32>) -> GroupLinear {
         let f = v.format;
         let ng = f.n_groups(v.cols);
         let params = (0..v.rows * ng)
@@ -44,7 +58,7 @@ impl GroupLinear {
             .collect();
         GroupLinear {
             layout: GroupLayout::new(f.bits, f.group),
-            codes: v.codes.to_vec(),
+            codes,
             params,
             rows: v.rows,
             cols: v.cols,
@@ -60,7 +74,7 @@ impl GroupLinear {
             .collect();
         GroupLinear {
             layout: GroupLayout::table4(nf4::BLOCK, nf4_table()),
-            codes: v.codes.to_vec(),
+            codes: WeightBytes::Owned(v.codes.to_vec()),
             params,
             rows: v.rows,
             cols: v.cols,
@@ -118,7 +132,7 @@ impl<'a> GroupFactory<'a> {
 impl LinearFactory for GroupFactory<'_> {
     fn build(&self, tensor: &TensorRef<'_>) -> Result<Box<dyn Linear>, FormatError> {
         if let Some(v) = self.source.group_view(tensor.name) {
-            return Ok(Box::new(GroupLinear::from_view(&v, self.source.act_scale(tensor.name))));
+            return Ok(Box::new(GroupLinear::in_place(self.source, &v, self.source.act_scale(tensor.name))));
         }
         match self.source.nf4_view(tensor.name) {
             Some(v) => Ok(Box::new(GroupLinear::from_nf4(&v))),

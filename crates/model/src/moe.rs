@@ -180,7 +180,7 @@ fn experts(l: &Loader, base: &str, e: usize, rows: usize, cols: usize) -> Result
                         expected: vec![e * rows, cols],
                         found: vec![view.rows, view.cols],
                     })?;
-                    Ok(Box::new(GroupLinear::from_view(&v, act_scale)) as Box<dyn Linear>)
+                    Ok(Box::new(GroupLinear::in_place(l.source, &v, act_scale)) as Box<dyn Linear>)
                 })
                 .collect()
         }

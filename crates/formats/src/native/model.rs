@@ -198,6 +198,11 @@ impl NativeModel {
         }
     }
 
+    /// `data` (bytes of this directory's tensors) as a handle that keeps the file mapped.
+    pub fn mapped(&self, data: &[u8]) -> Option<crate::MappedBytes> {
+        self.file.mapped(data)
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
