@@ -96,6 +96,11 @@ impl Site {
 /// Sees the input of projections as the model runs: `x` is `[n, width]`, row per token.
 pub trait Observer {
     fn observe(&mut self, block: usize, site: Site, x: &[f32], n: usize);
+
+    /// The input of expert `expert` (of `experts`) of a mixture-of-experts block: the rows of the tokens routed to
+    /// it, `[n, width]`, for its gate/up stack (`Site::MlpIn`, the MLP norm's output) or its down stack
+    /// (`Site::MlpOut`, its activated hidden rows). Only calibration that treats experts one by one looks.
+    fn observe_expert(&mut self, _block: usize, _site: Site, _expert: usize, _experts: usize, _x: &[f32], _n: usize) {}
 }
 
 /// Observes nothing: the ordinary forward pass.
@@ -192,7 +197,7 @@ impl Model {
     pub fn ffn_output_of(&self, block: usize, h: &[f32], n: usize) -> Result<Vec<f32>, ModelError> {
         self.check_block(block)?;
         self.check_rows("MLP input", h, n, self.config.hidden_size)?;
-        Ok(self.ffn_output(block, h, n))
+        Ok(self.ffn_output(block, h, n, &mut ()))
     }
 
     /// The router's logits of a mixture-of-experts block for its input `h` (`Site::MlpIn`), `[n, experts]`.

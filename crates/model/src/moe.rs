@@ -11,6 +11,7 @@ use lowbit_formats::experts::{ExpertStack, StackStorage};
 use lowbit_formats::source::TensorRef;
 use lowbit_formats::{DType, FormatError};
 
+use crate::calib::Site;
 use crate::error::ModelError;
 use crate::group_linear::GroupLinear;
 use crate::linear::{DenseF32, Linear};
@@ -20,6 +21,9 @@ use crate::transformer::{add_assign, Loader};
 /// GPT-OSS's SwiGLU: the gate is clamped above, the linear half on both sides, then shifted by one.
 const SWIGLU_LIMIT: f32 = 7.0;
 const SWIGLU_ALPHA: f32 = 1.702;
+
+/// Sees an expert's input rows: (site, expert, experts, rows, row count).
+pub(crate) type ExpertObserver<'a> = dyn FnMut(Site, usize, usize, &[f32], usize) + 'a;
 
 pub(crate) struct Moe {
     /// `[experts, hidden]`, kept in f32: routing decides which weights run at all (GPT-OSS's release keeps
@@ -71,8 +75,9 @@ impl Moe {
         logits
     }
 
-    /// The MLP's output for `n` normed rows `h`: what it adds to the residual, `[n, hidden]`.
-    pub(crate) fn forward(&self, h: &[f32], n: usize) -> Vec<f32> {
+    /// The MLP's output for `n` normed rows `h`: what it adds to the residual, `[n, hidden]`. `observe(site, expert,
+    /// experts, x, m)` sees each selected expert's inputs (`Site::MlpIn` for gate/up, `Site::MlpOut` for down).
+    pub(crate) fn forward(&self, h: &[f32], n: usize, observe: &mut ExpertObserver) -> Vec<f32> {
         let d = self.router.in_features();
         let ff = self.down.first().map_or(0, |l| l.in_features());
         let logits = self.router_logits(h, n);
@@ -87,6 +92,7 @@ impl Moe {
             let m = tokens.len();
             let mut x = Vec::with_capacity(m * d);
             tokens.iter().for_each(|&(t, _)| x.extend_from_slice(&h[t * d..(t + 1) * d]));
+            observe(Site::MlpIn, expert, self.gate_up.len(), &x, m);
             let mut gu = vec![0f32; m * 2 * ff];
             self.gate_up[expert].forward(&x, m, &mut gu);
             let bias = &self.gate_up_bias[expert * 2 * ff..(expert + 1) * 2 * ff];
@@ -96,6 +102,7 @@ impl Moe {
                     row.chunks_exact(2).zip(bias.chunks_exact(2)).map(|(p, b)| swiglu(p[0] + b[0], p[1] + b[1]))
                 })
                 .collect();
+            observe(Site::MlpOut, expert, self.gate_up.len(), &act, m);
             let mut y = vec![0f32; m * d];
             self.down[expert].forward(&act, m, &mut y);
             let bias = &self.down_bias[expert * d..(expert + 1) * d];

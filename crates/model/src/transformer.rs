@@ -288,7 +288,7 @@ impl Model {
         let h = self.norm_input(li, Site::MlpIn, x);
         observer.observe(li, Site::MlpIn, &h, n);
         if self.blocks[li].is_moe() {
-            return add_assign(x, &self.ffn_output(li, &h, n));
+            return add_assign(x, &self.ffn_output(li, &h, n, observer));
         }
         let act = self.mlp_hidden(li, &h, n);
         observer.observe(li, Site::MlpOut, &act, n);
@@ -404,11 +404,16 @@ impl Model {
         post_norm(cfg, &b.post_ffw_norm, out)
     }
 
-    /// What the MLP of block `li` adds to the residual for its `n` normed input rows `h`, dense or experts.
-    pub(crate) fn ffn_output(&self, li: usize, h: &[f32], n: usize) -> Vec<f32> {
+    /// What the MLP of block `li` adds to the residual for its `n` normed input rows `h`, dense or experts (whose
+    /// inputs `observer` sees).
+    pub(crate) fn ffn_output(&self, li: usize, h: &[f32], n: usize, observer: &mut dyn Observer) -> Vec<f32> {
         let b = &self.blocks[li];
         match &b.ffn {
-            Ffn::Moe(moe) => post_norm(&self.config, &b.post_ffw_norm, moe.forward(h, n)),
+            Ffn::Moe(moe) => post_norm(
+                &self.config,
+                &b.post_ffw_norm,
+                moe.forward(h, n, &mut |site, e, experts, x, m| observer.observe_expert(li, site, e, experts, x, m)),
+            ),
             Ffn::Dense { .. } => self.mlp_output(li, &self.mlp_hidden(li, h, n), n),
         }
     }

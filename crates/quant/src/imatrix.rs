@@ -18,6 +18,11 @@ use lowbit_formats::gguf_write::{GgufWriter, TensorData};
 use lowbit_formats::{DType, FormatError};
 use lowbit_model::{Logits, Model, ModelError, Observer, Site};
 
+/// Routed tokens below which an expert's statistics are too thin to weight its quantization: its mean x² per
+/// column would rest on a handful of tokens, so it is rounded unweighted instead (llama-quantize's rule for an
+/// expert that saw no token at all, extended to ones that saw almost none).
+pub const MIN_EXPERT_TOKENS: u64 = 64;
+
 const SUM2: &str = ".in_sum2";
 const COUNTS: &str = ".counts";
 const KEY_TYPE: &str = "general.type";
@@ -119,6 +124,25 @@ impl Importance {
         Ok(Some(w))
     }
 
+    /// Per expert of the stack `name` (`experts` matrices of `cols` columns): its weights, or `None` for an expert
+    /// that saw fewer than [`MIN_EXPERT_TOKENS`] routed tokens (quantized unweighted); `None` when the stack has no
+    /// entry.
+    pub fn expert_weights(
+        &self,
+        name: &str,
+        cols: usize,
+        experts: usize,
+    ) -> Result<Option<Vec<Option<Vec<f32>>>>, ImatrixError> {
+        let Some(all) = self.weights(name, cols, experts)? else { return Ok(None) };
+        let counts = &self.entries[name].counts;
+        Ok(Some(
+            all.chunks_exact(cols)
+                .enumerate()
+                .map(|(e, w)| (counts[e.min(counts.len() - 1)] >= MIN_EXPERT_TOKENS).then(|| w.to_vec()))
+                .collect(),
+        ))
+    }
+
     /// Checks that every entry names a tensor of the model (`tensors`: name, columns, matrices).
     pub fn check_against(&self, tensors: &[(&str, usize, usize)]) -> Result<(), ImatrixError> {
         for name in self.entries.keys() {
@@ -148,11 +172,17 @@ impl Importance {
         }
         let mut entries = BTreeMap::new();
         let mut most = 0;
-        for ((block, site), (sum2, count)) in sums.0 {
+        for ((block, site), (sum2, count)) in sums.dense {
             most = most.max(count);
-            for p in site.projections() {
+            // A mixture-of-experts block has no dense MLP projections to record for.
+            for &p in site.projections().iter().filter(|&&p| model.projection(block, p).is_some()) {
                 entries.insert(p.tensor_name(block), Entry { sum2: sum2.clone(), counts: vec![count] });
             }
+        }
+        for ((block, site), (sum2, counts)) in sums.experts {
+            let stack = if site == Site::MlpIn { "ffn_gate_up_exps" } else { "ffn_down_exps" };
+            most = most.max(counts.iter().sum::<u64>() / counts.len().max(1) as u64);
+            entries.insert(format!("blk.{block}.{stack}.weight"), Entry { sum2, counts });
         }
         let chunk_size = chunks.first().map_or(0, Vec::len);
         let chunk_count = most.checked_div(chunk_size as u64).unwrap_or(0);
@@ -160,9 +190,19 @@ impl Importance {
     }
 }
 
-/// Σx² per column and tokens seen, per (block, site); summed in f32 token after token, as llama-imatrix sums.
+/// Σx² per column and tokens seen, per (block, site), and per expert of a mixture of experts (as llama-imatrix
+/// keeps them: `[experts, cols]` sums, a count per expert); summed in f32 token after token, as llama-imatrix sums.
 #[derive(Default)]
-struct SiteSums(BTreeMap<(usize, Site), (Vec<f32>, u64)>);
+struct SiteSums {
+    dense: BTreeMap<(usize, Site), (Vec<f32>, u64)>,
+    experts: BTreeMap<(usize, Site), (Vec<f32>, Vec<u64>)>,
+}
+
+fn add_squares(acc: &mut [f32], x: &[f32]) {
+    for row in x.chunks_exact(acc.len()) {
+        acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v * v);
+    }
+}
 
 impl Observer for SiteSums {
     fn observe(&mut self, block: usize, site: Site, x: &[f32], n: usize) {
@@ -170,12 +210,20 @@ impl Observer for SiteSums {
         if site == Site::Head || n == 0 {
             return;
         }
-        let width = x.len() / n;
-        let (acc, count) = self.0.entry((block, site)).or_insert_with(|| (vec![0.0; width], 0));
-        for row in x.chunks_exact(width) {
-            acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v * v);
-        }
+        let (acc, count) = self.dense.entry((block, site)).or_insert_with(|| (vec![0.0; x.len() / n], 0));
+        add_squares(acc, x);
         *count += n as u64;
+    }
+
+    fn observe_expert(&mut self, block: usize, site: Site, expert: usize, experts: usize, x: &[f32], n: usize) {
+        if n == 0 || expert >= experts {
+            return;
+        }
+        let width = x.len() / n;
+        let (acc, counts) =
+            self.experts.entry((block, site)).or_insert_with(|| (vec![0.0; experts * width], vec![0; experts]));
+        add_squares(&mut acc[expert * width..(expert + 1) * width], x);
+        counts[expert] += n as u64;
     }
 }
 

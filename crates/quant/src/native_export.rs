@@ -23,7 +23,7 @@ use lowbit_formats::{DType, FormatError, Result};
 
 use lowbit_formats::experts::{is_mxfp4_scales, ExpertStack};
 
-use crate::imatrix::Importance;
+use crate::imatrix::{Importance, MIN_EXPERT_TOKENS};
 use crate::rtn::{quantize_tensor, RtnScheme};
 
 /// How [`export`] stores the model's matrices.
@@ -111,13 +111,20 @@ pub fn export(
     progress: &(dyn Fn(usize, &str) + Sync),
 ) -> Result<NativeSummary> {
     let imatrix_error = |e: crate::imatrix::ImatrixError| FormatError::Invalid(e.to_string());
+    let mut coverage = serde_json::Map::new();
     if let Some(m) = importance {
         let mut shapes = Vec::new();
-        for name in source.tensor_names() {
-            let shape = source.tensor(name)?.shape.clone();
-            let n_mat = if shape.len() == 3 { shape[0] } else { 1 };
-            shapes.push((name, shape.last().copied().unwrap_or(1), n_mat));
+        for name in source.tensor_names().into_iter().filter(|n| !is_mxfp4_scales(source, n)) {
+            let reader = MatrixReader::new(source, name)?;
+            let shape = reader.shape();
+            let n_mat = if reader.is_stack() { shape[0] } else { 1 };
+            shapes.push((reader.name().to_string(), shape.last().copied().unwrap_or(1), n_mat));
+            if let (true, Some(e)) = (reader.is_stack(), m.entries.get(reader.name())) {
+                let thin: Vec<usize> = (0..e.counts.len()).filter(|&i| e.counts[i] < MIN_EXPERT_TOKENS).collect();
+                coverage.insert(reader.name().into(), serde_json::json!({ "tokens": e.counts, "unweighted": thin }));
+            }
         }
+        let shapes: Vec<(&str, usize, usize)> = shapes.iter().map(|(n, c, m)| (n.as_str(), *c, *m)).collect();
         m.check_against(&shapes).map_err(imatrix_error)?;
     }
     let staged = StagedDir::new(out)?;
@@ -132,10 +139,10 @@ pub fn export(
         let reader = MatrixReader::new(source, source_name)?;
         let (name, shape) = (reader.name().to_string(), reader.shape());
         let spec_name = name.clone();
-        if reader.is_stack() && (prepared.is_some() || importance.is_some()) {
+        if reader.is_stack() && prepared.is_some() {
             return Err(FormatError::Unsupported {
                 path: source.path().to_path_buf(),
-                what: format!("{name}: calibrated methods and importance weights for mixture-of-experts weights"),
+                what: format!("{name}: calibrated methods (GPTQ, AWQ) for mixture-of-experts weights"),
             });
         }
         let storage = match scheme.storage_for(&name, &shape) {
@@ -171,16 +178,24 @@ pub fn export(
                             w.write_all(&m.scales).map_err(io(path))?;
                             return w.write_all(&m.zeros).map_err(io(path));
                         }
-                        let weights = match importance {
-                            Some(m) => m.weights(&name, cols, 1).map_err(imatrix_error)?,
-                            None => None,
+                        // One set of column weights for a matrix; one per expert of a stack (none for an expert
+                        // with too few routed tokens).
+                        let weights: Vec<Option<Vec<f32>>> = match (importance, reader.is_stack()) {
+                            (Some(m), true) => m
+                                .expert_weights(&name, cols, reader.parts())
+                                .map_err(imatrix_error)?
+                                .unwrap_or_default(),
+                            (Some(m), false) => vec![m.weights(&name, cols, 1).map_err(imatrix_error)?],
+                            (None, _) => Vec::new(),
                         };
                         // Part by part (an expert, or a slice of rows): codes go out as they are made, the
                         // small scales and zero points follow them.
                         let (mut scales, mut zeros) = (Vec::new(), Vec::new());
                         for p in 0..reader.parts() {
                             let (part_rows, values) = reader.part(p)?;
-                            let m = quantize_tensor(&name, f, &values, part_rows, cols, weights.as_deref())?;
+                            let part_weights =
+                                weights.get(if reader.is_stack() { p } else { 0 }).and_then(|w| w.as_deref());
+                            let m = quantize_tensor(&name, f, &values, part_rows, cols, part_weights)?;
                             w.write_all(&m.codes).map_err(io(path))?;
                             scales.extend_from_slice(&m.scales);
                             zeros.extend_from_slice(&m.zeros);
@@ -274,7 +289,20 @@ pub fn export(
         sym,
         source: source.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
         metadata,
-        calibration: prepared.map(|p| p.details.clone()),
+        calibration: match (prepared.map(|p| p.details.clone()), coverage.is_empty()) {
+            (details, true) => details,
+            // Importance-weighted experts: how many calibration tokens each was routed, and which were too few.
+            (details, false) => {
+                let mut d = details.unwrap_or_else(|| serde_json::json!({}));
+                d["expert_coverage"] = serde_json::json!({
+                    "rule": format!(
+                        "an expert routed fewer than {MIN_EXPERT_TOKENS} calibration tokens is rounded unweighted"
+                    ),
+                    "tensors": coverage,
+                });
+                Some(d)
+            }
+        },
         tensors: specs,
     };
     let qpath = staged.path().join(lowbit_formats::native::QUANT_CONFIG);

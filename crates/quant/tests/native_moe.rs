@@ -81,3 +81,63 @@ fn tiny_mxfp4_experts_are_read_natively_and_quantize_one_by_one() {
     assert!(within(&check("tiny_mxfp4", 8), 0.05, 1));
     assert!(within(&check("tiny_mxfp4", 4), 0.5, 4));
 }
+
+/// Importance-weighted RTN expert by expert: each expert's statistics come from the tokens routed to it, an
+/// expert with fewer than `MIN_EXPERT_TOKENS` is rounded unweighted, and quantization_config.json records how
+/// many tokens each expert saw and which fell back.
+#[test]
+fn experts_are_weighted_by_their_own_routed_tokens() {
+    use lowbit_quant::imatrix::{Importance, MIN_EXPERT_TOKENS};
+    let source = ModelSource::open(&fixture("tiny_mxfp4")).unwrap();
+    let model = Model::load(&source, &F32Factory).unwrap();
+    let chunks: Vec<Vec<u32>> = (0..6).map(|c| (0..24).map(|i| (i * 97 + c * 31 + 7) % 512).collect()).collect();
+    let importance = Importance::collect(&model, &chunks, vec!["ids".into()], &|_| {}).unwrap();
+    let scheme = RtnScheme::new(4, Some(32), true).unwrap();
+    let out = std::env::temp_dir().join(format!("lowbit-native-moe-imatrix-{}", std::process::id()));
+    export(&source, &out, &NativeScheme::Rtn(scheme), None, Some(&importance), &|_, _| {}).unwrap();
+    let native = ModelSource::open(&out).unwrap();
+    let qconfig: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("quantization_config.json")).unwrap()).unwrap();
+    let coverage = &qconfig["calibration"]["expert_coverage"]["tensors"];
+    let (mut weighted, mut thin) = (0, 0);
+    for block in 0..2 {
+        let mut per_stack = Vec::new();
+        for stack in ["ffn_gate_up_exps", "ffn_down_exps"] {
+            let name = format!("blk.{block}.{stack}.weight");
+            let tokens: Vec<u64> =
+                coverage[&name]["tokens"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap()).collect();
+            // Every token goes to 2 of the 4 experts.
+            assert_eq!(tokens.iter().sum::<u64>(), 2 * 6 * 24, "{name}");
+            let src = ExpertStack::of(&source, &format!("blk.{block}.{stack}.blocks")).unwrap().unwrap();
+            let back = ExpertStack::of(&native, &name).unwrap().unwrap();
+            let f = scheme.format_for(&name, &[src.experts, src.rows, src.cols]).unwrap();
+            let weights = importance.expert_weights(&name, src.cols, src.experts).unwrap().unwrap();
+            for e in 0..src.experts {
+                let values = src.expert_f32(&source, e).unwrap();
+                let want = match &weights[e] {
+                    Some(w) => group::quantize_weighted(f, &values, src.rows, src.cols, w).unwrap(),
+                    None => group::quantize(f, &values, src.rows, src.cols).unwrap(),
+                };
+                assert_eq!(back.expert_f32(&native, e).unwrap(), want.view().dequantize(), "{name} expert {e}");
+                assert_eq!(weights[e].is_none(), tokens[e] < MIN_EXPERT_TOKENS);
+                if weights[e].is_some() {
+                    weighted += 1
+                } else {
+                    thin += 1
+                }
+            }
+            let unweighted: Vec<u64> =
+                coverage[&name]["unweighted"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap()).collect();
+            assert_eq!(
+                unweighted,
+                (0..4).filter(|&e| tokens[e] < MIN_EXPERT_TOKENS).map(|e| e as u64).collect::<Vec<_>>()
+            );
+            per_stack.push(tokens);
+        }
+        // gate/up and down of an expert see the same tokens.
+        assert_eq!(per_stack[0], per_stack[1]);
+    }
+    println!("{weighted} expert matrices weighted, {thin} rounded unweighted");
+    assert!(weighted > 0 && thin > 0, "both rules exercised: {weighted} weighted, {thin} unweighted");
+    std::fs::remove_dir_all(&out).unwrap();
+}
