@@ -4,9 +4,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use lowbit_formats::config::{AttentionKind, ModelConfig};
-use lowbit_formats::layout::released_tensors;
+use lowbit_formats::layout::{logical_tensors, released_tensors};
 use lowbit_formats::params::{self, ParamCount};
 use lowbit_formats::source::ModelSource;
+use lowbit_quant::native_export::NativeScheme;
+use lowbit_quant::rtn::RtnScheme;
 use serde::Serialize;
 
 use crate::table::{thousands, Table};
@@ -22,6 +24,10 @@ pub struct Args {
     #[arg(long)]
     json: bool,
 }
+
+/// (bits, group) of the native builds whose size inspect predicts for a bare config.
+const PREDICTED_SCHEMES: [(u8, Option<usize>); 5] =
+    [(8, None), (4, Some(128)), (4, Some(32)), (3, Some(128)), (2, Some(64))];
 
 #[derive(Serialize)]
 struct TensorRow {
@@ -61,6 +67,9 @@ struct Report {
     architecture: &'static str,
     /// The tensors are the release's, predicted from a bare config.json (`lowbit_formats::layout`).
     released: bool,
+    /// For a release's layout: the tensor bytes of native builds (`quantize --method rtn`), by scheme name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    predicted: BTreeMap<String, u64>,
     config: ConfigSummary,
     parameters: Params,
     /// Per storage type; empty for a bare config.json of a model without a known release layout.
@@ -144,8 +153,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         row.bytes += bytes;
         tensors.push(TensorRow { name, shape, dtype: storage, bytes });
     }
+    // What `quantize --method rtn` would write, tensor for tensor, predicted from the release's layout.
+    let mut predicted = BTreeMap::new();
+    if let (true, Some(logical)) = (released, logical_tensors(&config)) {
+        for (bits, group) in PREDICTED_SCHEMES {
+            let scheme = NativeScheme::Rtn(RtnScheme::new(bits, group, true)?);
+            let bytes = logical.iter().map(|(name, shape)| scheme.stored_bytes(name, shape)).sum::<u64>();
+            predicted.insert(scheme.name(), bytes);
+        }
+    }
     let report = Report {
         released,
+        predicted,
         path: args.model.display().to_string(),
         source: match source {
             ModelSource::Gguf(_) => "gguf",
@@ -227,6 +246,14 @@ fn print_report(r: &Report, summary: bool) {
         format!("{:.3}", bytes as f64 * 8.0 / params.max(1) as f64),
     ]);
     print!("{}", t.render());
+    if !r.predicted.is_empty() {
+        println!("\npredicted native builds (lowbit quantize --method rtn; routers, norms and biases stay wide)\n");
+        let mut t = Table::new(&["scheme", "bytes", "bits/weight"], &[false, true, true]);
+        for (scheme, b) in &r.predicted {
+            t.row(vec![scheme.clone(), thousands(*b), format!("{:.3}", *b as f64 * 8.0 / params.max(1) as f64)]);
+        }
+        print!("{}", t.render());
+    }
     if summary {
         return;
     }

@@ -401,6 +401,9 @@ fn inspect_sizes_gpt_oss_20b_from_its_config() {
     assert_eq!(f["MXFP4"]["bytes"].as_u64().unwrap() + f["BF16"]["bytes"].as_u64().unwrap(), 13_761_264_768);
     assert_eq!(f["MXFP4"]["bytes"].as_u64().unwrap() * 32, f["MXFP4"]["parameters"].as_u64().unwrap() * 17);
     assert_eq!(j["parameters"]["total"], 20_914_757_184u64);
+    // The tensor bytes `lowbit quantize --method rtn --bits 4` wrote for the synthetic 20B-shaped checkpoint
+    // (`lowbit synth`, docs/gpt-oss.md): its inspect's total.
+    assert_eq!(j["predicted"]["int4-g128-sym"], 10_818_904_832u64);
 }
 
 /// Until experts are quantized one by one, a mixture-of-experts model is refused rather than half quantized.

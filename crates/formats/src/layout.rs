@@ -63,6 +63,25 @@ pub fn released_tensors(cfg: &ModelConfig) -> Option<Vec<TensorSpec>> {
     Some(t)
 }
 
+/// The released tensors as lowbit sees them: canonical names, each MXFP4 stack as one `….weight` of shape
+/// `[experts, rows, cols]` (its two halves merged), every other tensor as released.
+pub fn logical_tensors(cfg: &ModelConfig) -> Option<Vec<(String, Vec<usize>)>> {
+    let released = released_tensors(cfg)?;
+    Some(
+        released
+            .into_iter()
+            .filter(|t| !t.hf_name.ends_with("_scales"))
+            .map(|t| match t.hf_name.strip_suffix("_blocks") {
+                // `…experts.gate_up_proj` is the stack's canonical `….ffn_gate_up_exps.weight`.
+                Some(base) => {
+                    (crate::names::hf_to_canonical(cfg.arch, base), vec![t.shape[0], t.shape[1], t.shape[2] * 32])
+                }
+                None => (crate::names::hf_to_canonical(cfg.arch, &t.hf_name), t.shape),
+            })
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -52,12 +52,39 @@ impl NativeScheme {
         }
     }
 
+    /// Bytes the tensor `name` of logical `shape` takes in a directory written with this scheme (all its parts).
+    pub fn stored_bytes(&self, name: &str, shape: &[usize]) -> u64 {
+        let n: u64 = shape.iter().map(|&d| d as u64).product();
+        match self.storage_for(name, shape) {
+            Some(Storage::Group { bits, group, sym }) => {
+                let f = GroupFormat { bits, group, sym };
+                let (rows, cols) = (n / shape[shape.len() - 1] as u64, shape[shape.len() - 1]);
+                rows * (f.row_bytes(cols) + f.n_groups(cols) * if sym { 2 } else { 3 }) as u64
+            }
+            Some(Storage::Nf4 { .. }) => {
+                let blocks = n / nf4::BLOCK as u64;
+                blocks * (BLOCK_BYTES as u64 + 1) + 4 * blocks.div_ceil(NESTED_BLOCK as u64) + 4
+            }
+            Some(Storage::Plain { .. }) | None => n * plain_dtype(name, shape).block_bytes() as u64,
+        }
+    }
+
     /// `method`, `bits`, `group` and `sym` of the quantization config.
     fn summary(&self) -> (&'static str, u8, Option<usize>, bool) {
         match self {
             NativeScheme::Rtn(s) => ("rtn", s.bits, s.group, s.sym),
             NativeScheme::Nf4 => ("nf4", 4, Some(nf4::BLOCK), true),
         }
+    }
+}
+
+/// How a tensor the scheme leaves unquantized is stored: matrices F16, vectors and biases (also 2-D ones, a row
+/// per expert) F32, as llama.cpp keeps them.
+fn plain_dtype(name: &str, shape: &[usize]) -> DType {
+    if shape.len() >= 2 && !name.ends_with(".bias") {
+        DType::F16
+    } else {
+        DType::F32
     }
 }
 
@@ -157,7 +184,7 @@ pub fn export(
                 if !f.sym {
                     parts.push((zeros_name(&name), DType::U8, vec![rows, ng]));
                 }
-                summary.tensor_bytes += (rows * (row_bytes + ng * if f.sym { 2 } else { 3 })) as u64;
+                summary.tensor_bytes += scheme.stored_bytes(&name, &shape);
                 let ready = prepared.and_then(|p| p.tensors.get(&name));
                 if let Some(m) = ready.filter(|m| (m.format, m.rows, m.cols) != (f, rows, cols)) {
                     return Err(FormatError::Invalid(format!(
@@ -216,7 +243,7 @@ pub fn export(
                 let (rows, cols) = (shape[0], shape[1]);
                 let blocks = rows * cols / nf4::BLOCK;
                 let chunks = blocks.div_ceil(NESTED_BLOCK);
-                summary.tensor_bytes += (blocks * (BLOCK_BYTES + 1) + 4 * chunks + 4) as u64;
+                summary.tensor_bytes += scheme.stored_bytes(&name, &shape);
                 writer.add(
                     vec![
                         (codes_name(&name), DType::U8, vec![rows, cols / 2]),
@@ -238,14 +265,13 @@ pub fn export(
                 storage
             }
             Some(Storage::Plain { .. }) | None => {
-                // Biases stay F32 even when 2-D (one row per expert).
-                let dtype = if shape.len() >= 2 && !name.ends_with(".bias") { DType::F16 } else { DType::F32 };
+                let dtype = plain_dtype(&name, &shape);
                 let n: usize = shape.iter().product();
                 let changed = prepared.and_then(|p| p.values.get(&name));
                 if changed.is_some_and(|v| v.len() != n) {
                     return Err(FormatError::Invalid(format!("tensor {name}: prepared values do not match {shape:?}")));
                 }
-                summary.tensor_bytes += (n * dtype.block_bytes()) as u64;
+                summary.tensor_bytes += scheme.stored_bytes(&name, &shape);
                 writer.add(
                     vec![(name.to_string(), dtype, shape.clone())],
                     Box::new(move |w: &mut dyn Write| {
