@@ -18,6 +18,7 @@ use lowbit_formats::hf_config::read_json;
 use lowbit_formats::layout::{released_tensors, TensorSpec};
 use lowbit_formats::native::write::{SafetensorsWriter, StagedDir};
 use lowbit_formats::DType;
+use lowbit_quant::calib_data::SplitMix64;
 use lowbit_runtime::tokenizer::Tokenizer;
 
 #[derive(clap::Args)]
@@ -32,19 +33,6 @@ pub struct Args {
     layers: Option<usize>,
     #[arg(long, default_value_t = 1)]
     seed: u64,
-}
-
-/// SplitMix64: fast, seedable, and good enough for weights nobody reads.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
 }
 
 /// How a tensor's values are drawn.
@@ -75,7 +63,7 @@ fn fill_of(t: &TensorSpec) -> Fill {
 fn produce(t: &TensorSpec, seed: u64, bytes: u64, out: &mut dyn Write, bar: &ProgressBar) -> std::io::Result<()> {
     let name_hash =
         t.hf_name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    let mut rng = SplitMix(seed ^ name_hash);
+    let mut rng = SplitMix64(seed ^ name_hash);
     let fill = fill_of(t);
     let mut buf = vec![0u8; 1 << 20];
     let mut left = bytes;

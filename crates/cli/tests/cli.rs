@@ -406,17 +406,18 @@ fn inspect_sizes_gpt_oss_20b_from_its_config() {
     assert_eq!(j["predicted"]["int4-g128-sym"], 10_818_904_832u64);
 }
 
-/// Until experts are quantized one by one, a mixture-of-experts model is refused rather than half quantized.
+/// Mixture-of-experts models are quantized by round to nearest, expert by expert; the methods that do not handle
+/// experts one by one yet refuse them rather than quantize them half.
 #[test]
-fn quantize_refuses_a_mixture_of_experts_model() {
+fn quantize_refuses_gptq_for_a_mixture_of_experts_model() {
     let scratch = Scratch::new("moe-refused");
     let out = scratch.0.join("out");
     let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/gpt-oss-tiny/tiny_f32");
-    refuses(
-        &["quantize", model, "--method", "rtn", "--bits", "4", "-o", out.to_str().unwrap()],
-        &out,
-        "mixture-of-experts",
-    );
+    let out_arg = out.to_str().unwrap();
+    refuses(&["quantize", model, "--method", "gptq", "--bits", "4", "-o", out_arg], &out, "mixture-of-experts");
+    refuses(&["quantize", model, "--type", "Q4_K_M", "-o", out_arg], &out, "mixture-of-experts");
+    lowbit(&["quantize", model, "--method", "rtn", "--bits", "8", "--group", "32", "-o", out_arg]);
+    assert!(out.join("quantization_config.json").is_file());
 }
 
 /// `chat` answers each line of stdin in turn, the conversation so far in the template each time.

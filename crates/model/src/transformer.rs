@@ -183,30 +183,21 @@ impl Model {
 
     /// Bytes of weights held in memory.
     pub fn weight_bytes(&self) -> usize {
-        let blocks: usize = self
-            .blocks
-            .iter()
-            .map(|b| {
-                let experts = if let Ffn::Moe(m) = &b.ffn { m.weight_bytes() } else { 0 };
-                experts + Proj::ALL.iter().filter_map(|&p| b.projection(p)).map(|l| l.weight_bytes()).sum::<usize>()
-            })
-            .sum();
-        blocks + self.lm_head.weight_bytes() + self.embedding.bytes()
+        self.block_bytes(&Moe::weight_bytes) + self.lm_head.weight_bytes() + self.embedding.bytes()
     }
 
     /// Bytes of weights one decode step reads: every projection and the output projection once, the routers, and
     /// of each mixture of experts the share its router picks (experts_per_token of n_experts; exact for experts
     /// of one size). The embedding contributes one row, left out.
     pub fn decode_bytes_per_token(&self) -> usize {
-        let blocks: usize = self
-            .blocks
-            .iter()
-            .map(|b| {
-                let experts = if let Ffn::Moe(m) = &b.ffn { m.bytes_per_token() } else { 0 };
-                experts + Proj::ALL.iter().filter_map(|&p| b.projection(p)).map(|l| l.weight_bytes()).sum::<usize>()
-            })
-            .sum();
-        blocks + self.lm_head.weight_bytes()
+        self.block_bytes(&Moe::bytes_per_token) + self.lm_head.weight_bytes()
+    }
+
+    /// The blocks' projection bytes, with `experts` counting a mixture of experts' share.
+    fn block_bytes(&self, experts: &dyn Fn(&Moe) -> usize) -> usize {
+        let projections =
+            |b: &Block| -> usize { Proj::ALL.iter().filter_map(|&p| b.projection(p)).map(|l| l.weight_bytes()).sum() };
+        self.blocks.iter().map(|b| projections(b) + if let Ffn::Moe(m) = &b.ffn { experts(m) } else { 0 }).sum()
     }
 
     /// Runs `tokens` after what `cache` already holds and returns the logits that `want`

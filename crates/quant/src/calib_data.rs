@@ -230,10 +230,11 @@ fn windows(tokens: &[u32], spec: CalibSpec, bos: Option<u32>) -> Option<Vec<Vec<
 }
 
 /// A small seeded generator (splitmix64): the sampling must not depend on a library's stream.
-struct SplitMix64(u64);
+pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
-    fn next(&mut self) -> u64 {
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
