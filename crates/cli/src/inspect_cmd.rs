@@ -25,7 +25,7 @@ pub struct Args {
     json: bool,
 }
 
-/// (bits, group) of the native builds whose size inspect predicts for a bare config.
+/// (bits, group) of the round-to-nearest builds whose size inspect predicts for a bare config (and NF4's).
 const PREDICTED_SCHEMES: [(u8, Option<usize>); 5] =
     [(8, None), (4, Some(128)), (4, Some(32)), (3, Some(128)), (2, Some(64))];
 
@@ -153,11 +153,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         row.bytes += bytes;
         tensors.push(TensorRow { name, shape, dtype: storage, bytes });
     }
-    // What `quantize --method rtn` would write, tensor for tensor, predicted from the release's layout.
+    // What `quantize --method rtn|nf4` would write, tensor for tensor, predicted from the release's layout.
     let mut predicted = BTreeMap::new();
     if let (true, Some(logical)) = (released, logical_tensors(&config)) {
-        for (bits, group) in PREDICTED_SCHEMES {
-            let scheme = NativeScheme::Rtn(RtnScheme::new(bits, group, true)?);
+        let rtn =
+            PREDICTED_SCHEMES.iter().map(|&(bits, group)| RtnScheme::new(bits, group, true).map(NativeScheme::Rtn));
+        for scheme in rtn.chain([Ok(NativeScheme::Nf4)]) {
+            let scheme = scheme?;
             let bytes = logical.iter().map(|(name, shape)| scheme.stored_bytes(name, shape)).sum::<u64>();
             predicted.insert(scheme.name(), bytes);
         }
@@ -247,7 +249,7 @@ fn print_report(r: &Report, summary: bool) {
     ]);
     print!("{}", t.render());
     if !r.predicted.is_empty() {
-        println!("\npredicted native builds (lowbit quantize --method rtn; routers, norms and biases stay wide)\n");
+        println!("\npredicted native builds (lowbit quantize --method rtn|nf4; routers, norms and biases stay wide)\n");
         let mut t = Table::new(&["scheme", "bytes", "bits/weight"], &[false, true, true]);
         for (scheme, b) in &r.predicted {
             t.row(vec![scheme.clone(), thousands(*b), format!("{:.3}", *b as f64 * 8.0 / params.max(1) as f64)]);

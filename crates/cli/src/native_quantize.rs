@@ -14,7 +14,7 @@ use lowbit_quant::act_scales;
 use lowbit_quant::awq::AwqOptions;
 use lowbit_quant::gptq::GptqOptions;
 use lowbit_quant::grid::{Quantized, Target};
-use lowbit_quant::imatrix::Importance;
+use lowbit_quant::imatrix::{Importance, MIN_EXPERT_TOKENS};
 use lowbit_quant::layerwise::{self, Plan};
 use lowbit_quant::native_export::{self, NativeScheme, Prepared};
 use lowbit_quant::rtn::RtnScheme;
@@ -167,13 +167,21 @@ pub fn calibrated(
         bar.set_message(p.what.to_string());
     })?;
     bar.finish_and_clear();
-    let details = serde_json::json!({
+    let mut details = serde_json::json!({
         "data": calib.record,
         "plan": plan,
         "seconds": result.seconds,
         "awq": result.awq,
         "tensors": result.reports,
     });
+    if !result.coverage.is_empty() {
+        details["expert_coverage"] = serde_json::json!({
+            "rule": format!(
+                "an expert routed fewer than {MIN_EXPERT_TOKENS} calibration tokens is rounded to nearest, not by GPTQ"
+            ),
+            "tensors": result.coverage,
+        });
+    }
     Ok((result, details))
 }
 

@@ -46,12 +46,14 @@ fn parse_type(s: &str) -> anyhow::Result<FileType> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    // Mixture-of-experts weights are quantized expert by expert by round to nearest; the calibrated methods
-    // (with calibration coverage per expert) and GGUF output for them are not built yet.
-    let plain_rtn = args.native.method.as_deref() == Some("rtn") && args.ftype.is_none() && !args.accept.accept;
-    if !plain_rtn && ModelSource::open(&args.model)?.config()?.moe.is_some() {
+    // Mixture-of-experts weights are quantized expert by expert into native directories (rtn, gptq, nf4); AWQ's
+    // scales for them and GGUF output for them are not built.
+    let native_moe = matches!(args.native.method.as_deref(), Some("rtn" | "gptq" | "nf4"))
+        && args.ftype.is_none()
+        && !args.accept.accept;
+    if !native_moe && ModelSource::open(&args.model)?.config()?.moe.is_some() {
         anyhow::bail!(
-            "{}: mixture-of-experts models (GPT-OSS) are quantized with --method rtn into a native directory so far",
+            "{}: mixture-of-experts models (GPT-OSS) are quantized with --method rtn, gptq or nf4 into a native directory so far",
             args.model.display()
         );
     }

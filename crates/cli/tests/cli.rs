@@ -401,23 +401,27 @@ fn inspect_sizes_gpt_oss_20b_from_its_config() {
     assert_eq!(f["MXFP4"]["bytes"].as_u64().unwrap() + f["BF16"]["bytes"].as_u64().unwrap(), 13_761_264_768);
     assert_eq!(f["MXFP4"]["bytes"].as_u64().unwrap() * 32, f["MXFP4"]["parameters"].as_u64().unwrap() * 17);
     assert_eq!(j["parameters"]["total"], 20_914_757_184u64);
-    // The tensor bytes `lowbit quantize --method rtn --bits 4` wrote for the synthetic 20B-shaped checkpoint
-    // (`lowbit synth`, docs/gpt-oss.md): its inspect's total.
+    // The tensor bytes `lowbit quantize --method rtn --bits 4` and `--method nf4` wrote for the synthetic
+    // 20B-shaped checkpoint (`lowbit synth`, docs/gpt-oss.md): their inspect's totals.
     assert_eq!(j["predicted"]["int4-g128-sym"], 10_818_904_832u64);
+    assert_eq!(j["predicted"]["nf4"], 10_816_858_536u64);
 }
 
-/// Mixture-of-experts models are quantized by round to nearest, expert by expert; the methods that do not handle
-/// experts one by one yet refuse them rather than quantize them half.
+/// Mixture-of-experts models are quantized expert by expert by rtn, gptq and nf4; AWQ and GGUF types, which do not
+/// handle experts one by one yet, refuse them rather than quantize them half.
 #[test]
-fn quantize_refuses_gptq_for_a_mixture_of_experts_model() {
+fn quantize_refuses_awq_and_gguf_for_a_mixture_of_experts_model() {
     let scratch = Scratch::new("moe-refused");
     let out = scratch.0.join("out");
     let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/gpt-oss-tiny/tiny_f32");
     let out_arg = out.to_str().unwrap();
-    refuses(&["quantize", model, "--method", "gptq", "--bits", "4", "-o", out_arg], &out, "mixture-of-experts");
+    refuses(&["quantize", model, "--method", "awq", "--bits", "4", "-o", out_arg], &out, "mixture-of-experts");
     refuses(&["quantize", model, "--type", "Q4_K_M", "-o", out_arg], &out, "mixture-of-experts");
-    lowbit(&["quantize", model, "--method", "rtn", "--bits", "8", "--group", "32", "-o", out_arg]);
-    assert!(out.join("quantization_config.json").is_file());
+    for method in [&["--method", "rtn", "--bits", "8", "--group", "32"][..], &["--method", "nf4"]] {
+        lowbit(&[&["quantize", model, "-o", out_arg], method].concat());
+        assert!(out.join("quantization_config.json").is_file());
+        std::fs::remove_dir_all(&out).unwrap();
+    }
 }
 
 /// `chat` answers each line of stdin in turn, the conversation so far in the template each time.

@@ -23,6 +23,8 @@ pub enum StackStorage {
     Rows { tensor: String, dtype: DType },
     /// A native directory's group-quantized stack (its rows, expert after expert).
     Group { tensor: String },
+    /// A native directory's NF4 stack (each expert quantized on its own).
+    Nf4 { tensor: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,10 +71,21 @@ impl ExpertStack {
         let (tensor, dtype) = (name.to_string(), t.dtype);
         let (rows, cols, storage) = match source {
             ModelSource::Native(_) if source.group_view(name).is_some() => (a, b, StackStorage::Group { tensor }),
+            ModelSource::Native(_) if source.nf4_stack(name).is_some() => (a, b, StackStorage::Nf4 { tensor }),
             ModelSource::Native(_) => (a, b, StackStorage::Rows { tensor, dtype }),
             _ => (b, a, StackStorage::Transposed { tensor, dtype }),
         };
         Ok(Some(ExpertStack { name: name.to_string(), experts, rows, cols, storage }))
+    }
+
+    /// The stack whose canonical weight name is `weight` (`blk.3.ffn_down_exps.weight`), stored either way.
+    pub fn named(source: &ModelSource, weight: &str) -> Result<ExpertStack> {
+        let blocks = weight.strip_suffix(".weight").map(|base| format!("{base}.blocks"));
+        let first = match blocks {
+            Some(b) if source.tensor_names().contains(&b.as_str()) => b,
+            _ => weight.to_string(),
+        };
+        ExpertStack::of(source, &first)?.ok_or_else(|| FormatError::MissingTensor(weight.to_string()))
     }
 
     /// Expert `e`'s weight, row-major `[rows, cols]`. Tells the source its bytes may leave memory afterwards.
@@ -106,6 +119,10 @@ impl ExpertStack {
                         self.name, view.rows, view.cols, self.experts
                     ))
                 })
+            }
+            StackStorage::Nf4 { tensor } => {
+                let stack = source.nf4_stack(tensor).ok_or_else(|| FormatError::MissingTensor(tensor.clone()))?;
+                Ok(stack.expert(e)?.dequantize())
             }
             StackStorage::Rows { tensor, dtype } | StackStorage::Transposed { tensor, dtype } => {
                 let (t, r) = slice(tensor)?;

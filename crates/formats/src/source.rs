@@ -10,6 +10,7 @@ use crate::error::{FormatError, Result};
 use crate::gguf::GgufFile;
 use crate::hf_config::read_json;
 use crate::mapped::MappedBytes;
+use crate::native::nf4::Nf4Stack;
 use crate::native::{is_native_dir, GroupView, NativeModel, NativeTensor, Nf4View};
 use crate::safetensors::HfModel;
 
@@ -118,6 +119,7 @@ impl ModelSource {
                     NativeTensor::Plain { dtype, data } => (dtype, data),
                     NativeTensor::Group(v) => (DType::U8, v.codes),
                     NativeTensor::Nf4(v) => (DType::U8, v.codes),
+                    NativeTensor::Nf4Stack(s) => (DType::U8, s.codes()),
                 };
                 Ok(TensorRef { name: &spec.name, dtype, shape: spec.shape.clone(), data })
             }
@@ -198,6 +200,17 @@ impl ModelSource {
         match self {
             ModelSource::Native(m) => match m.tensor(name) {
                 Ok(NativeTensor::Nf4(v)) => Some(v),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// All parts of an NF4 stack of experts of a native directory; `None` for any other tensor.
+    pub fn nf4_stack(&self, name: &str) -> Option<Nf4Stack<'_>> {
+        match self {
+            ModelSource::Native(m) => match m.tensor(name) {
+                Ok(NativeTensor::Nf4Stack(s)) => Some(s),
                 _ => None,
             },
             _ => None,

@@ -93,6 +93,36 @@ impl Site {
     }
 }
 
+/// A matrix each expert of a mixture-of-experts block has, stored as one stack of all the block's experts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ExpertMatrix {
+    /// Gate and up rows interleaved, `[2·ff, hidden]`.
+    GateUp,
+    /// `[hidden, ff]`.
+    Down,
+}
+
+impl ExpertMatrix {
+    /// In the order an expert runs them.
+    pub const ALL: [ExpertMatrix; 2] = [ExpertMatrix::GateUp, ExpertMatrix::Down];
+
+    /// The canonical name of the stack in block `block`.
+    pub fn tensor_name(self, block: usize) -> String {
+        match self {
+            ExpertMatrix::GateUp => format!("blk.{block}.ffn_gate_up_exps.weight"),
+            ExpertMatrix::Down => format!("blk.{block}.ffn_down_exps.weight"),
+        }
+    }
+
+    /// Where the matrix reads its input (as [`Observer::observe_expert`] reports it).
+    pub fn site(self) -> Site {
+        match self {
+            ExpertMatrix::GateUp => Site::MlpIn,
+            ExpertMatrix::Down => Site::MlpOut,
+        }
+    }
+}
+
 /// Sees the input of projections as the model runs: `x` is `[n, width]`, row per token.
 pub trait Observer {
     fn observe(&mut self, block: usize, site: Site, x: &[f32], n: usize);
@@ -193,11 +223,38 @@ impl Model {
     }
 
     /// The MLP branch's contribution to the residual for its input `h` (`Site::MlpIn`, `[n, hidden]`), dense or
-    /// a mixture of experts.
-    pub fn ffn_output_of(&self, block: usize, h: &[f32], n: usize) -> Result<Vec<f32>, ModelError> {
+    /// a mixture of experts, whose experts' inputs `observer` sees.
+    pub fn ffn_output_of(
+        &self,
+        block: usize,
+        h: &[f32],
+        n: usize,
+        observer: &mut dyn Observer,
+    ) -> Result<Vec<f32>, ModelError> {
         self.check_block(block)?;
         self.check_rows("MLP input", h, n, self.config.hidden_size)?;
-        Ok(self.ffn_output(block, h, n, &mut ()))
+        Ok(self.ffn_output(block, h, n, observer))
+    }
+
+    /// The number of experts of block `block`'s MLP: 0 for a dense one.
+    pub fn n_experts(&self, block: usize) -> usize {
+        self.blocks.get(block).map_or(0, |b| b.n_experts())
+    }
+
+    /// Replaces matrix `m` of expert `expert` of block `block` (with a quantized one); its shape must be the old
+    /// one's.
+    pub fn set_expert(
+        &mut self,
+        block: usize,
+        m: ExpertMatrix,
+        expert: usize,
+        linear: Box<dyn Linear>,
+    ) -> Result<(), ModelError> {
+        self.check_block(block)?;
+        let slot = self.blocks[block]
+            .expert_mut(m, expert)
+            .ok_or_else(|| ModelError::Unsupported(format!("expert {expert} of block {block}")))?;
+        replace_same_shape(slot, linear, &m.tensor_name(block))
     }
 
     /// The router's logits of a mixture-of-experts block for its input `h` (`Site::MlpIn`), `[n, experts]`.
@@ -237,16 +294,7 @@ impl Model {
         let slot = self.blocks[block]
             .projection_mut(p)
             .ok_or_else(|| ModelError::Unsupported(format!("{p:?} of block {block}, a mixture of experts")))?;
-        let (rows, cols) = (slot.out_features(), slot.in_features());
-        if (linear.out_features(), linear.in_features()) != (rows, cols) {
-            return Err(ModelError::Shape {
-                tensor: p.tensor_name(block),
-                expected: vec![rows, cols],
-                found: vec![linear.out_features(), linear.in_features()],
-            });
-        }
-        *slot = linear;
-        Ok(())
+        replace_same_shape(slot, linear, &p.tensor_name(block))
     }
 
     /// The parts mixed precision chooses among: every block, then the token embedding with the output projection.
@@ -273,6 +321,19 @@ impl Model {
         }
         Ok(())
     }
+}
+
+fn replace_same_shape(slot: &mut Box<dyn Linear>, linear: Box<dyn Linear>, tensor: &str) -> Result<(), ModelError> {
+    let (rows, cols) = (slot.out_features(), slot.in_features());
+    if (linear.out_features(), linear.in_features()) != (rows, cols) {
+        return Err(ModelError::Shape {
+            tensor: tensor.into(),
+            expected: vec![rows, cols],
+            found: vec![linear.out_features(), linear.in_features()],
+        });
+    }
+    *slot = linear;
+    Ok(())
 }
 
 /// A unit of the model that mixed precision keeps wider or not.

@@ -11,7 +11,7 @@ use lowbit_formats::experts::{ExpertStack, StackStorage};
 use lowbit_formats::source::TensorRef;
 use lowbit_formats::{DType, FormatError};
 
-use crate::calib::Site;
+use crate::calib::{ExpertMatrix, Site};
 use crate::error::ModelError;
 use crate::group_linear::GroupLinear;
 use crate::linear::{DenseF32, Linear};
@@ -115,6 +115,17 @@ impl Moe {
         out
     }
 
+    pub(crate) fn n_experts(&self) -> usize {
+        self.gate_up.len()
+    }
+
+    pub(crate) fn expert_mut(&mut self, m: ExpertMatrix, expert: usize) -> Option<&mut Box<dyn Linear>> {
+        match m {
+            ExpertMatrix::GateUp => self.gate_up.get_mut(expert),
+            ExpertMatrix::Down => self.down.get_mut(expert),
+        }
+    }
+
     /// The router's bytes and the mean bytes of `top_k` experts: what one token reads.
     pub(crate) fn bytes_per_token(&self) -> usize {
         let experts: usize = self.gate_up.iter().chain(&self.down).map(|l| l.weight_bytes()).sum();
@@ -150,9 +161,7 @@ fn swiglu(gate: f32, up: f32) -> f32 {
 /// `rows`×`cols`. MXFP4 stays in the file's mapped pages, a native group stack keeps its format, anything else
 /// goes through the factory one expert at a time.
 fn experts(l: &Loader, base: &str, e: usize, rows: usize, cols: usize) -> Result<Vec<Box<dyn Linear>>, ModelError> {
-    let blocks = format!("{base}.blocks");
-    let first = if l.source.tensor_names().contains(&blocks.as_str()) { blocks } else { format!("{base}.weight") };
-    let stack = ExpertStack::of(l.source, &first)?.ok_or_else(|| FormatError::MissingTensor(first.clone()))?;
+    let stack = ExpertStack::named(l.source, &format!("{base}.weight"))?;
     if (stack.experts, stack.rows, stack.cols) != (e, rows, cols) {
         return Err(ModelError::Shape {
             tensor: stack.name,
@@ -190,6 +199,10 @@ fn experts(l: &Loader, base: &str, e: usize, rows: usize, cols: usize) -> Result
                     Ok(Box::new(GroupLinear::in_place(l.source, &v, act_scale)) as Box<dyn Linear>)
                 })
                 .collect()
+        }
+        StackStorage::Nf4 { tensor } => {
+            let stack = l.source.nf4_stack(tensor).ok_or_else(|| FormatError::MissingTensor(tensor.clone()))?;
+            (0..e).map(|i| Ok(Box::new(GroupLinear::from_nf4(&stack.expert(i)?)) as Box<dyn Linear>)).collect()
         }
         _ => (0..e)
             .map(|i| {

@@ -11,7 +11,7 @@ use lowbit_formats::config::{Activation, Arch, AttentionKind, ModelConfig};
 use lowbit_formats::source::ModelSource;
 use lowbit_kernels as k;
 
-use crate::calib::{Observer, Proj, Site};
+use crate::calib::{ExpertMatrix, Observer, Proj, Site};
 use crate::embedding::Embedding;
 use crate::error::ModelError;
 use crate::kv_cache::KvCache;
@@ -450,6 +450,20 @@ impl Block {
 
     pub(crate) fn is_moe(&self) -> bool {
         matches!(self.ffn, Ffn::Moe(_))
+    }
+
+    pub(crate) fn n_experts(&self) -> usize {
+        match &self.ffn {
+            Ffn::Moe(moe) => moe.n_experts(),
+            Ffn::Dense { .. } => 0,
+        }
+    }
+
+    pub(crate) fn expert_mut(&mut self, m: ExpertMatrix, expert: usize) -> Option<&mut Box<dyn Linear>> {
+        match &mut self.ffn {
+            Ffn::Moe(moe) => moe.expert_mut(m, expert),
+            Ffn::Dense { .. } => None,
+        }
     }
 
     pub(crate) fn norm_mut(&mut self, site: Site) -> Option<&mut Vec<f32>> {

@@ -76,7 +76,7 @@ fn trace(model: &Model, tokens: &[u32]) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
         x.iter_mut().zip(&attn).for_each(|(a, d)| *a += d);
         let h = model.site_input(b, Site::MlpIn, &x, n).unwrap();
         router.push(model.router_logits_of(b, &h, n).unwrap());
-        let ffn = model.ffn_output_of(b, &h, n).unwrap();
+        let ffn = model.ffn_output_of(b, &h, n, &mut ()).unwrap();
         x.iter_mut().zip(&ffn).for_each(|(a, d)| *a += d);
         hidden.push(x.clone());
     }

@@ -5,6 +5,11 @@
 //! it (GPTQ's "true sequential" order) and each block's output, fed to the next, is the quantized block's. With AWQ,
 //! the block's scales are searched on the original block first and folded in before the sites are rounded.
 //!
+//! A mixture-of-experts block's MLP is calibrated expert by expert: each expert's Hessian holds only the rows of
+//! the tokens the router sends it (gate/up: the MLP norm's output; down: that expert's hidden rows under its
+//! rounded gate/up), and an expert routed fewer than [`MIN_EXPERT_TOKENS`] tokens is rounded to nearest instead,
+//! since so few rows leave most of its Hessian's directions unseen. The router stays f32, as the release keeps it.
+//!
 //! Work: one forward pass of each block over the set, plus the MLP's gate and up once more (down's input is
 //! recomputed rather than held). Memory: the model in f32, the residual rows of the calibration set
 //! (`samples × seq_len × hidden` f32, 151 MB for 128 × 512 tokens of SmolLM2), the attention heads' output of the set
@@ -14,14 +19,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use lowbit_formats::experts::ExpertStack;
+use lowbit_formats::native::GroupMatrix;
 use lowbit_formats::source::ModelSource;
-use lowbit_model::{DenseF32, KvCache, Model, Proj, Site};
+use lowbit_model::{DenseF32, ExpertMatrix, KvCache, Model, Observer, Proj, Site};
 
 use crate::awq::{self, AwqOptions, BlockWeights, SiteScales};
 use crate::error::QuantError;
 use crate::gptq::{gptq, GptqOptions};
 use crate::grid::{BlockGrid, GroupGrid, Quantized, Target};
 use crate::hessian::Hessian;
+use crate::imatrix::MIN_EXPERT_TOKENS;
 
 /// Where the driver is, for a progress display: `done` of `total` work units, and what runs now.
 pub struct Progress<'a> {
@@ -56,12 +64,23 @@ pub struct GptqFigures {
     pub dead_columns: usize,
 }
 
-/// The quantized tensors by name, the 1-D tensors AWQ changed (norms and biases its scales were folded into, to be
-/// written in place of the source's), a report per tensor and per AWQ site, and where the time went.
+/// How many calibration tokens the router sent each expert of a stack, and the experts rounded to nearest for
+/// having fewer than [`MIN_EXPERT_TOKENS`].
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ExpertCoverage {
+    pub tokens: Vec<usize>,
+    pub rounded_to_nearest: Vec<usize>,
+}
+
+/// The quantized tensors by name (an expert stack as one matrix, its experts' rows one after another), the 1-D
+/// tensors AWQ changed (norms and biases its scales were folded into, to be written in place of the source's), a
+/// report per tensor (per expert: `name[e]`) and per AWQ site, the experts' coverage per stack, and where the
+/// time went.
 pub struct LayerwiseResult {
     pub tensors: BTreeMap<String, Quantized>,
     pub values: BTreeMap<String, Vec<f32>>,
     pub reports: Vec<TensorReport>,
+    pub coverage: BTreeMap<String, ExpertCoverage>,
     pub awq: Vec<SiteScales>,
     pub seconds: Timings,
 }
@@ -94,7 +113,19 @@ pub fn quantize_model(
 ) -> Result<LayerwiseResult, QuantError> {
     let seq_len = samples.iter().map(Vec::len).max().unwrap_or(0);
     let blocks = model.n_blocks();
-    let per_block = 5 * samples.len() + Proj::ALL.len() + usize::from(plan.awq.is_some());
+    if plan.awq.is_some() && model.has_experts() {
+        return Err(QuantError::Tensor {
+            tensor: model.head_tensor_name().into(),
+            what: "AWQ for a mixture of experts: its MLP scales would have to pass the router and the clamped SwiGLU"
+                .into(),
+        });
+    }
+    // Per block: five passes over the set (a sixth for experts, one per stack) and a rounding per matrix.
+    let units = |li: usize| match model.n_experts(li) {
+        0 => 5 * samples.len() + Proj::ALL.len() + usize::from(plan.awq.is_some()),
+        e => 6 * samples.len() + 4 + 2 * e,
+    };
+    let total = (0..blocks).map(units).sum::<usize>() + samples.len() + 1;
     let cache = model.new_cache(seq_len.max(1))?;
     let mut d = Driver {
         model,
@@ -103,12 +134,13 @@ pub fn quantize_model(
         plan,
         progress,
         done: 0,
-        total: blocks * per_block + samples.len() + 1,
+        total,
         cache,
         result: LayerwiseResult {
             tensors: BTreeMap::new(),
             values: BTreeMap::new(),
             reports: Vec::new(),
+            coverage: BTreeMap::new(),
             awq: Vec::new(),
             seconds: Timings::default(),
         },
@@ -132,7 +164,8 @@ pub fn quantize_model(
     let (shape, w) = source.tensor_f32(head)?;
     source.release(&source.tensor(head)?);
     if let Some(target) = format_for(head, &shape) {
-        d.round(head, target, shape[0], shape[1], &w, &h, None)?;
+        let (_, q) = d.round(head, target, shape[0], shape[1], &w, &h, None, plan.gptq)?;
+        d.result.tensors.insert(head.to_string(), q);
     }
     progress(Progress { done: d.total, total: d.total, what: "done" });
     Ok(d.result)
@@ -167,7 +200,7 @@ impl Driver<'_> {
     fn block(&mut self, li: usize, rows: &mut [(Vec<f32>, usize)]) -> Result<(), QuantError> {
         let mut weights = BlockWeights::new();
         let mut targets = BTreeMap::new();
-        for p in Proj::ALL {
+        for p in Proj::ALL.into_iter().filter(|&p| self.model.projection(li, p).is_some()) {
             let name = p.tensor_name(li);
             let (shape, w) = self.source.tensor_f32(&name)?;
             // The mapped pages were only needed for this copy.
@@ -209,6 +242,14 @@ impl Driver<'_> {
             heads.push(out);
         }
         self.round_site(li, Site::AttnOut, &h, &weights, &targets)?;
+        if self.model.n_experts(li) > 0 {
+            for (i, ((x, n), heads)) in rows.iter_mut().zip(heads).enumerate() {
+                self.step(&format!("block {li}: attention output {}/{total}", i + 1), 1);
+                let out = self.timed(|m, _| m.attention_output_of(li, &heads, *n))?;
+                add_rows(x, &out);
+            }
+            return self.experts(li, rows);
+        }
         // gate, up: the MLP norm's output, after attention joins the residual.
         let mut h = self.hessian(Site::MlpIn);
         for (i, ((x, n), heads)) in rows.iter_mut().zip(heads).enumerate() {
@@ -233,6 +274,59 @@ impl Driver<'_> {
             let out = self.timed(|m, _| {
                 m.mlp_output_of(li, &m.mlp_hidden_of(li, &m.site_input(li, Site::MlpIn, x, *n)?, *n)?, *n)
             })?;
+            add_rows(x, &out);
+        }
+        Ok(())
+    }
+
+    /// The experts of block `li`, stack by stack (gate/up, then down under the rounded gate/up): each expert's
+    /// Hessian from the rows routed to it, then GPTQ (or round to nearest when the plan has no GPTQ or the expert
+    /// saw too few tokens). `rows` leave as the block's output.
+    fn experts(&mut self, li: usize, rows: &mut [(Vec<f32>, usize)]) -> Result<(), QuantError> {
+        let (experts, total) = (self.model.n_experts(li), rows.len());
+        for m in ExpertMatrix::ALL {
+            let name = m.tensor_name(li);
+            let stack = ExpertStack::named(self.source, &name)?;
+            let Some(target) = (self.format_for)(&name, &[stack.experts, stack.rows, stack.cols]) else {
+                self.done += total + experts;
+                continue;
+            };
+            let mut seen = ExpertHessians {
+                site: m.site(),
+                hessians: (0..experts).map(|_| Hessian::new(stack.cols)).collect(),
+                seconds: 0.0,
+            };
+            for (i, (x, n)) in rows.iter().enumerate() {
+                self.step(&format!("block {li}: {m:?} inputs of the experts {}/{total}", i + 1), 1);
+                self.timed(|model, _| {
+                    model.ffn_output_of(li, &model.site_input(li, Site::MlpIn, x, *n)?, *n, &mut seen)
+                })?;
+            }
+            self.result.seconds.forward -= seen.seconds;
+            self.result.seconds.hessians += seen.seconds;
+            let mut parts = Vec::with_capacity(experts);
+            let mut coverage = ExpertCoverage { tokens: Vec::new(), rounded_to_nearest: Vec::new() };
+            for (e, h) in seen.hessians.iter().enumerate() {
+                let expert = format!("{name}[{e}]");
+                self.step(&format!("block {li}: rounding {expert}"), 1);
+                let thin = (h.tokens() as u64) < MIN_EXPERT_TOKENS;
+                coverage.tokens.push(h.tokens());
+                if thin {
+                    coverage.rounded_to_nearest.push(e);
+                }
+                let w = stack.expert_f32(self.source, e)?;
+                let gptq = self.plan.gptq.filter(|_| !thin);
+                let (values, q) = self.round(&expert, target, stack.rows, stack.cols, &w, h, None, gptq)?;
+                self.model.set_expert(li, m, e, Box::new(DenseF32::new(values.into(), stack.rows, stack.cols)))?;
+                parts.push(q);
+            }
+            let stacked = stacked(parts).map_err(|what| QuantError::Tensor { tensor: name.clone(), what })?;
+            self.result.tensors.insert(name.clone(), stacked);
+            self.result.coverage.insert(name, coverage);
+        }
+        for (i, (x, n)) in rows.iter_mut().enumerate() {
+            self.step(&format!("block {li}: block output {}/{total}", i + 1), 1);
+            let out = self.timed(|m, _| m.ffn_output_of(li, &m.site_input(li, Site::MlpIn, x, *n)?, *n, &mut ()))?;
             add_rows(x, &out);
         }
         Ok(())
@@ -274,15 +368,16 @@ impl Driver<'_> {
             let (Some(&target), Some((rows, cols, w))) = (targets.get(p), weights.get(p)) else { continue };
             // AWQ's clip search leaves q and k alone: their error shows only through the attention scores.
             let clip = self.plan.awq.filter(|o| o.clip && !matches!(p, Proj::Q | Proj::K)).map(|o| o.grid / 2);
-            let values = self.round(&name, target, *rows, *cols, w, h, clip)?;
+            let (values, q) = self.round(&name, target, *rows, *cols, w, h, clip, self.plan.gptq)?;
+            self.result.tensors.insert(name, q);
             self.model.set_projection(li, *p, Box::new(DenseF32::new(values.into(), *rows, *cols)))?;
         }
         Ok(())
     }
 
-    /// Rounds one tensor onto `target` with the Hessian `h` of its input: GPTQ when the plan has it, else round to
-    /// nearest (group formats with AWQ's clip search of `clip` steps when given: the reference's 20-point grid over
-    /// shrink factors down to ½). Records it; returns its values.
+    /// Rounds one tensor onto `target` with the Hessian `h` of its input: GPTQ with `gptq`, else round to nearest
+    /// (group formats with AWQ's clip search of `clip` steps when given: the reference's 20-point grid over shrink
+    /// factors down to ½). Reports it; returns its values and its packed form.
     #[allow(clippy::too_many_arguments)]
     fn round(
         &mut self,
@@ -293,10 +388,11 @@ impl Driver<'_> {
         w: &[f32],
         h: &Hessian,
         clip: Option<usize>,
-    ) -> Result<Vec<f32>, QuantError> {
+        gptq_options: Option<GptqOptions>,
+    ) -> Result<(Vec<f32>, Quantized), QuantError> {
         let start = Instant::now();
         let tensor_err = |what: String| QuantError::Tensor { tensor: name.to_string(), what };
-        let (values, quantized, gptq_figures) = match (self.plan.gptq, target) {
+        let (values, quantized, gptq_figures) = match (gptq_options, target) {
             (Some(opts), Target::Group(format)) => {
                 let grid = GroupGrid(format);
                 let out = gptq(&grid, w, rows, cols, h, opts).map_err(|e| tensor_err(format!("GPTQ: {e}")))?;
@@ -331,15 +427,52 @@ impl Driver<'_> {
         };
         let output_error = output_error(w, &values, cols, h);
         self.result.seconds.rounding += start.elapsed().as_secs_f64();
-        self.result.tensors.insert(name.to_string(), quantized);
         self.result.reports.push(TensorReport {
             name: name.to_string(),
             format: target.name(),
             gptq: gptq_figures,
             output_error,
         });
-        Ok(values)
+        Ok((values, quantized))
     }
+}
+
+/// Accumulates each expert's Hessian from the rows routed to it at one site.
+struct ExpertHessians {
+    site: Site,
+    hessians: Vec<Hessian>,
+    /// Time spent adding to them.
+    seconds: f64,
+}
+
+impl Observer for ExpertHessians {
+    fn observe(&mut self, _: usize, _: Site, _: &[f32], _: usize) {}
+
+    fn observe_expert(&mut self, _block: usize, site: Site, expert: usize, _experts: usize, x: &[f32], n: usize) {
+        if let (true, Some(h)) = (site == self.site, self.hessians.get_mut(expert)) {
+            let start = Instant::now();
+            h.add(x, n);
+            self.seconds += start.elapsed().as_secs_f64();
+        }
+    }
+}
+
+/// The experts' matrices of a stack as one, their rows one after another (how a native directory stores it).
+fn stacked(parts: Vec<Quantized>) -> Result<Quantized, String> {
+    let mut out: Option<GroupMatrix> = None;
+    for part in parts {
+        let Quantized::Group(m) = part else { return Err("GGUF types for expert stacks are not built".into()) };
+        match &mut out {
+            None => out = Some(m),
+            Some(o) => {
+                o.rows += m.rows;
+                o.codes.extend_from_slice(&m.codes);
+                o.scales.extend_from_slice(&m.scales);
+                o.zeros.extend_from_slice(&m.zeros);
+            }
+        }
+    }
+    out.map(Quantized::Group).ok_or_else(|| "a stack without experts".to_string())
 }
 
 /// `tr(ΔW·H·ΔWᵀ)/rows`: the mean over output rows of the rounding's squared output error on the calibration inputs

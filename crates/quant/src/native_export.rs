@@ -48,7 +48,7 @@ impl NativeScheme {
     fn storage_for(&self, name: &str, shape: &[usize]) -> Option<Storage> {
         match self {
             NativeScheme::Rtn(s) => s.format_for(name, shape).map(Storage::group),
-            NativeScheme::Nf4 => crate::nf4::quantizable(shape).then(Storage::nf4),
+            NativeScheme::Nf4 => crate::nf4::quantizable(name, shape).then(Storage::nf4),
         }
     }
 
@@ -62,8 +62,10 @@ impl NativeScheme {
                 rows * (f.row_bytes(cols) + f.n_groups(cols) * if sym { 2 } else { 3 }) as u64
             }
             Some(Storage::Nf4 { .. }) => {
-                let blocks = n / nf4::BLOCK as u64;
-                blocks * (BLOCK_BYTES as u64 + 1) + 4 * blocks.div_ceil(NESTED_BLOCK as u64) + 4
+                // A stack's experts are quantized one by one, each with its own chunks and offset.
+                let experts = if shape.len() == 3 { shape[0] as u64 } else { 1 };
+                let blocks = n / experts.max(1) / nf4::BLOCK as u64;
+                experts * (blocks * (BLOCK_BYTES as u64 + 1) + 4 * blocks.div_ceil(NESTED_BLOCK as u64) + 4)
             }
             Some(Storage::Plain { .. }) | None => n * plain_dtype(name, shape).block_bytes() as u64,
         }
@@ -166,12 +168,6 @@ pub fn export(
         let reader = MatrixReader::new(source, source_name)?;
         let (name, shape) = (reader.name().to_string(), reader.shape());
         let spec_name = name.clone();
-        if reader.is_stack() && prepared.is_some() {
-            return Err(FormatError::Unsupported {
-                path: source.path().to_path_buf(),
-                what: format!("{name}: calibrated methods (GPTQ, AWQ) for mixture-of-experts weights"),
-            });
-        }
         let storage = match scheme.storage_for(&name, &shape) {
             Some(Storage::Group { bits, group, sym }) => {
                 let f = GroupFormat { bits, group, sym };
@@ -222,7 +218,8 @@ pub fn export(
                             let (part_rows, values) = reader.part(p)?;
                             let part_weights =
                                 weights.get(if reader.is_stack() { p } else { 0 }).and_then(|w| w.as_deref());
-                            let m = quantize_tensor(&name, f, &values, part_rows, cols, part_weights)?;
+                            let what = format!("{name} ({})", reader.part_label(p));
+                            let m = quantize_tensor(&what, f, &values, part_rows, cols, part_weights)?;
                             w.write_all(&m.codes).map_err(io(path))?;
                             scales.extend_from_slice(&m.scales);
                             zeros.extend_from_slice(&m.zeros);
@@ -234,29 +231,49 @@ pub fn export(
                 Storage::group(f)
             }
             Some(storage @ Storage::Nf4 { .. }) => {
-                if reader.is_stack() {
-                    return Err(FormatError::Unsupported {
-                        path: source.path().to_path_buf(),
-                        what: format!("{name}: nf4 for mixture-of-experts weights (the group formats hold them)"),
-                    });
-                }
-                let (rows, cols) = (shape[0], shape[1]);
-                let blocks = rows * cols / nf4::BLOCK;
-                let chunks = blocks.div_ceil(NESTED_BLOCK);
+                // A matrix is quantized whole (its offset is the mean of all its block scales); a stack expert by
+                // expert, each as a matrix of its own (`lowbit_formats::native::nf4`).
+                let (experts, rows, cols) = match shape[..] {
+                    [experts, rows, cols] => (experts, rows, cols),
+                    _ => (1, shape[0], shape[1]),
+                };
+                let chunks = (rows * cols / nf4::BLOCK).div_ceil(NESTED_BLOCK);
+                let (nested_shape, offset_shape) =
+                    if reader.is_stack() { (vec![experts, chunks], vec![experts]) } else { (vec![chunks], vec![1]) };
                 summary.tensor_bytes += scheme.stored_bytes(&name, &shape);
                 writer.add(
                     vec![
-                        (codes_name(&name), DType::U8, vec![rows, cols / 2]),
-                        (absmax_name(&name), DType::U8, vec![rows, cols / nf4::BLOCK]),
-                        (nested_absmax_name(&name), DType::F32, vec![chunks]),
-                        (offset_name(&name), DType::F32, vec![1]),
+                        (codes_name(&name), DType::U8, vec![experts * rows, cols / 2]),
+                        (absmax_name(&name), DType::U8, vec![experts * rows, cols / nf4::BLOCK]),
+                        (nested_absmax_name(&name), DType::F32, nested_shape),
+                        (offset_name(&name), DType::F32, offset_shape),
                     ],
                     Box::new(move |w: &mut dyn Write| {
                         progress(i, &name);
-                        let (_, values) = source.tensor_f32(&name)?;
-                        let m = crate::nf4::quantize_tensor(&name, &values, rows, cols)?;
                         let path = Path::new(SINGLE_FILE);
-                        for part in [&m.codes[..], &m.absmax, &m.nested_absmax, &m.offset] {
+                        // Codes go out part by part (an expert, or a slice of a matrix's rows); a matrix's double
+                        // quantization needs all its block maxima (one f32 per 64 weights), so the small scales
+                        // follow at the end.
+                        let matrices: Vec<Vec<usize>> = match reader.is_stack() {
+                            true => (0..experts).map(|e| vec![e]).collect(),
+                            false => vec![(0..reader.parts()).collect()],
+                        };
+                        let (mut absmax, mut nested, mut offsets) = (Vec::new(), Vec::new(), Vec::new());
+                        for parts in matrices {
+                            let mut maxima = Vec::new();
+                            for p in parts {
+                                let (part_rows, values) = reader.part(p)?;
+                                let what = format!("{name} ({})", reader.part_label(p));
+                                let (codes, a) = crate::nf4::encode_rows(&what, &values, part_rows, cols)?;
+                                w.write_all(&codes).map_err(io(path))?;
+                                maxima.extend_from_slice(&a);
+                            }
+                            let (q, chunks, offset) = nf4::double_quantize(&maxima);
+                            absmax.extend_from_slice(&q);
+                            nested.extend_from_slice(&chunks);
+                            offsets.extend_from_slice(&offset);
+                        }
+                        for part in [&absmax, &nested, &offsets] {
                             w.write_all(part).map_err(io(path))?;
                         }
                         Ok(())
@@ -428,6 +445,15 @@ impl<'s> MatrixReader<'s> {
             ReaderKind::Stack(s) => s.experts,
             ReaderKind::Rows { shape, .. } => shape[0].div_ceil(SLICE_ROWS),
             ReaderKind::Whole { .. } => 1,
+        }
+    }
+
+    /// Which of the matrix's rows part `p` holds, for error messages.
+    fn part_label(&self, p: usize) -> String {
+        match &self.kind {
+            ReaderKind::Stack(_) => format!("expert {p}"),
+            ReaderKind::Rows { .. } => format!("rows from {}", p * SLICE_ROWS),
+            ReaderKind::Whole { .. } => "all rows".into(),
         }
     }
 

@@ -65,6 +65,48 @@ fn check(variant: &str, bits: u8) -> Vec<f32> {
     errors
 }
 
+/// NF4 expert by expert: each expert of a stack whose rows are whole blocks of 64 is its own NF4 matrix (own
+/// offset and chunk scales), reading back as the reference quantizer's NF4 of that expert; stacks of other widths,
+/// the router and the biases stay wide; the model runs from the directory close to the f32 reference.
+#[test]
+fn nf4_quantizes_each_expert_on_its_own() {
+    use lowbit_formats::native::nf4;
+    let source = ModelSource::open(&fixture("tiny_mxfp4")).unwrap();
+    let out = std::env::temp_dir().join(format!("lowbit-native-moe-nf4-{}", std::process::id()));
+    export(&source, &out, &NativeScheme::Nf4, None, None, &|_, _| {}).unwrap();
+    let native = ModelSource::open(&out).unwrap();
+    let ModelSource::Native(m) = &native else { panic!("not a native directory") };
+    for block in 0..2 {
+        // gate/up rows are 64 wide (one NF4 block); down's are 96, which NF4's blocks of 64 do not divide.
+        let name = format!("blk.{block}.ffn_gate_up_exps.weight");
+        assert!(matches!(m.spec(&name).unwrap().storage, Storage::Nf4 { .. }), "{name}");
+        let src = ExpertStack::named(&source, &name).unwrap();
+        let back = ExpertStack::named(&native, &name).unwrap();
+        assert_eq!((back.experts, back.rows, back.cols), (src.experts, src.rows, src.cols));
+        for e in 0..src.experts {
+            let want = nf4::quantize(&src.expert_f32(&source, e).unwrap(), src.rows, src.cols).unwrap();
+            assert_eq!(back.expert_f32(&native, e).unwrap(), want.view().dequantize(), "{name} expert {e}");
+        }
+        for wide in ["ffn_down_exps.weight", "ffn_gate_inp.weight", "ffn_gate_up_exps.bias", "ffn_down_exps.bias"] {
+            let storage = &m.spec(&format!("blk.{block}.{wide}")).unwrap().storage;
+            assert!(matches!(storage, Storage::Plain { .. }), "{wide}: {storage:?}");
+        }
+    }
+    let reference = logits(&Model::load(&source, &F32Factory).unwrap());
+    let quantized = logits(&Model::load(&native, &GroupFactory::new(&native)).unwrap());
+    std::fs::remove_dir_all(&out).unwrap();
+    let mag = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let errors: Vec<f32> = reference
+        .chunks(512)
+        .zip(quantized.chunks(512))
+        .map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max) / mag)
+        .collect();
+    println!("tiny_mxfp4 nf4: max |logit error| per position, relative to max |logit| {mag:.2}: {errors:.3?}");
+    // As int4-g32's (a mean of 0.33): this random model's logits move a third of their largest at 4 bits.
+    let mean = errors.iter().sum::<f32>() / errors.len() as f32;
+    assert!(mean < 0.45, "mean {mean}: {errors:?}");
+}
+
 /// At most `flips` positions beyond `bound` (relative error).
 fn within(errors: &[f32], bound: f32, flips: usize) -> bool {
     errors.iter().filter(|&&e| e > bound).count() <= flips
@@ -139,5 +181,105 @@ fn experts_are_weighted_by_their_own_routed_tokens() {
     }
     println!("{weighted} expert matrices weighted, {thin} rounded unweighted");
     assert!(weighted > 0 && thin > 0, "both rules exercised: {weighted} weighted, {thin} unweighted");
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+/// GPTQ expert by expert through the layer-by-layer driver: each expert's Hessian holds the rows of the tokens
+/// routed to it, an expert routed fewer than `MIN_EXPERT_TOKENS` is rounded to nearest (bit for bit the plain
+/// quantizer's rounding), GPTQ lowers the other experts' output error below round to nearest on the same inputs,
+/// and the exported directory holds exactly the driver's rounding of every expert.
+#[test]
+fn gptq_rounds_each_expert_on_its_routed_tokens() {
+    use lowbit_quant::gptq::GptqOptions;
+    use lowbit_quant::grid::{Quantized, Target};
+    use lowbit_quant::imatrix::MIN_EXPERT_TOKENS;
+    use lowbit_quant::layerwise::{quantize_model, LayerwiseResult, Plan};
+    use lowbit_quant::native_export::Prepared;
+    use std::collections::BTreeMap;
+
+    let source = ModelSource::open(&fixture("tiny_mxfp4")).unwrap();
+    let scheme = RtnScheme::new(4, Some(32), true).unwrap();
+    let chunks: Vec<Vec<u32>> = (0..6).map(|c| (0..24).map(|i| (i * 97 + c * 31 + 7) % 512).collect()).collect();
+    // Only the experts are rounded, so both runs give block 0's experts the same inputs.
+    let experts_only = |name: &str, shape: &[usize]| {
+        scheme.format_for(name, shape).filter(|_| name.contains("_exps")).map(Target::Group)
+    };
+    let run = |plan: Plan| -> LayerwiseResult {
+        let mut model = Model::load(&source, &F32Factory).unwrap();
+        quantize_model(&mut model, &source, &chunks, &experts_only, plan, &|_| {}).unwrap()
+    };
+    let gptq = run(Plan { awq: None, gptq: Some(GptqOptions::default()) });
+    let rtn = run(Plan::default());
+    let error = |r: &LayerwiseResult, name: &str| r.reports.iter().find(|t| t.name == name).unwrap().output_error;
+
+    let (mut by_gptq, mut thin) = (0, 0);
+    let (mut gptq_error, mut rtn_error) = (0.0, 0.0);
+    for block in 0..2 {
+        let mut per_stack = Vec::new();
+        for stack in ["ffn_gate_up_exps", "ffn_down_exps"] {
+            let name = format!("blk.{block}.{stack}.weight");
+            let coverage = &gptq.coverage[&name];
+            // Every token goes to 2 of the 4 experts.
+            assert_eq!(coverage.tokens.iter().sum::<usize>(), 2 * 6 * 24, "{name}");
+            let src = ExpertStack::named(&source, &name).unwrap();
+            let f = scheme.format_for(&name, &[src.experts, src.rows, src.cols]).unwrap();
+            let Quantized::Group(m) = &gptq.tensors[&name] else { panic!("{name}: not a group matrix") };
+            let Quantized::Group(r) = &rtn.tensors[&name] else { panic!("{name}: not a group matrix") };
+            let (values, rtn_values) = (m.view().dequantize(), r.view().dequantize());
+            let n = src.rows * src.cols;
+            for e in 0..src.experts {
+                let plain = group::quantize(f, &src.expert_f32(&source, e).unwrap(), src.rows, src.cols).unwrap();
+                let plain = plain.view().dequantize();
+                assert_eq!(rtn_values[e * n..(e + 1) * n], plain[..], "{name} expert {e}: round to nearest");
+                let fell_back = (coverage.tokens[e] as u64) < MIN_EXPERT_TOKENS;
+                assert_eq!(coverage.rounded_to_nearest.contains(&e), fell_back, "{name} expert {e}");
+                if fell_back {
+                    assert_eq!(values[e * n..(e + 1) * n], plain[..], "{name} expert {e}: too few tokens for GPTQ");
+                    thin += 1;
+                } else {
+                    assert!(gptq.reports.iter().any(|t| t.name == format!("{name}[{e}]") && t.gptq.is_some()));
+                    by_gptq += 1;
+                    if block == 0 && stack == "ffn_gate_up_exps" {
+                        let expert = format!("{name}[{e}]");
+                        gptq_error += error(&gptq, &expert);
+                        rtn_error += error(&rtn, &expert);
+                    }
+                }
+            }
+            per_stack.push(coverage.tokens.clone());
+        }
+        // gate/up and down of an expert see the same tokens.
+        assert_eq!(per_stack[0], per_stack[1]);
+    }
+    println!("{by_gptq} expert matrices by GPTQ, {thin} rounded to nearest; block 0 gate/up output error {gptq_error:.4} (round to nearest {rtn_error:.4})");
+    assert!(by_gptq > 0 && thin > 0, "both rules exercised: {by_gptq} by GPTQ, {thin} to nearest");
+    assert!(gptq_error < 0.8 * rtn_error, "GPTQ {gptq_error} against round to nearest {rtn_error}");
+
+    let out = std::env::temp_dir().join(format!("lowbit-native-moe-gptq-{}", std::process::id()));
+    let tensors: BTreeMap<String, _> = gptq
+        .tensors
+        .iter()
+        .map(|(name, q)| match q {
+            Quantized::Group(m) => (name.clone(), m.clone()),
+            Quantized::Gguf { .. } => panic!("{name}: GGUF blocks"),
+        })
+        .collect();
+    let prepared = Prepared {
+        method: "gptq".into(),
+        tensors,
+        values: BTreeMap::new(),
+        act_scales: BTreeMap::new(),
+        details: serde_json::json!({}),
+    };
+    export(&source, &out, &NativeScheme::Rtn(scheme), Some(&prepared), None, &|_, _| {}).unwrap();
+    let native = ModelSource::open(&out).unwrap();
+    for (name, m) in &prepared.tensors {
+        let back = ExpertStack::named(&native, name).unwrap();
+        let values = m.view().dequantize();
+        let n = back.rows * back.cols;
+        for e in 0..back.experts {
+            assert_eq!(back.expert_f32(&native, e).unwrap(), values[e * n..(e + 1) * n], "{name} expert {e}");
+        }
+    }
     std::fs::remove_dir_all(&out).unwrap();
 }

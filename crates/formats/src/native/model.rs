@@ -11,7 +11,7 @@ use crate::error::{FormatError, Result};
 use crate::gguf::GgufFile;
 use crate::hf_config::read_json;
 use crate::native::group::{GroupFormat, GroupView};
-use crate::native::nf4::{self, Nf4View};
+use crate::native::nf4::{self, Nf4Stack, Nf4View};
 use crate::native::qconfig::{
     absmax_name, codes_name, nested_absmax_name, offset_name, scales_name, zeros_name, QuantizationConfig, Storage,
     TensorSpec,
@@ -29,6 +29,8 @@ pub enum NativeTensor<'a> {
     },
     Group(GroupView<'a>),
     Nf4(Nf4View<'a>),
+    /// Mixture-of-experts weights, each expert's matrix quantized on its own.
+    Nf4Stack(Nf4Stack<'a>),
 }
 
 /// An open native directory.
@@ -181,19 +183,21 @@ impl NativeModel {
                         ),
                     });
                 }
-                let [rows, cols] = spec.shape[..] else {
-                    return Err(FormatError::Invalid(format!("shape {:?}: nf4 holds matrices", spec.shape)));
-                };
                 let part = |name: String, dtype| self.part(&name, dtype).map(|t| self.file.data(t));
-                Nf4View::new(
-                    rows,
-                    cols,
-                    part(codes_name(&spec.name), DType::U8)?,
-                    part(absmax_name(&spec.name), DType::U8)?,
-                    part(nested_absmax_name(&spec.name), DType::F32)?,
-                    part(offset_name(&spec.name), DType::F32)?,
-                )
-                .map(NativeTensor::Nf4)
+                let codes = part(codes_name(&spec.name), DType::U8)?;
+                let absmax = part(absmax_name(&spec.name), DType::U8)?;
+                let nested = part(nested_absmax_name(&spec.name), DType::F32)?;
+                let offset = part(offset_name(&spec.name), DType::F32)?;
+                match spec.shape[..] {
+                    [rows, cols] => Nf4View::new(rows, cols, codes, absmax, nested, offset).map(NativeTensor::Nf4),
+                    [experts, rows, cols] => {
+                        Nf4Stack::new(experts, rows, cols, codes, absmax, nested, offset).map(NativeTensor::Nf4Stack)
+                    }
+                    _ => Err(FormatError::Invalid(format!(
+                        "shape {:?}: nf4 holds matrices and stacks of them",
+                        spec.shape
+                    ))),
+                }
             }
         }
     }
@@ -241,6 +245,7 @@ impl NativeModel {
             NativeTensor::Plain { data, .. } => data.len(),
             NativeTensor::Group(v) => v.codes.len() + v.scales.len() + v.zeros.len(),
             NativeTensor::Nf4(v) => v.codes.len() + v.absmax.len() + v.nested_absmax.len() + 4,
+            NativeTensor::Nf4Stack(s) => s.stored_bytes(),
         })
     }
 }

@@ -40,6 +40,11 @@
 //! | `NAME.nested_absmax` | F32 | `[ceil(rows·cols/64 / 256)]` | `A` of every chunk |
 //! | `NAME.offset` | F32 | `[1]` | the mean |
 //!
+//! A stack of matrices (mixture-of-experts weights, `[experts, rows, cols]`) is quantized expert by expert, each
+//! with its own offset and chunks, so that one expert is written and read without the others: `NAME.qweight`
+//! `[experts·rows, cols/2]`, `NAME.absmax` `[experts·rows, cols/64]`, `NAME.nested_absmax`
+//! `[experts, ceil(rows·cols/64 / 256)]` and `NAME.offset` `[experts]`, each the experts' parts one after another.
+//!
 //! The 32 bytes of a block are two sub-blocks of 32 codes in the layout of lowbit's INT4 group format
 //! (`super::group`): byte `j` of a sub-block holds code `j` in its low nibble and code `j + 16` in its
 //! high nibble. bitsandbytes instead packs consecutive codes into one byte, the first in the high
@@ -261,9 +266,89 @@ impl<'a> Nf4View<'a> {
     }
 }
 
+/// A stack of NF4 matrices, each quantized on its own (see the module documentation), checked for consistent
+/// sizes.
+#[derive(Clone, Copy, Debug)]
+pub struct Nf4Stack<'a> {
+    pub experts: usize,
+    pub rows: usize,
+    pub cols: usize,
+    codes: &'a [u8],
+    absmax: &'a [u8],
+    nested_absmax: &'a [u8],
+    offsets: &'a [u8],
+}
+
+impl<'a> Nf4Stack<'a> {
+    /// Checks every part's length against the shape, and every expert's scales.
+    pub fn new(
+        experts: usize,
+        rows: usize,
+        cols: usize,
+        codes: &'a [u8],
+        absmax: &'a [u8],
+        nested_absmax: &'a [u8],
+        offsets: &'a [u8],
+    ) -> Result<Nf4Stack<'a>> {
+        check_shape(rows, cols)?;
+        let too_large = || FormatError::Invalid(format!("nf4 stack {experts}×{rows}×{cols}: too large"));
+        let (blocks, chunks) = counts(rows, cols).ok_or_else(too_large)?;
+        let parts = [
+            ("codes", codes.len(), blocks.checked_mul(BLOCK_BYTES)),
+            ("absmax", absmax.len(), Some(blocks)),
+            ("nested_absmax", nested_absmax.len(), chunks.checked_mul(4)),
+            ("offset", offsets.len(), Some(4)),
+        ];
+        for (what, got, per_expert) in parts {
+            if per_expert.and_then(|p| p.checked_mul(experts)) != Some(got) {
+                return Err(FormatError::Invalid(format!(
+                    "nf4 stack {experts}×{rows}×{cols}: {what} has {got} bytes, want {experts} × {per_expert:?}"
+                )));
+            }
+        }
+        let stack = Nf4Stack { experts, rows, cols, codes, absmax, nested_absmax, offsets };
+        for e in 0..experts {
+            stack.expert(e)?;
+        }
+        Ok(stack)
+    }
+
+    /// Expert `e`'s matrix.
+    pub fn expert(&self, e: usize) -> Result<Nf4View<'a>> {
+        if e >= self.experts {
+            return Err(FormatError::Invalid(format!("expert {e} of an nf4 stack of {}", self.experts)));
+        }
+        let part = |bytes: &'a [u8]| {
+            let per = bytes.len() / self.experts;
+            &bytes[e * per..(e + 1) * per]
+        };
+        let (codes, absmax, nested, offset) =
+            (part(self.codes), part(self.absmax), part(self.nested_absmax), part(self.offsets));
+        Nf4View::new(self.rows, self.cols, codes, absmax, nested, offset)
+    }
+
+    /// The codes of every expert.
+    pub fn codes(&self) -> &'a [u8] {
+        self.codes
+    }
+
+    /// Bytes of all parts together.
+    pub fn stored_bytes(&self) -> usize {
+        self.codes.len() + self.absmax.len() + self.nested_absmax.len() + self.offsets.len()
+    }
+}
+
 /// Quantizes `values`, `rows × cols` row-major (rules in the module documentation). Errors name the
 /// row and column of a non-finite value.
 pub fn quantize(values: &[f32], rows: usize, cols: usize) -> Result<Nf4Matrix> {
+    let (codes, absmax) = encode_rows(values, rows, cols)?;
+    let (absmax, nested_absmax, offset) = double_quantize(&absmax);
+    Ok(Nf4Matrix { rows, cols, codes, absmax, nested_absmax, offset })
+}
+
+/// [`quantize`]'s first step, for whole rows of a matrix: their codes and exact block maxima, which depend on
+/// those rows alone (so a writer can stream a large matrix through it a slice of rows at a time).
+pub fn encode_rows(values: &[f32], rows: usize, cols: usize) -> Result<(Vec<u8>, Vec<f32>)> {
     check_shape(rows, cols)?;
     check_values(values, rows, cols)?;
     let mids = nf4_midpoints();
@@ -283,7 +368,13 @@ pub fn quantize(values: &[f32], rows: usize, cols: usize) -> Result<Nf4Matrix> {
         }
         absmax.push(a);
     }
-    let offset = (absmax.iter().fold(0.0f64, |s, &a| s + f64::from(a)) / absmax.len() as f64) as f32;
+    Ok((codes, absmax))
+}
+
+/// [`quantize`]'s second step: the block maxima of the whole matrix, row-major, double quantized: their 8-bit
+/// codes, the chunks' scales (little-endian f32 bytes) and the offset.
+pub fn double_quantize(absmax: &[f32]) -> (Vec<u8>, Vec<u8>, [u8; 4]) {
+    let offset = (absmax.iter().fold(0.0f64, |s, &a| s + f64::from(a)) / absmax.len().max(1) as f64) as f32;
     let dmids = dynamic_midpoints();
     let mut q = vec![0u8; absmax.len()];
     let mut nested = Vec::with_capacity(4 * absmax.len().div_ceil(NESTED_BLOCK));
@@ -297,7 +388,7 @@ pub fn quantize(values: &[f32], rows: usize, cols: usize) -> Result<Nf4Matrix> {
         }
         nested.extend_from_slice(&a2.to_le_bytes());
     }
-    Ok(Nf4Matrix { rows, cols, codes, absmax: q, nested_absmax: nested, offset: offset.to_le_bytes() })
+    (q, nested, offset.to_le_bytes())
 }
 
 #[cfg(test)]
@@ -357,6 +448,35 @@ mod tests {
                 assert!((s - a).abs() <= 0.02 * a, "block {b}: scale {s} vs absmax {a}");
             }
         }
+    }
+
+    #[test]
+    fn a_stack_reads_each_expert_as_its_own_matrix() {
+        let (rows, cols) = (3, 128);
+        let experts: Vec<Nf4Matrix> = (0..2)
+            .map(|e| {
+                let w: Vec<f32> =
+                    (0..rows * cols).map(|i| ((i * 7 + e * 13) % 23) as f32 - 11.0 * (e + 1) as f32).collect();
+                quantize(&w, rows, cols).unwrap()
+            })
+            .collect();
+        let cat = |part: fn(&Nf4Matrix) -> &[u8]| experts.iter().flat_map(|m| part(m).to_vec()).collect::<Vec<u8>>();
+        let (codes, absmax) = (cat(|m| &m.codes), cat(|m| &m.absmax));
+        let (nested, offsets) = (cat(|m| &m.nested_absmax), cat(|m| &m.offset));
+        let stack = Nf4Stack::new(2, rows, cols, &codes, &absmax, &nested, &offsets).unwrap();
+        for (e, m) in experts.iter().enumerate() {
+            assert_eq!(stack.expert(e).unwrap().dequantize(), m.view().dequantize(), "expert {e}");
+        }
+        assert!(experts[0].offset != experts[1].offset, "each expert has its own offset");
+        assert_eq!(stack.stored_bytes(), codes.len() + absmax.len() + nested.len() + offsets.len());
+        assert!(stack.expert(2).is_err());
+        let err = |r: Result<Nf4Stack>| r.unwrap_err().to_string();
+        assert!(err(Nf4Stack::new(2, rows, cols, &codes, &absmax[1..], &nested, &offsets)).contains("absmax"));
+        assert!(err(Nf4Stack::new(3, rows, cols, &codes, &absmax, &nested, &offsets)).contains("codes"));
+        assert!(err(Nf4Stack::new(usize::MAX, rows, cols, &codes, &absmax, &nested, &offsets)).contains("codes"));
+        let mut bad = nested.clone();
+        bad[4..8].copy_from_slice(&f32::NAN.to_le_bytes());
+        assert!(err(Nf4Stack::new(2, rows, cols, &codes, &absmax, &bad, &offsets)).contains("non-finite"));
     }
 
     #[test]
