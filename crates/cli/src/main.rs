@@ -60,6 +60,7 @@ enum Command {
 }
 
 fn main() {
+    restore_sigpipe();
     let cli = Cli::parse();
     let threads = cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     lowbit_kernels::set_threads(threads);
@@ -80,6 +81,19 @@ fn main() {
         std::process::exit(1);
     }
 }
+
+/// Rust ignores SIGPIPE, so printing into a closed pipe (`lowbit inspect … | head`) would panic; a command-line
+/// tool should end quietly there, as the shell's own tools do.
+#[cfg(unix)]
+fn restore_sigpipe() {
+    // SAFETY: called first thing in main, before any thread starts; SIG_DFL is a valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn restore_sigpipe() {}
 
 /// The error and its causes on one line, leaving out a cause whose text the message before it
 /// already includes (many errors print their source as part of their own message).

@@ -443,3 +443,21 @@ fn chat_answers_each_line_of_stdin() {
     assert_eq!(answers.len(), 2, "{text:?}");
     assert!(answers.iter().all(|a| !a.trim().is_empty() && !a.contains("<|im_")), "{text:?}");
 }
+
+/// Output into a pipe whose reader has gone (`lowbit inspect … | head -1`) ends the command quietly, as SIGPIPE
+/// ends the shell's own tools, rather than with a panic.
+#[test]
+fn a_closed_pipe_ends_output_without_a_panic() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/reference/gpt-oss-20b/config.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lowbit"))
+        .args(["inspect", config])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "{stderr}");
+}
