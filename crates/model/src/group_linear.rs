@@ -1,8 +1,8 @@
 //! Weights in lowbit's group-wise integer formats (a native directory's `int4-g128-sym` and kin) and
 //! in NF4, multiplied natively by `lowbit_kernels::group` with int8-quantized activations.
 //!
-//! The codes are copied once from the memory-mapped file, in the file's layout (the kernels read it
-//! as is); the f16 scales and u8 zero points become one interleaved f32 pair per group
+//! The codes are read where the native directory's file is memory-mapped, in the file's layout (the kernels
+//! read it as is), so a build's weights sit in the page cache once; the f16 scales and u8 zero points become one interleaved f32 pair per group
 //! ([`GroupParams`]: scale and the zero point's term folded into a "min"), so the kernel reads one
 //! small stream of parameters beside the codes and converts nothing.
 //!
@@ -69,12 +69,24 @@ impl GroupLinear {
 
     /// A copy of a checked NF4 view, its block scales decoded.
     pub fn from_nf4(v: &Nf4View<'_>) -> GroupLinear {
+        GroupLinear::with_nf4_codes(v, WeightBytes::Owned(v.codes.to_vec()))
+    }
+
+    /// The NF4 matrix `v` of `source`, its codes read where the source maps them (a copy otherwise), as
+    /// [`GroupLinear::in_place`].
+    pub fn nf4_in_place(source: &ModelSource, v: &Nf4View<'_>) -> GroupLinear {
+        let codes =
+            source.mapped_range(v.codes).map_or_else(|| WeightBytes::Owned(v.codes.to_vec()), WeightBytes::Mapped);
+        GroupLinear::with_nf4_codes(v, codes)
+    }
+
+    fn with_nf4_codes(v: &Nf4View<'_>, codes: WeightBytes) -> GroupLinear {
         let params = (0..v.rows * v.row_blocks())
             .map(|b| GroupParams { scale: v.block_scale(b) / NF4_TABLE_SCALE, min: 0.0 })
             .collect();
         GroupLinear {
             layout: GroupLayout::table4(nf4::BLOCK, nf4_table()),
-            codes: WeightBytes::Owned(v.codes.to_vec()),
+            codes,
             params,
             rows: v.rows,
             cols: v.cols,
@@ -135,7 +147,7 @@ impl LinearFactory for GroupFactory<'_> {
             return Ok(Box::new(GroupLinear::in_place(self.source, &v, self.source.act_scale(tensor.name))));
         }
         match self.source.nf4_view(tensor.name) {
-            Some(v) => Ok(Box::new(GroupLinear::from_nf4(&v))),
+            Some(v) => Ok(Box::new(GroupLinear::nf4_in_place(self.source, &v))),
             None => NativeFactory::default().build(tensor),
         }
     }

@@ -202,7 +202,9 @@ fn experts(l: &Loader, base: &str, e: usize, rows: usize, cols: usize) -> Result
         }
         StackStorage::Nf4 { tensor } => {
             let stack = l.source.nf4_stack(tensor).ok_or_else(|| FormatError::MissingTensor(tensor.clone()))?;
-            (0..e).map(|i| Ok(Box::new(GroupLinear::from_nf4(&stack.expert(i)?)) as Box<dyn Linear>)).collect()
+            (0..e)
+                .map(|i| Ok(Box::new(GroupLinear::nf4_in_place(l.source, &stack.expert(i)?)) as Box<dyn Linear>))
+                .collect()
         }
         _ => (0..e)
             .map(|i| {
