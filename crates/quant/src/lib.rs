@@ -14,6 +14,7 @@ pub mod layerwise;
 pub mod linalg;
 pub mod native_export;
 pub mod nf4;
+pub mod palette;
 pub mod rtn;
 pub mod tensor_types;
 

@@ -23,6 +23,7 @@
 pub mod group;
 pub mod model;
 pub mod nf4;
+pub mod palette;
 pub mod qconfig;
 pub mod write;
 
@@ -31,6 +32,7 @@ use crate::error::{FormatError, Result};
 pub use group::{GroupFormat, GroupMatrix, GroupView};
 pub use model::{is_native_dir, NativeModel, NativeTensor};
 pub use nf4::{Nf4Matrix, Nf4View};
+pub use palette::{PaletteFormat, PaletteMatrix, PaletteView};
 pub use qconfig::{QuantizationConfig, Storage, TensorSpec};
 
 /// The quantization config's file name.
