@@ -81,8 +81,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let weighted = args.importance.imatrix.is_some() || args.importance.save_imatrix.is_some();
     anyhow::ensure!(
-        !weighted || args.native.method.as_deref().is_none_or(|m| m == "rtn"),
-        "--imatrix and --save-imatrix apply to GGUF --type and --method rtn"
+        !weighted || args.native.method.as_deref().is_none_or(|m| m == "rtn" || m == "palette"),
+        "--imatrix and --save-imatrix apply to GGUF --type and --method rtn|palette"
     );
     let imatrix = crate::importance::prepare(&args.importance, &args.model, &args.native.calib)?;
     let Some(ftype) = ftype else {

@@ -11,6 +11,7 @@ use crate::gguf::GgufFile;
 use crate::hf_config::read_json;
 use crate::mapped::MappedBytes;
 use crate::native::nf4::Nf4Stack;
+use crate::native::palette::PaletteView;
 use crate::native::{is_native_dir, GroupView, NativeModel, NativeTensor, Nf4View};
 use crate::safetensors::HfModel;
 
@@ -120,6 +121,7 @@ impl ModelSource {
                     NativeTensor::Group(v) => (DType::U8, v.codes),
                     NativeTensor::Nf4(v) => (DType::U8, v.codes),
                     NativeTensor::Nf4Stack(s) => (DType::U8, s.codes()),
+                    NativeTensor::Palette(v) => (DType::U8, v.codes),
                 };
                 Ok(TensorRef { name: &spec.name, dtype, shape: spec.shape.clone(), data })
             }
@@ -133,6 +135,9 @@ impl ModelSource {
             return Ok((vec![v.rows, v.cols], v.dequantize()));
         }
         if let Some(v) = self.nf4_view(name) {
+            return Ok((vec![v.rows, v.cols], v.dequantize()));
+        }
+        if let Some(v) = self.palette_view(name) {
             return Ok((vec![v.rows, v.cols], v.dequantize()));
         }
         let t = self.tensor(name)?;
@@ -200,6 +205,17 @@ impl ModelSource {
         match self {
             ModelSource::Native(m) => match m.tensor(name) {
                 Ok(NativeTensor::Nf4(v)) => Some(v),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// All parts of a palettized tensor of a native directory; `None` for any other tensor.
+    pub fn palette_view(&self, name: &str) -> Option<PaletteView<'_>> {
+        match self {
+            ModelSource::Native(m) => match m.tensor(name) {
+                Ok(NativeTensor::Palette(v)) => Some(v),
                 _ => None,
             },
             _ => None,

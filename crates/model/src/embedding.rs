@@ -7,7 +7,7 @@
 //! a whole-table dequantization gives, since every format dequantizes block by block.
 
 use lowbit_formats::dequant::dequantize_into;
-use lowbit_formats::native::{GroupMatrix, Nf4Matrix};
+use lowbit_formats::native::{GroupMatrix, Nf4Matrix, PaletteMatrix};
 use lowbit_formats::source::{ModelSource, TensorRef};
 use lowbit_formats::{DType, FormatError};
 
@@ -29,6 +29,7 @@ enum Table {
     /// A native directory's group-quantized matrix.
     Group(GroupMatrix),
     Nf4(Nf4Matrix),
+    Palette(PaletteMatrix),
 }
 
 impl Embedding {
@@ -44,6 +45,11 @@ impl Embedding {
                 offset: v.offset.to_le_bytes(),
             };
             return Ok(Embedding { rows: m.rows, cols: m.cols, table: Table::Nf4(m) });
+        }
+        if let Some(v) = source.palette_view(tensor.name) {
+            let (codes, lut, scales) = (v.codes.to_vec(), v.lut.to_vec(), v.scales.to_vec());
+            let m = PaletteMatrix { format: v.format, rows: v.rows, cols: v.cols, codes, lut, scales };
+            return Ok(Embedding { rows: m.rows, cols: m.cols, table: Table::Palette(m) });
         }
         let Some(v) = source.group_view(tensor.name) else { return Embedding::from_tensor(tensor) };
         let m = GroupMatrix {
@@ -91,6 +97,7 @@ impl Embedding {
             }
             Table::Group(m) => m.view().dequantize_row(token, out),
             Table::Nf4(m) => m.view().dequantize_row(token, out),
+            Table::Palette(m) => m.view().dequantize_row(token, out),
         }
     }
 
@@ -100,6 +107,7 @@ impl Embedding {
             Table::Blocks { data, .. } => data.len(),
             Table::Group(m) => m.codes.len() + m.scales.len() + m.zeros.len(),
             Table::Nf4(m) => m.codes.len() + m.absmax.len() + m.nested_absmax.len() + m.offset.len(),
+            Table::Palette(m) => m.codes.len() + m.lut.len() + m.scales.len(),
         }
     }
 }

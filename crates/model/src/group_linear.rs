@@ -18,7 +18,7 @@ use lowbit_formats::source::{ModelSource, TensorRef};
 use lowbit_formats::FormatError;
 use lowbit_kernels::group::{matmul_group_f32, GroupLayout, GroupParams};
 
-use crate::linear::{Linear, LinearFactory};
+use crate::linear::{DenseF32, Linear, LinearFactory};
 use crate::mxfp4_linear::WeightBytes;
 use crate::quant_linear::NativeFactory;
 
@@ -146,9 +146,13 @@ impl LinearFactory for GroupFactory<'_> {
         if let Some(v) = self.source.group_view(tensor.name) {
             return Ok(Box::new(GroupLinear::in_place(self.source, &v, self.source.act_scale(tensor.name))));
         }
-        match self.source.nf4_view(tensor.name) {
-            Some(v) => Ok(Box::new(GroupLinear::nf4_in_place(self.source, &v))),
-            None => NativeFactory::default().build(tensor),
+        if let Some(v) = self.source.nf4_view(tensor.name) {
+            return Ok(Box::new(GroupLinear::nf4_in_place(self.source, &v)));
         }
+        // Palettes have no look-up-table kernel yet: their matrices run dequantized, in f32.
+        if let Some(v) = self.source.palette_view(tensor.name) {
+            return Ok(Box::new(DenseF32::new(v.dequantize().into(), v.rows, v.cols)));
+        }
+        NativeFactory::default().build(tensor)
     }
 }

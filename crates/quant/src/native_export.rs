@@ -13,10 +13,13 @@ use std::path::Path;
 use lowbit_formats::gguf_write::GgufWriter;
 use lowbit_formats::native::nf4::{self, BLOCK_BYTES, NESTED_BLOCK};
 use lowbit_formats::native::qconfig::{
-    absmax_name, codes_name, nested_absmax_name, offset_name, scales_name, zeros_name, FORMAT_TAG, FORMAT_VERSION,
+    absmax_name, channel_scale_name, codes_name, lut_name, nested_absmax_name, offset_name, scales_name, zeros_name,
+    FORMAT_TAG, FORMAT_VERSION,
 };
 use lowbit_formats::native::write::{SafetensorsWriter, StagedDir};
-use lowbit_formats::native::{GroupFormat, GroupMatrix, QuantizationConfig, Storage, TensorSpec, METADATA_GGUF};
+use lowbit_formats::native::{
+    GroupFormat, GroupMatrix, PaletteFormat, QuantizationConfig, Storage, TensorSpec, METADATA_GGUF,
+};
 use lowbit_formats::safetensors::{CONFIG_FILE, SINGLE_FILE};
 use lowbit_formats::source::ModelSource;
 use lowbit_formats::{DType, FormatError, Result};
@@ -33,6 +36,8 @@ pub enum NativeScheme {
     Rtn(RtnScheme),
     /// NF4 with double quantization, blocks of 64 (`crate::nf4`).
     Nf4,
+    /// Look-up-table palettes by weighted k-means (`crate::palette`), `seed` fixing its draws.
+    Palette { format: PaletteFormat, seed: u64 },
 }
 
 impl NativeScheme {
@@ -41,6 +46,7 @@ impl NativeScheme {
         match self {
             NativeScheme::Rtn(s) => s.name(),
             NativeScheme::Nf4 => "nf4".into(),
+            NativeScheme::Palette { format, .. } => format.name(),
         }
     }
 
@@ -49,6 +55,10 @@ impl NativeScheme {
         match self {
             NativeScheme::Rtn(s) => s.format_for(name, shape).map(Storage::group),
             NativeScheme::Nf4 => crate::nf4::quantizable(name, shape).then(Storage::nf4),
+            // The matrices round to nearest quantizes (routers and biases stay wide); expert stacks not yet.
+            NativeScheme::Palette { format, .. } => (shape.len() == 2
+                && crate::rtn::quantized_cols(name, shape).is_some())
+            .then_some(Storage::palette(*format)),
         }
     }
 
@@ -67,6 +77,12 @@ impl NativeScheme {
                 let blocks = n / experts.max(1) / nf4::BLOCK as u64;
                 experts * (blocks * (BLOCK_BYTES as u64 + 1) + 4 * blocks.div_ceil(NESTED_BLOCK as u64) + 4)
             }
+            Some(Storage::Palette { bits, group_rows, channel_scale }) => {
+                let f = PaletteFormat { bits, group_rows, channel_scale };
+                let (rows, cols) = (shape[0] as u64, shape[1]);
+                let palettes = (f.n_palettes(shape[0]) * f.entries()) as u64;
+                rows * f.row_bytes(cols) as u64 + 2 * palettes + if channel_scale { 2 * rows } else { 0 }
+            }
             Some(Storage::Plain { .. }) | None => n * plain_dtype(name, shape).block_bytes() as u64,
         }
     }
@@ -76,6 +92,7 @@ impl NativeScheme {
         match self {
             NativeScheme::Rtn(s) => ("rtn", s.bits, s.group, s.sym),
             NativeScheme::Nf4 => ("nf4", 4, Some(nf4::BLOCK), true),
+            NativeScheme::Palette { format, .. } => ("palette", format.bits, format.group_rows, true),
         }
     }
 }
@@ -274,6 +291,37 @@ pub fn export(
                             offsets.extend_from_slice(&offset);
                         }
                         for part in [&absmax, &nested, &offsets] {
+                            w.write_all(part).map_err(io(path))?;
+                        }
+                        Ok(())
+                    }),
+                )?;
+                storage
+            }
+            Some(storage @ Storage::Palette { bits, group_rows, channel_scale }) => {
+                let NativeScheme::Palette { seed, .. } = *scheme else { unreachable!("palette storage, other scheme") };
+                let f = PaletteFormat { bits, group_rows, channel_scale };
+                let (rows, cols) = (shape[0], shape[1]);
+                let mut parts = vec![
+                    (codes_name(&name), DType::U8, vec![rows, f.row_bytes(cols)]),
+                    (lut_name(&name), DType::F16, vec![f.n_palettes(rows), f.entries()]),
+                ];
+                if channel_scale {
+                    parts.push((channel_scale_name(&name), DType::F16, vec![rows]));
+                }
+                summary.tensor_bytes += scheme.stored_bytes(&name, &shape);
+                writer.add(
+                    parts,
+                    Box::new(move |w: &mut dyn Write| {
+                        progress(i, &name);
+                        let weights =
+                            importance.map(|m| m.weights(&name, cols, 1)).transpose().map_err(imatrix_error)?;
+                        // A palette may span every row, so the matrix is clustered whole.
+                        let (_, values) = source.tensor_f32(&name)?;
+                        let m = crate::palette::palettize(f, &values, rows, cols, weights.flatten().as_deref(), seed)
+                            .map_err(|e| FormatError::Invalid(format!("tensor {name}: {e}")))?;
+                        let path = Path::new(SINGLE_FILE);
+                        for part in [&m.codes, &m.lut, &m.scales] {
                             w.write_all(part).map_err(io(path))?;
                         }
                         Ok(())

@@ -11,13 +11,8 @@ use lowbit_formats::{FormatError, Result};
 
 /// Whether the tensor `name` of `shape` is stored as NF4.
 pub fn quantizable(name: &str, shape: &[usize]) -> bool {
-    let matrix = match shape {
-        [rows, cols] => Some((*rows, *cols)),
-        [experts, rows, cols] if *experts > 0 && crate::rtn::is_expert_stack(name) => Some((*rows, *cols)),
-        _ => None,
-    };
-    let wide = name.ends_with(".bias") || name.contains(".ffn_gate_inp.");
-    matches!(matrix, Some((rows, cols)) if rows > 0 && cols > 0 && cols.is_multiple_of(nf4::BLOCK) && !wide)
+    let rows = shape.iter().rev().skip(1).product::<usize>();
+    crate::rtn::quantized_cols(name, shape).is_some_and(|cols| rows > 0 && cols.is_multiple_of(nf4::BLOCK))
 }
 
 /// The codes and exact block maxima of whole rows of a matrix (`nf4::encode_rows`); errors name `what` (the

@@ -38,6 +38,19 @@ pub fn is_embedding(name: &str) -> bool {
     matches!(name, "token_embd.weight" | "output.weight")
 }
 
+/// The row width of a tensor the native schemes quantize: a matrix (or a stack of expert matrices) whose rows are
+/// whole sub-blocks of 32. Mixture-of-experts weights are stacks of matrices, quantized matrix by matrix; their
+/// biases (2-D too) stay wide, and so does the router: tiny, and it decides which weights run at all.
+pub fn quantized_cols(name: &str, shape: &[usize]) -> Option<usize> {
+    let cols = match shape[..] {
+        [_, cols] => cols,
+        [_, _, cols] if is_expert_stack(name) => cols,
+        _ => return None,
+    };
+    let wide = name.ends_with(".bias") || name.contains(".ffn_gate_inp.");
+    (!wide && cols > 0 && cols.is_multiple_of(SUB_BLOCK)).then_some(cols)
+}
+
 /// A mixture of experts' weights, `[experts, rows, cols]` (`blk.3.ffn_gate_up_exps.weight`).
 pub fn is_expert_stack(name: &str) -> bool {
     name.ends_with("_exps.weight")
@@ -77,19 +90,7 @@ impl RtnScheme {
 
     /// The format of tensor `name` of `shape`, or `None` when it stays unquantized.
     pub fn format_for(&self, name: &str, shape: &[usize]) -> Option<GroupFormat> {
-        // Mixture-of-experts weights are stacks of matrices, quantized matrix by matrix. Their biases (2-D too)
-        // stay wide, and so does the router: tiny, and it decides which weights run at all.
-        let cols = match shape[..] {
-            [_, cols] => cols,
-            [_, _, cols] if is_expert_stack(name) => cols,
-            _ => return None,
-        };
-        if name.ends_with(".bias") || name.contains(".ffn_gate_inp.") {
-            return None;
-        }
-        if cols == 0 || !cols.is_multiple_of(SUB_BLOCK) {
-            return None;
-        }
+        let cols = quantized_cols(name, shape)?;
         if block_of(name).is_some_and(|b| b < MAX_WIDE_BLOCK && self.wide_blocks & (1 << b) != 0) {
             return GroupFormat::new(8, cols, self.sym).ok();
         }

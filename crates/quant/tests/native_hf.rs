@@ -1,13 +1,14 @@
 //! Native directories made from a Hugging Face directory (the sharded tiny Llama fixture), in a group
-//! format and in NF4: they carry the source's config.json, keep every tensor under the same canonical
+//! format, in NF4 and palettized: they carry the source's config.json, keep every tensor under the same canonical
 //! name, and read back exactly what the reference quantizer produced (plain tensors bit for bit).
 
 use std::path::PathBuf;
 
-use lowbit_formats::native::{group, nf4, Storage};
+use lowbit_formats::native::{group, nf4, PaletteFormat, Storage};
 use lowbit_formats::source::ModelSource;
 use lowbit_quant::imatrix::{Entry, Importance};
 use lowbit_quant::native_export::{export, NativeScheme};
+use lowbit_quant::palette::palettize;
 use lowbit_quant::rtn::RtnScheme;
 
 /// Exports the fixture per `scheme`, checks the round trip, and returns the directory and the name of
@@ -35,6 +36,9 @@ fn round_trip(scheme: NativeScheme, tag: &str) -> (PathBuf, String) {
             }
             (Storage::Nf4 { .. }, NativeScheme::Nf4) => {
                 nf4::quantize(&values, shape[0], shape[1]).unwrap().view().dequantize()
+            }
+            (Storage::Palette { .. }, NativeScheme::Palette { format, seed }) => {
+                palettize(format, &values, shape[0], shape[1], None, seed).unwrap().view().dequantize()
             }
             (Storage::Plain { dtype }, _) => {
                 assert_eq!(dtype, "F32", "{name}: only 1-D tensors stay plain here");
@@ -88,6 +92,41 @@ fn hf_source_round_trips_in_nf4() {
     edit_spec(&out, &name, |spec| spec["storage"]["block"] = 128.into());
     let err = ModelSource::open(&out).unwrap_err().to_string();
     assert!(err.contains(&name) && err.contains("blocks of 128"), "{err}");
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn hf_source_round_trips_palettized() {
+    for (bits, rows, channel_scale) in [(2, Some(8), false), (3, None, true), (4, Some(1), true)] {
+        let format = PaletteFormat::new(bits, rows, channel_scale).unwrap();
+        let (out, name) = round_trip(NativeScheme::Palette { format, seed: 3 }, &format.name());
+        let ModelSource::Native(m) = ModelSource::open(&out).unwrap() else { panic!("not a native directory") };
+        assert_eq!(m.quantization_config().method, "palette");
+        // A palette table of the wrong size is refused with the tensor's name.
+        edit_spec(&out, &name, |spec| spec["storage"]["bits"] = (bits as u64 % 4 + 2).into());
+        let err = ModelSource::open(&out).unwrap_err().to_string();
+        assert!(err.contains(&name), "{err}");
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+}
+
+/// Palettes weighted by importance: the covered matrix is clustered with its columns' weights.
+#[test]
+fn importance_weights_the_palettes() {
+    let src_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../formats/tests/data/hf_tiny");
+    let source = ModelSource::open(std::path::Path::new(src_dir)).unwrap();
+    let format = PaletteFormat::new(2, Some(4), false).unwrap();
+    let covered = "blk.0.attn_q.weight";
+    let (shape, values) = source.tensor_f32(covered).unwrap();
+    let w: Vec<f32> = (0..shape[1]).map(|i| if i % 4 == 0 { 100.0 } else { 1.0 }).collect();
+    let mut m = Importance::default();
+    m.entries.insert(covered.into(), Entry { sum2: w.iter().map(|x| x * 8.0).collect(), counts: vec![8] });
+    let out = std::env::temp_dir().join(format!("lowbit-native-hf-palette-imatrix-{}", std::process::id()));
+    export(&source, &out, &NativeScheme::Palette { format, seed: 0 }, None, Some(&m), &|_, _| {}).unwrap();
+    let native = ModelSource::open(&out).unwrap();
+    let weighted = palettize(format, &values, shape[0], shape[1], Some(&w), 0).unwrap().view().dequantize();
+    assert_ne!(weighted, palettize(format, &values, shape[0], shape[1], None, 0).unwrap().view().dequantize());
+    assert_eq!(native.tensor_f32(covered).unwrap().1, weighted);
     std::fs::remove_dir_all(&out).unwrap();
 }
 

@@ -12,9 +12,10 @@ use crate::gguf::GgufFile;
 use crate::hf_config::read_json;
 use crate::native::group::{GroupFormat, GroupView};
 use crate::native::nf4::{self, Nf4Stack, Nf4View};
+use crate::native::palette::{PaletteFormat, PaletteView};
 use crate::native::qconfig::{
-    absmax_name, codes_name, nested_absmax_name, offset_name, scales_name, zeros_name, QuantizationConfig, Storage,
-    TensorSpec,
+    absmax_name, channel_scale_name, codes_name, lut_name, nested_absmax_name, offset_name, scales_name, zeros_name,
+    QuantizationConfig, Storage, TensorSpec,
 };
 use crate::native::{METADATA_GGUF, QUANT_CONFIG};
 use crate::safetensors::{SafetensorsFile, TensorEntry, CONFIG_FILE, SINGLE_FILE};
@@ -31,6 +32,7 @@ pub enum NativeTensor<'a> {
     Nf4(Nf4View<'a>),
     /// Mixture-of-experts weights, each expert's matrix quantized on its own.
     Nf4Stack(Nf4Stack<'a>),
+    Palette(PaletteView<'a>),
 }
 
 /// An open native directory.
@@ -122,6 +124,13 @@ impl NativeModel {
                     used.insert(nested_absmax_name(&spec.name));
                     used.insert(offset_name(&spec.name))
                 }
+                Storage::Palette { channel_scale, .. } => {
+                    used.insert(codes_name(&spec.name));
+                    if channel_scale {
+                        used.insert(channel_scale_name(&spec.name));
+                    }
+                    used.insert(lut_name(&spec.name))
+                }
             };
         }
         if let Some(t) = self.file.tensors().iter().find(|t| !used.contains(&t.name)) {
@@ -171,6 +180,9 @@ impl NativeModel {
                 let zeros = if sym { &[][..] } else { self.file.data(self.part(&zeros_name(&spec.name), DType::U8)?) };
                 GroupView::new(format, rows, cols, codes, scales, zeros).map(NativeTensor::Group)
             }
+            &Storage::Palette { bits, group_rows, channel_scale } => {
+                self.resolve_palette(spec, PaletteFormat::new(bits, group_rows, channel_scale)?)
+            }
             &Storage::Nf4 { block, nested_block } => {
                 if (block, nested_block) != (nf4::BLOCK, nf4::NESTED_BLOCK) {
                     return Err(FormatError::Unsupported {
@@ -200,6 +212,16 @@ impl NativeModel {
                 }
             }
         }
+    }
+
+    fn resolve_palette(&self, spec: &TensorSpec, format: PaletteFormat) -> Result<NativeTensor<'_>> {
+        let [rows, cols] = spec.shape[..] else {
+            return Err(FormatError::Invalid(format!("shape {:?}: palettes hold matrices", spec.shape)));
+        };
+        let part = |name: String, dtype| self.part(&name, dtype).map(|t| self.file.data(t));
+        let scales = if format.channel_scale { part(channel_scale_name(&spec.name), DType::F16)? } else { &[][..] };
+        let (codes, lut) = (part(codes_name(&spec.name), DType::U8)?, part(lut_name(&spec.name), DType::F16)?);
+        PaletteView::new(format, rows, cols, codes, lut, scales).map(NativeTensor::Palette)
     }
 
     /// `data` (bytes of this directory's tensors) as a handle that keeps the file mapped.
@@ -246,6 +268,7 @@ impl NativeModel {
             NativeTensor::Group(v) => v.codes.len() + v.scales.len() + v.zeros.len(),
             NativeTensor::Nf4(v) => v.codes.len() + v.absmax.len() + v.nested_absmax.len() + 4,
             NativeTensor::Nf4Stack(s) => s.stored_bytes(),
+            NativeTensor::Palette(v) => v.codes.len() + v.lut.len() + v.scales.len(),
         })
     }
 }

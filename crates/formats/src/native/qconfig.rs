@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{FormatError, Result};
 use crate::native::group::GroupFormat;
 use crate::native::nf4;
+use crate::native::palette::PaletteFormat;
 
 /// The value of `format` that marks a lowbit native directory.
 pub const FORMAT_TAG: &str = "lowbit-native";
@@ -64,6 +65,14 @@ pub enum Storage {
     /// `NAME.nested_absmax` and `NAME.offset`. The block sizes are recorded to make the directory
     /// self-describing; 64 and 256 are the only ones read.
     Nf4 { block: usize, nested_block: usize },
+    /// Palettized (`super::palette`): tensors `NAME.qweight`, `NAME.lut` and, with per-channel scales,
+    /// `NAME.channel_scale`. Without `group_rows`, one palette for the whole matrix.
+    Palette {
+        bits: u8,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group_rows: Option<usize>,
+        channel_scale: bool,
+    },
 }
 
 impl Storage {
@@ -76,9 +85,16 @@ impl Storage {
         Storage::Nf4 { block: nf4::BLOCK, nested_block: nf4::NESTED_BLOCK }
     }
 
+    pub fn palette(f: PaletteFormat) -> Storage {
+        Storage::Palette { bits: f.bits, group_rows: f.group_rows, channel_scale: f.channel_scale }
+    }
+
     /// `F32`, `int4-g128-sym`, ...
     pub fn name(&self) -> String {
         match self {
+            &Storage::Palette { bits, group_rows, channel_scale } => {
+                PaletteFormat { bits, group_rows, channel_scale }.name()
+            }
             Storage::Plain { dtype } => dtype.clone(),
             Storage::Group { bits, group, sym } => GroupFormat { bits: *bits, group: *group, sym: *sym }.name(),
             Storage::Nf4 { .. } => "nf4".to_string(),
@@ -110,6 +126,15 @@ pub fn nested_absmax_name(name: &str) -> String {
 
 pub fn offset_name(name: &str) -> String {
     format!("{name}.offset")
+}
+
+/// Safetensors names of a palettized tensor's parts besides its indices (`codes_name`).
+pub fn lut_name(name: &str) -> String {
+    format!("{name}.lut")
+}
+
+pub fn channel_scale_name(name: &str) -> String {
+    format!("{name}.channel_scale")
 }
 
 impl QuantizationConfig {
