@@ -25,6 +25,8 @@ pub enum StackStorage {
     Group { tensor: String },
     /// A native directory's NF4 stack (each expert quantized on its own).
     Nf4 { tensor: String },
+    /// A native directory's palettized stack (its rows, expert after expert, no palette shared by two).
+    Palette { tensor: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,6 +74,7 @@ impl ExpertStack {
         let (rows, cols, storage) = match source {
             ModelSource::Native(_) if source.group_view(name).is_some() => (a, b, StackStorage::Group { tensor }),
             ModelSource::Native(_) if source.nf4_stack(name).is_some() => (a, b, StackStorage::Nf4 { tensor }),
+            ModelSource::Native(_) if source.palette_view(name).is_some() => (a, b, StackStorage::Palette { tensor }),
             ModelSource::Native(_) => (a, b, StackStorage::Rows { tensor, dtype }),
             _ => (b, a, StackStorage::Transposed { tensor, dtype }),
         };
@@ -124,6 +127,7 @@ impl ExpertStack {
                 let stack = source.nf4_stack(tensor).ok_or_else(|| FormatError::MissingTensor(tensor.clone()))?;
                 Ok(stack.expert(e)?.dequantize())
             }
+            StackStorage::Palette { .. } => Ok(self.palette_expert(source, e)?.dequantize()),
             StackStorage::Rows { tensor, dtype } | StackStorage::Transposed { tensor, dtype } => {
                 let (t, r) = slice(tensor)?;
                 let raw = dequantize(*dtype, &t.data[r.clone()], n)?;
@@ -135,5 +139,19 @@ impl ExpertStack {
                 Ok((0..rows * cols).map(|i| raw[(i % cols) * rows + i / cols]).collect())
             }
         }
+    }
+
+    /// Expert `e` of a palettized stack, as a matrix of its own.
+    pub fn palette_expert<'s>(&self, source: &'s ModelSource, e: usize) -> Result<crate::native::PaletteView<'s>> {
+        let StackStorage::Palette { tensor } = &self.storage else {
+            return Err(FormatError::Invalid(format!("{}: not a palettized stack", self.name)));
+        };
+        let view = source.palette_view(tensor).ok_or_else(|| FormatError::MissingTensor(tensor.clone()))?;
+        view.rows(e * self.rows, (e + 1) * self.rows).filter(|v| v.cols == self.cols).ok_or_else(|| {
+            FormatError::Invalid(format!(
+                "{}: {}×{} rows for {} experts",
+                self.name, view.rows, view.cols, self.experts
+            ))
+        })
     }
 }

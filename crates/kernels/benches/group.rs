@@ -8,7 +8,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use lowbit_kernels::group::{self, matmul_group_f32, GroupLayout, GroupParams};
+use lowbit_kernels::group::{self, matmul_group_f32, Codebook, GroupLayout, GroupParams};
 use lowbit_kernels::quant::{matmul_quant_f32, QuantType};
 
 /// One kernel on one matrix, writing the output row.
@@ -33,13 +33,31 @@ fn main() {
         }
         {
             // NF4: 4-bit codes through a table in blocks of 64 (the table's values do not matter here).
-            let l = GroupLayout::table4(64, [-127, -88, -67, -50, -36, -23, -12, 0, 10, 20, 31, 43, 56, 71, 92, 127]);
+            const TABLE: [i8; 16] = [-127, -88, -67, -50, -36, -23, -12, 0, 10, 20, 31, 43, 56, 71, 92, 127];
+            let l = GroupLayout::with_codebook(4, 64, Codebook::shared(&TABLE));
             let codes: Vec<u8> = (0..m * l.row_bytes(k)).map(|i| (i * 131 % 251) as u8).collect();
             let params = vec![GroupParams { scale: 0.01, min: 0.0 }; m * l.n_groups(k)];
             let xx = x.clone();
             candidates.push((
                 "nf4".into(),
                 Box::new(move |o: &mut [f32]| matmul_group_f32(l, &codes, &params, &xx, o, 1, k, m, None)),
+            ));
+        }
+        for bits in [4u8, 2] {
+            // Palettes: a table per 8 rows, one group (scale) per row.
+            let tables: Vec<[i8; 16]> = (0..m.div_ceil(8))
+                .map(|t| std::array::from_fn(|i| (i as i32 * 15 - 120 + t as i32 % 7) as i8))
+                .collect();
+            let l = GroupLayout::new(bits, k);
+            let codes: Vec<u8> = (0..m * l.row_bytes(k)).map(|i| (i * 131 % 251) as u8).collect();
+            let params = vec![GroupParams { scale: 0.01, min: 0.0 }; m];
+            let xx = x.clone();
+            candidates.push((
+                format!("lut{bits} 8 rows"),
+                Box::new(move |o: &mut [f32]| {
+                    let l = GroupLayout::with_codebook(bits, k, Codebook::per_rows(&tables, 8));
+                    matmul_group_f32(l, &codes, &params, &xx, o, 1, k, m, None)
+                }),
             ));
         }
         for ty in [QuantType::Q4_0, QuantType::Q8_0] {

@@ -206,6 +206,12 @@ fn experts(l: &Loader, base: &str, e: usize, rows: usize, cols: usize) -> Result
                 .map(|i| Ok(Box::new(GroupLinear::nf4_in_place(l.source, &stack.expert(i)?)) as Box<dyn Linear>))
                 .collect()
         }
+        StackStorage::Palette { .. } => (0..e)
+            .map(|i| {
+                Ok(Box::new(GroupLinear::palette_in_place(l.source, &stack.palette_expert(l.source, i)?))
+                    as Box<dyn Linear>)
+            })
+            .collect(),
         _ => (0..e)
             .map(|i| {
                 let bytes: Vec<u8> = stack.expert_f32(l.source, i)?.iter().flat_map(|v| v.to_le_bytes()).collect();

@@ -113,3 +113,60 @@ fn nf4_forward_equals_table_matmul() {
         }
     }
 }
+
+/// Palettes run on the group kernels through a table per palette: each kernel weight (table entry × the row's
+/// scale, read from the indices by the documented packing) is within 0.5/127 of its palette's largest entry of
+/// the format's own dequantization, and the forward pass is the exact product of those weights with the
+/// quantized activations, up to float rounding; for every width, a palette per tensor, per row and per 3 rows
+/// (not dividing the kernel's 8-row passes), with and without channel scales.
+#[test]
+fn palette_forward_equals_table_matmul() {
+    use lowbit_formats::native::{PaletteFormat, PaletteMatrix};
+
+    let (rows, cols, n) = (21, 160, 3);
+    let mut r = Rng::new(5);
+    let x: Vec<f32> = (0..n * cols).map(|_| r.unit()).collect();
+    let mut acts = QuantizedActs::new();
+    acts.quantize(&x, n, cols);
+    let xq: Vec<f64> = acts.blocks().iter().flat_map(|b| b.qs.map(|q| b.d as f64 * q as f64)).collect();
+    for bits in [2u8, 3, 4] {
+        for (group_rows, channel_scale) in [(None, false), (Some(1), false), (Some(3), true)] {
+            let f = PaletteFormat::new(bits, group_rows, channel_scale).unwrap();
+            let indices: Vec<u8> = (0..rows * cols).map(|_| r.below(f.entries() as u64) as u8).collect();
+            let lut: Vec<f32> = (0..f.n_palettes(rows) * f.entries()).map(|_| r.unit() * 0.05).collect();
+            let scales: Vec<f32> =
+                if channel_scale { (0..rows).map(|_| 0.5 + r.unit().abs()).collect() } else { vec![] };
+            let m = PaletteMatrix::from_indices(f, rows, cols, &indices, &lut, &scales).unwrap();
+            let v = m.view();
+            let deq = v.dequantize();
+            let lin = GroupLinear::from_palette(&v);
+            assert_eq!(lin.storage(), f.name());
+            let per = f.rows_per_palette(rows);
+            let kernel_w: Vec<f64> = (0..rows * cols)
+                .map(|i| {
+                    let p = v.palette(i / cols / per);
+                    let largest = p.iter().fold(0f32, |a, e| a.max(e.abs()));
+                    let step = largest / 127.0;
+                    let u = usize::from(indices[i]);
+                    let s = v.scale(i / cols);
+                    let kw = (p[u] / step).round() as f64 * (step * s) as f64;
+                    let bound = 0.5 * step as f64 * s as f64 * 1.001;
+                    assert!((kw - deq[i] as f64).abs() <= bound, "{} weight {i}: {kw} vs {}", f.name(), deq[i]);
+                    kw
+                })
+                .collect();
+            let mut out = vec![0.0f32; n * rows];
+            lin.forward(&x, n, &mut out);
+            for t in 0..n {
+                for o in 0..rows {
+                    let (wr, xr) = (&kernel_w[o * cols..][..cols], &xq[t * cols..][..cols]);
+                    let exact: f64 = wr.iter().zip(xr).map(|(&a, &b)| a * b).sum();
+                    let mag: f64 = wr.iter().zip(xr).map(|(&a, &b)| (a * b).abs()).sum();
+                    let got = out[t * rows + o] as f64;
+                    let tol = 2.0 * (2 * cols / QK + 10) as f64 * 2f64.powi(-24) * mag;
+                    assert!((got - exact).abs() <= tol, "{} ({t},{o}): {got} vs {exact} (tol {tol})", f.name());
+                }
+            }
+        }
+    }
+}

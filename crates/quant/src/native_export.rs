@@ -55,10 +55,16 @@ impl NativeScheme {
         match self {
             NativeScheme::Rtn(s) => s.format_for(name, shape).map(Storage::group),
             NativeScheme::Nf4 => crate::nf4::quantizable(name, shape).then(Storage::nf4),
-            // The matrices round to nearest quantizes (routers and biases stay wide); expert stacks not yet.
-            NativeScheme::Palette { format, .. } => (shape.len() == 2
-                && crate::rtn::quantized_cols(name, shape).is_some())
-            .then_some(Storage::palette(*format)),
+            // The matrices round to nearest quantizes (routers and biases stay wide). A stack's palettes never span
+            // two experts: a group of rows that does not divide an expert's is one palette per expert.
+            NativeScheme::Palette { format, .. } => {
+                crate::rtn::quantized_cols(name, shape)?;
+                let group_rows = match shape[..] {
+                    [_, rows, _] => Some(format.group_rows.filter(|g| rows.is_multiple_of(*g)).unwrap_or(rows)),
+                    _ => format.group_rows,
+                };
+                Some(Storage::palette(PaletteFormat { group_rows, ..*format }))
+            }
         }
     }
 
@@ -79,9 +85,12 @@ impl NativeScheme {
             }
             Some(Storage::Palette { bits, group_rows, channel_scale }) => {
                 let f = PaletteFormat { bits, group_rows, channel_scale };
-                let (rows, cols) = (shape[0] as u64, shape[1]);
-                let palettes = (f.n_palettes(shape[0]) * f.entries()) as u64;
-                rows * f.row_bytes(cols) as u64 + 2 * palettes + if channel_scale { 2 * rows } else { 0 }
+                let (matrices, rows, cols) = stack_dims(shape);
+                let palettes = (f.n_palettes(rows) * f.entries()) as u64;
+                let matrix = rows as u64 * f.row_bytes(cols) as u64
+                    + 2 * palettes
+                    + if channel_scale { 2 * rows as u64 } else { 0 };
+                matrices as u64 * matrix
             }
             Some(Storage::Plain { .. }) | None => n * plain_dtype(name, shape).block_bytes() as u64,
         }
@@ -94,6 +103,14 @@ impl NativeScheme {
             NativeScheme::Nf4 => ("nf4", 4, Some(nf4::BLOCK), true),
             NativeScheme::Palette { format, .. } => ("palette", format.bits, format.group_rows, true),
         }
+    }
+}
+
+/// (matrices, rows, cols) of a matrix or a stack of them.
+fn stack_dims(shape: &[usize]) -> (usize, usize, usize) {
+    match shape[..] {
+        [experts, rows, cols] => (experts, rows, cols),
+        _ => (1, shape[0], shape[1]),
     }
 }
 
@@ -250,10 +267,7 @@ pub fn export(
             Some(storage @ Storage::Nf4 { .. }) => {
                 // A matrix is quantized whole (its offset is the mean of all its block scales); a stack expert by
                 // expert, each as a matrix of its own (`lowbit_formats::native::nf4`).
-                let (experts, rows, cols) = match shape[..] {
-                    [experts, rows, cols] => (experts, rows, cols),
-                    _ => (1, shape[0], shape[1]),
-                };
+                let (experts, rows, cols) = stack_dims(&shape);
                 let chunks = (rows * cols / nf4::BLOCK).div_ceil(NESTED_BLOCK);
                 let (nested_shape, offset_shape) =
                     if reader.is_stack() { (vec![experts, chunks], vec![experts]) } else { (vec![chunks], vec![1]) };
@@ -301,30 +315,53 @@ pub fn export(
             Some(storage @ Storage::Palette { bits, group_rows, channel_scale }) => {
                 let NativeScheme::Palette { seed, .. } = *scheme else { unreachable!("palette storage, other scheme") };
                 let f = PaletteFormat { bits, group_rows, channel_scale };
-                let (rows, cols) = (shape[0], shape[1]);
+                let (matrices, rows, cols) = stack_dims(&shape);
                 let mut parts = vec![
-                    (codes_name(&name), DType::U8, vec![rows, f.row_bytes(cols)]),
-                    (lut_name(&name), DType::F16, vec![f.n_palettes(rows), f.entries()]),
+                    (codes_name(&name), DType::U8, vec![matrices * rows, f.row_bytes(cols)]),
+                    (lut_name(&name), DType::F16, vec![matrices * f.n_palettes(rows), f.entries()]),
                 ];
                 if channel_scale {
-                    parts.push((channel_scale_name(&name), DType::F16, vec![rows]));
+                    parts.push((channel_scale_name(&name), DType::F16, vec![matrices * rows]));
                 }
                 summary.tensor_bytes += scheme.stored_bytes(&name, &shape);
                 writer.add(
                     parts,
                     Box::new(move |w: &mut dyn Write| {
                         progress(i, &name);
-                        let weights =
-                            importance.map(|m| m.weights(&name, cols, 1)).transpose().map_err(imatrix_error)?;
-                        // A palette may span every row, so the matrix is clustered whole.
-                        let (_, values) = source.tensor_f32(&name)?;
-                        let m = crate::palette::palettize(f, &values, rows, cols, weights.flatten().as_deref(), seed)
-                            .map_err(|e| FormatError::Invalid(format!("tensor {name}: {e}")))?;
                         let path = Path::new(SINGLE_FILE);
-                        for part in [&m.codes, &m.lut, &m.scales] {
-                            w.write_all(part).map_err(io(path))?;
+                        let palettize = |what: &str, values: &[f32], weights: Option<&[f32]>| {
+                            crate::palette::palettize(f, values, rows, cols, weights, seed)
+                                .map_err(|e| FormatError::Invalid(format!("tensor {what}: {e}")))
+                        };
+                        if !reader.is_stack() {
+                            // A palette may span every row, so a matrix is clustered whole.
+                            let weights =
+                                importance.map(|m| m.weights(&name, cols, 1)).transpose().map_err(imatrix_error)?;
+                            let (_, values) = source.tensor_f32(&name)?;
+                            let m = palettize(&name, &values, weights.flatten().as_deref())?;
+                            for part in [&m.codes, &m.lut, &m.scales] {
+                                w.write_all(part).map_err(io(path))?;
+                            }
+                            return Ok(());
                         }
-                        Ok(())
+                        // A stack expert by expert: indices go out as they are made, palettes and scales follow.
+                        let weights = match importance {
+                            Some(m) => {
+                                m.expert_weights(&name, cols, matrices).map_err(imatrix_error)?.unwrap_or_default()
+                            }
+                            None => Vec::new(),
+                        };
+                        let (mut luts, mut scales) = (Vec::new(), Vec::new());
+                        for e in 0..matrices {
+                            let (_, values) = reader.part(e)?;
+                            let what = format!("{name} ({})", reader.part_label(e));
+                            let m = palettize(&what, &values, weights.get(e).and_then(|w| w.as_deref()))?;
+                            w.write_all(&m.codes).map_err(io(path))?;
+                            luts.extend_from_slice(&m.lut);
+                            scales.extend_from_slice(&m.scales);
+                        }
+                        w.write_all(&luts).map_err(io(path))?;
+                        w.write_all(&scales).map_err(io(path))
                     }),
                 )?;
                 storage

@@ -107,6 +107,50 @@ fn nf4_quantizes_each_expert_on_its_own() {
     assert!(mean < 0.45, "mean {mean}: {errors:?}");
 }
 
+/// Palettes expert by expert: each expert of a stack is palettized on its own (its rows' palettes never shared
+/// with another expert), reading back as the reference palettizer's output for that expert; the router and biases
+/// stay wide; the model runs from the directory on the look-up-table kernels close to the f32 reference.
+#[test]
+fn palettes_are_made_expert_by_expert() {
+    use lowbit_formats::native::PaletteFormat;
+    let source = ModelSource::open(&fixture("tiny_mxfp4")).unwrap();
+    let out = std::env::temp_dir().join(format!("lowbit-native-moe-lut-{}", std::process::id()));
+    let format = PaletteFormat::new(4, Some(8), true).unwrap();
+    export(&source, &out, &NativeScheme::Palette { format, seed: 3 }, None, None, &|_, _| {}).unwrap();
+    let native = ModelSource::open(&out).unwrap();
+    let ModelSource::Native(m) = &native else { panic!("not a native directory") };
+    for block in 0..2 {
+        for stack in ["ffn_gate_up_exps", "ffn_down_exps"] {
+            let name = format!("blk.{block}.{stack}.weight");
+            assert!(matches!(m.spec(&name).unwrap().storage, Storage::Palette { .. }), "{name}");
+            let src = ExpertStack::named(&source, &name).unwrap();
+            let back = ExpertStack::named(&native, &name).unwrap();
+            assert_eq!((back.experts, back.rows, back.cols), (src.experts, src.rows, src.cols));
+            for e in 0..src.experts {
+                let values = src.expert_f32(&source, e).unwrap();
+                let want = lowbit_quant::palette::palettize(format, &values, src.rows, src.cols, None, 3).unwrap();
+                assert_eq!(back.expert_f32(&native, e).unwrap(), want.view().dequantize(), "{name} expert {e}");
+            }
+        }
+        for wide in ["ffn_gate_inp.weight", "ffn_gate_up_exps.bias", "ffn_down_exps.bias"] {
+            let storage = &m.spec(&format!("blk.{block}.{wide}")).unwrap().storage;
+            assert!(matches!(storage, Storage::Plain { .. }), "{wide}: {storage:?}");
+        }
+    }
+    let reference = logits(&Model::load(&source, &F32Factory).unwrap());
+    let quantized = logits(&Model::load(&native, &GroupFactory::new(&native)).unwrap());
+    std::fs::remove_dir_all(&out).unwrap();
+    let mag = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let errors: Vec<f32> = reference
+        .chunks(512)
+        .zip(quantized.chunks(512))
+        .map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max) / mag)
+        .collect();
+    println!("tiny_mxfp4 lut4-g8-cs: max |logit error| per position, relative to max |logit| {mag:.2}: {errors:.3?}");
+    let mean = errors.iter().sum::<f32>() / errors.len() as f32;
+    assert!(mean < 0.45, "mean {mean}: {errors:?}");
+}
+
 /// At most `flips` positions beyond `bound` (relative error).
 fn within(errors: &[f32], bound: f32, flips: usize) -> bool {
     errors.iter().filter(|&&e| e > bound).count() <= flips

@@ -215,8 +215,19 @@ impl NativeModel {
     }
 
     fn resolve_palette(&self, spec: &TensorSpec, format: PaletteFormat) -> Result<NativeTensor<'_>> {
-        let [rows, cols] = spec.shape[..] else {
-            return Err(FormatError::Invalid(format!("shape {:?}: palettes hold matrices", spec.shape)));
+        // A stack of experts is its experts' rows one after the other, no palette spanning two of them.
+        let (rows, cols) = match spec.shape[..] {
+            [rows, cols] => (rows, cols),
+            [n, rows, cols] if format.group_rows.is_some_and(|g| rows.is_multiple_of(g)) => {
+                (n.checked_mul(rows).ok_or_else(|| FormatError::Invalid("shape overflows".into()))?, cols)
+            }
+            _ => {
+                return Err(FormatError::Invalid(format!(
+                    "shape {:?}: {} holds matrices, or stacks whose palettes never span two of them",
+                    spec.shape,
+                    format.name()
+                )))
+            }
         };
         let part = |name: String, dtype| self.part(&name, dtype).map(|t| self.file.data(t));
         let scales = if format.channel_scale { part(channel_scale_name(&spec.name), DType::F16)? } else { &[][..] };

@@ -258,6 +258,26 @@ impl<'a> PaletteView<'a> {
         }
     }
 
+    /// Rows `r0..r1` as a matrix of their own (an expert of a stack): `None` unless they are whole palettes' rows.
+    pub fn rows(&self, r0: usize, r1: usize) -> Option<PaletteView<'a>> {
+        let per = self.format.rows_per_palette(self.rows);
+        let whole = r0 < r1 && r1 <= self.rows && r0.is_multiple_of(per) && (r1 == self.rows || r1.is_multiple_of(per));
+        if !whole {
+            return None;
+        }
+        let (rb, n) = (self.format.row_bytes(self.cols), 2 * self.format.entries());
+        // A sub-view's palettes keep their rows: the format names them (one palette per tensor: all of r0..r1).
+        let format = PaletteFormat { group_rows: Some(per), ..self.format };
+        Some(PaletteView {
+            format,
+            rows: r1 - r0,
+            codes: &self.codes[r0 * rb..r1 * rb],
+            lut: &self.lut[r0 / per * n..r1.div_ceil(per) * n],
+            scales: if self.format.channel_scale { &self.scales[2 * r0..2 * r1] } else { self.scales },
+            ..*self
+        })
+    }
+
     /// The whole matrix dequantized, row-major.
     pub fn dequantize(&self) -> Vec<f32> {
         let mut out = vec![0.0; self.rows * self.cols];
@@ -295,6 +315,21 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn whole_palettes_rows_are_a_matrix_of_their_own() {
+        let f = PaletteFormat::new(2, Some(2), true).unwrap();
+        let (rows, cols) = (6, 32);
+        let indices: Vec<u8> = (0..rows * cols).map(|i| (i % 4) as u8).collect();
+        let lut: Vec<f32> = (0..f.n_palettes(rows) * 4).map(|i| i as f32 * 0.5 - 3.0).collect();
+        let scales: Vec<f32> = (0..rows).map(|r| 1.0 + r as f32).collect();
+        let m = PaletteMatrix::from_indices(f, rows, cols, &indices, &lut, &scales).unwrap();
+        let v = m.view();
+        let all = v.dequantize();
+        let part = v.rows(2, 6).unwrap();
+        assert_eq!(part.dequantize(), all[2 * cols..]);
+        assert!(v.rows(1, 4).is_none() && v.rows(2, 5).is_none() && v.rows(4, 8).is_none() && v.rows(2, 2).is_none());
     }
 
     #[test]

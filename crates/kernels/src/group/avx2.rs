@@ -8,8 +8,8 @@
 //! fewer are the unsigned operand of `_mm256_maddubs_epi16` directly (pairs of at most 2·15·127, no
 //! saturation); 8-bit codes are made signed (u − 128) and multiplied as in the Q8_0 kernel, their
 //! magnitude unsigned and their sign moved onto the activation codes (pairs of at most 2·128·127).
-//! Table codes (NF4) are 4-bit codes looked up with one byte shuffle in a register holding the table,
-//! then multiplied as signed bytes like the 8-bit ones.
+//! Codebook codes (NF4, palettes) are expanded as integer codes of their width, looked up with one byte
+//! shuffle in a register holding their row's table, then multiplied as signed bytes like the 8-bit ones.
 
 use std::arch::x86_64::*;
 
@@ -24,44 +24,54 @@ pub fn kernels() -> Option<&'static GroupKernels> {
 
 static AVX2: GroupKernels = GroupKernels { name: "avx2", matmul: entry };
 
-fn entry(l: GroupLayout, codes: &[u8], params: &[GroupParams], acts: &[BlockQ8], out: &mut [f32], k: usize) {
+fn entry(l: GroupLayout<'_>, codes: &[u8], params: &[GroupParams], acts: &[BlockQ8], out: &mut [f32], k: usize) {
     let (n, m) = matmul_dims(l, codes, params, acts, out, k);
     let g = Geometry {
         row_bytes: l.row_bytes(k),
         nb: k / QK,
         ng: l.n_groups(k),
         gsb: l.group / QK,
-        table: l.table.unwrap_or_default(),
+        tables: l.codebook.map_or(NO_TABLE.as_ptr(), |c| c.tables.as_ptr()),
+        rows_per_table: l.codebook.map_or(usize::MAX, |c| c.rows_per_table),
     };
     let (w, p, a, o) = (codes.as_ptr(), params.as_ptr(), acts.as_ptr(), out.as_mut_ptr());
     // SAFETY: reachable only through AVX2, handed out after avx2 and fma were detected; matmul_dims
-    // checked codes = m rows, params = m·ng, acts = n rows, out = n·m.
+    // checked codes = m rows, params = m·ng, acts = n rows, out = n·m, and a table for each row.
     unsafe {
-        match l.bits {
-            _ if l.table.is_some() => matmul::<TABLE4>(&g, w, p, a, o, n, m),
-            8 => matmul::<8>(&g, w, p, a, o, n, m),
-            4 => matmul::<4>(&g, w, p, a, o, n, m),
-            3 => matmul::<3>(&g, w, p, a, o, n, m),
-            _ => matmul::<2>(&g, w, p, a, o, n, m),
+        match (l.bits, l.codebook.is_some()) {
+            (4, true) => matmul::<TABLE4>(&g, w, p, a, o, n, m),
+            (3, true) => matmul::<TABLE3>(&g, w, p, a, o, n, m),
+            (_, true) => matmul::<TABLE2>(&g, w, p, a, o, n, m),
+            (8, false) => matmul::<8>(&g, w, p, a, o, n, m),
+            (4, false) => matmul::<4>(&g, w, p, a, o, n, m),
+            (3, false) => matmul::<3>(&g, w, p, a, o, n, m),
+            (_, false) => matmul::<2>(&g, w, p, a, o, n, m),
         }
     }
 }
 
 /// Sizes of one matrix, in bytes per row, activation blocks per row, groups per row, blocks per group;
-/// and the code table of [`TABLE4`].
+/// and the codebook's tables, one per `rows_per_table` rows.
 struct Geometry {
     row_bytes: usize,
     nb: usize,
     ng: usize,
     gsb: usize,
-    table: [i8; 16],
+    tables: *const [i8; 16],
+    rows_per_table: usize,
 }
 
-/// The code kind of 4-bit codes that index a table (the other kinds are the bit widths).
-const TABLE4: u8 = 0;
+/// The table pointer of layouts without a codebook (never read).
+static NO_TABLE: [[i8; 16]; 1] = [[0; 16]];
+
+/// Code kinds: the bit widths, and with this flag set, codes of that width that index a table.
+const TABLE: u8 = 0x10;
+const TABLE2: u8 = TABLE | 2;
+const TABLE3: u8 = TABLE | 3;
+const TABLE4: u8 = TABLE | 4;
 
 const fn sub_block_bytes(kind: u8) -> usize {
-    QK * if kind == TABLE4 { 4 } else { kind as usize } / 8
+    QK * (kind & 0x0F) as usize / 8
 }
 
 /// Four codes of 2 bits per byte, elements j, j+8, j+16, j+24 of byte j: the 8 bytes in every 64-bit
@@ -73,13 +83,15 @@ unsafe fn two_bit_plane(p: *const u8) -> __m256i {
     _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 2, 4, 6)), _mm256_set1_epi8(3))
 }
 
-/// The 32 codes of the sub-block at `p` as bytes in element order (for B = 8: u − 128, signed; for
-/// [`TABLE4`]: their entries of `table`, the table in both lanes).
+/// The 32 codes of the sub-block at `p` as bytes in element order (for B = 8: u − 128, signed; for the
+/// table kinds: their entries of `table`, the table in both lanes).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn codes<const B: u8>(p: *const u8, table: __m256i) -> __m256i {
     match B {
         TABLE4 => _mm256_shuffle_epi8(table, codes::<4>(p, table)),
+        TABLE3 => _mm256_shuffle_epi8(table, codes::<3>(p, table)),
+        TABLE2 => _mm256_shuffle_epi8(table, codes::<2>(p, table)),
         8 => _mm256_xor_si256(_mm256_loadu_si256(p.cast()), _mm256_set1_epi8(-128)),
         4 => {
             let packed = _mm256_broadcastsi128_si256(_mm_loadu_si128(p.cast()));
@@ -106,7 +118,7 @@ unsafe fn codes<const B: u8>(p: *const u8, table: __m256i) -> __m256i {
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot<const B: u8>(w: __m256i, a: __m256i) -> __m256i {
-    let pairs = if B == 8 || B == TABLE4 {
+    let pairs = if B == 8 || B & TABLE != 0 {
         _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w))
     } else {
         _mm256_maddubs_epi16(w, a)
@@ -114,15 +126,17 @@ unsafe fn dot<const B: u8>(w: __m256i, a: __m256i) -> __m256i {
     _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
 }
 
-/// out[t·ldo + r] for R weight rows at `w` (params at `p`, `g.ng` per row) and T activation rows at `a`.
+/// out[t·ldo + r] for R weight rows at `w` (params at `p`, `g.ng` per row; row0: the first one's index
+/// in the matrix, which picks their tables) and T activation rows at `a`.
 /// Per sub-block b, each weight row's codes are expanded once for the T tokens and acc += (scale·d_a)·lanes
 /// with one FMA; the rows are the innermost loop so that (with R and T constant) it unrolls and the R·T
 /// accumulators stay in registers. Per group, each row adds min·Σ s_a once.
-#[allow(clippy::needless_range_loop)] // indices into fixed-size register arrays unroll fully
+#[allow(clippy::needless_range_loop, clippy::too_many_arguments)] // register arrays unroll fully
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile<const B: u8, const R: usize, const T: usize>(
     g: &Geometry,
+    row0: usize,
     w: *const u8,
     p: *const GroupParams,
     a: *const BlockQ8,
@@ -130,7 +144,7 @@ unsafe fn tile<const B: u8, const R: usize, const T: usize>(
     ldo: usize,
 ) {
     let sbb = sub_block_bytes(B);
-    let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(g.table.as_ptr().cast()));
+    let tables: [*const [i8; 16]; R] = std::array::from_fn(|r| g.tables.wrapping_add((row0 + r) / g.rows_per_table));
     let mut acc = [[_mm256_setzero_ps(); T]; R];
     let mut mins = [[0.0f32; T]; R];
     for gi in 0..g.ng {
@@ -151,6 +165,11 @@ unsafe fn tile<const B: u8, const R: usize, const T: usize>(
                     // Decode streams the weights: fetch the next group of rows at the same offset.
                     _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(R * g.row_bytes).cast());
                 }
+                let table = if B & TABLE != 0 {
+                    _mm256_broadcastsi128_si256(_mm_loadu_si128(tables[r].cast()))
+                } else {
+                    _mm256_setzero_si256()
+                };
                 let c = codes::<B>(q, table);
                 let scale = _mm256_broadcast_ss(&(*p.add(r * g.ng + gi)).scale);
                 for t in 0..T {
@@ -181,6 +200,7 @@ unsafe fn tile_edge<const B: u8>(
     r: usize,
     c: usize,
     g: &Geometry,
+    row0: usize,
     w: *const u8,
     p: *const GroupParams,
     a: *const BlockQ8,
@@ -188,14 +208,14 @@ unsafe fn tile_edge<const B: u8>(
     ldo: usize,
 ) {
     match (r, c) {
-        (4, 2) => tile::<B, 4, 2>(g, w, p, a, out, ldo),
-        (3, 2) => tile::<B, 3, 2>(g, w, p, a, out, ldo),
-        (2, 2) => tile::<B, 2, 2>(g, w, p, a, out, ldo),
-        (1, 2) => tile::<B, 1, 2>(g, w, p, a, out, ldo),
-        (4, 1) => tile::<B, 4, 1>(g, w, p, a, out, ldo),
-        (3, 1) => tile::<B, 3, 1>(g, w, p, a, out, ldo),
-        (2, 1) => tile::<B, 2, 1>(g, w, p, a, out, ldo),
-        (1, 1) => tile::<B, 1, 1>(g, w, p, a, out, ldo),
+        (4, 2) => tile::<B, 4, 2>(g, row0, w, p, a, out, ldo),
+        (3, 2) => tile::<B, 3, 2>(g, row0, w, p, a, out, ldo),
+        (2, 2) => tile::<B, 2, 2>(g, row0, w, p, a, out, ldo),
+        (1, 2) => tile::<B, 1, 2>(g, row0, w, p, a, out, ldo),
+        (4, 1) => tile::<B, 4, 1>(g, row0, w, p, a, out, ldo),
+        (3, 1) => tile::<B, 3, 1>(g, row0, w, p, a, out, ldo),
+        (2, 1) => tile::<B, 2, 1>(g, row0, w, p, a, out, ldo),
+        (1, 1) => tile::<B, 1, 1>(g, row0, w, p, a, out, ldo),
         _ => unreachable!("group tile {r}×{c}"),
     }
 }
@@ -220,13 +240,13 @@ unsafe fn matmul<const B: u8>(
         let mut o = 0;
         while o + GEMV_ROWS <= m {
             let (wo, po) = row(o);
-            tile::<B, GEMV_ROWS, 1>(g, wo, po, a, out.add(o), 0);
+            tile::<B, GEMV_ROWS, 1>(g, o, wo, po, a, out.add(o), 0);
             o += GEMV_ROWS;
         }
         while o < m {
             let r = (m - o).min(4);
             let (wo, po) = row(o);
-            tile_edge::<B>(r, 1, g, wo, po, a, out.add(o), 0);
+            tile_edge::<B>(r, 1, g, o, wo, po, a, out.add(o), 0);
             o += r;
         }
         return;
@@ -241,7 +261,7 @@ unsafe fn matmul<const B: u8>(
             let mut t = t0;
             while t < t1 {
                 let c = (t1 - t).min(TILE_TOKENS);
-                tile_edge::<B>(r, c, g, wo, po, a.add(t * g.nb), out.add(t * m + o), m);
+                tile_edge::<B>(r, c, g, o, wo, po, a.add(t * g.nb), out.add(t * m + o), m);
                 t += c;
             }
             o += r;

@@ -9,10 +9,12 @@
 //! s_b = d_b·Σq). [`GroupParams`] holds `scale = s` and `min = s·(c − z)` per group, so the zero point
 //! costs one multiply-add per group and row, whatever the group length.
 //!
-//! A layout with a code table ([`GroupLayout::table4`], NF4) has 4-bit codes that stand for signed bytes
-//! `table[u]`: a weight decodes to `table[u]·s + min`, and the integer dot product is `Σ table[u_i]·q_i`
-//! (on AVX2 one byte shuffle per 32 codes, on NEON one `tbl` per 16). NF4's values are irrational, so
-//! its table holds them ×127 rounded and its scale carries the 1/127.
+//! A layout with a [`Codebook`] has codes of at most 4 bits that stand for signed bytes `table[u]`, one
+//! table of 16 for each run of `rows_per_table` weight rows: a weight decodes to `table[u]·s + min`, and
+//! the integer dot product is `Σ table[u_i]·q_i` (on AVX2 one byte shuffle per 32 codes, on NEON one `tbl`
+//! per 16). NF4 shares one table across the matrix; a palettized matrix (look-up tables per group of
+//! output channels) has one per group. Their values are not integers, so a table holds them scaled to
+//! ±127 and rounded, and the group scale carries the inverse factor.
 //!
 //! As for the other kernels, [`scalar`] is the specification; each SIMD path computes the same integer
 //! dot products and differs only in the order of its float additions.
@@ -47,29 +49,85 @@ impl GroupParams {
     }
 }
 
+/// The signed bytes that codes stand for: `tables[r / rows_per_table][u]` for code u of weight row r.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Codebook<'a> {
+    pub tables: &'a [[i8; 16]],
+    pub rows_per_table: usize,
+}
+
+impl<'a> Codebook<'a> {
+    /// One table for every row (NF4's).
+    pub fn shared(table: &'a [i8; 16]) -> Codebook<'a> {
+        Codebook { tables: std::slice::from_ref(table), rows_per_table: usize::MAX }
+    }
+
+    /// A table per `rows_per_table` consecutive rows (the last run may be shorter). Panics on 0.
+    pub fn per_rows(tables: &'a [[i8; 16]], rows_per_table: usize) -> Codebook<'a> {
+        assert!(rows_per_table > 0, "codebook: a table must cover at least one row");
+        Codebook { tables, rows_per_table }
+    }
+
+    /// The table of row `row`.
+    pub fn table(&self, row: usize) -> &'a [i8; 16] {
+        &self.tables[row / self.rows_per_table]
+    }
+
+    /// Tables a matrix of m rows needs.
+    pub fn tables_for(&self, m: usize) -> usize {
+        m.div_ceil(self.rows_per_table).max(1)
+    }
+
+    /// The codebook of the rows from `r0` on, which must be the first row of a table's run (any row when
+    /// every row shares the table).
+    fn rows_from(self, r0: usize) -> Codebook<'a> {
+        if self.tables.len() == 1 {
+            return self;
+        }
+        assert!(r0.is_multiple_of(self.rows_per_table), "codebook: row {r0} is inside a table's run");
+        Codebook { tables: &self.tables[r0 / self.rows_per_table..], ..self }
+    }
+}
+
 /// The code layout of a weight matrix: bits per code, codes per group, and what a code stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GroupLayout {
+pub struct GroupLayout<'a> {
     /// 8, 4, 3 or 2.
     pub bits: u8,
     /// A positive multiple of 32; the last group of a row may be shorter.
     pub group: usize,
-    /// With 4-bit codes: the signed value of each code, used in place of the code; `None`: the code's
-    /// own value (less 128 for 8 bits).
-    pub table: Option<[i8; 16]>,
+    /// With codes of at most 4 bits: the signed value of each code, used in place of the code; `None`: the
+    /// code's own value (less 128 for 8 bits).
+    pub codebook: Option<Codebook<'a>>,
 }
 
-impl GroupLayout {
+impl<'a> GroupLayout<'a> {
     /// Panics unless bits is 8, 4, 3 or 2 and group a positive multiple of 32.
-    pub fn new(bits: u8, group: usize) -> GroupLayout {
+    pub fn new(bits: u8, group: usize) -> GroupLayout<'a> {
         assert!(matches!(bits, 8 | 4 | 3 | 2), "group kernels: {bits}-bit codes do not exist");
         assert!(group > 0 && group.is_multiple_of(QK), "group kernels: group {group} is not a multiple of {QK}");
-        GroupLayout { bits, group, table: None }
+        GroupLayout { bits, group, codebook: None }
     }
 
-    /// 4-bit codes (packed as the 4-bit integer codes) standing for `table[code]`.
-    pub fn table4(group: usize, table: [i8; 16]) -> GroupLayout {
-        GroupLayout { table: Some(table), ..GroupLayout::new(4, group) }
+    /// Codes of `bits` ≤ 4 (packed as the integer codes of that width) standing for their entries of
+    /// `codebook`.
+    pub fn with_codebook(bits: u8, group: usize, codebook: Codebook<'a>) -> GroupLayout<'a> {
+        assert!(bits <= 4, "group kernels: codebooks index codes of at most 4 bits, not {bits}");
+        GroupLayout { codebook: Some(codebook), ..GroupLayout::new(bits, group) }
+    }
+
+    /// The layout of the rows from `r0` on.
+    fn rows_from(self, r0: usize) -> GroupLayout<'a> {
+        GroupLayout { codebook: self.codebook.map(|c| c.rows_from(r0)), ..self }
+    }
+
+    /// Rows that a split of the matrix between threads keeps together: the 8 of a SIMD GEMV pass, and
+    /// whole runs of a table.
+    fn row_unit(self) -> usize {
+        match self.codebook {
+            Some(c) if c.tables.len() > 1 => lcm(8, c.rows_per_table),
+            _ => 8,
+        }
     }
 
     /// Bytes of 32 codes.
@@ -86,10 +144,20 @@ impl GroupLayout {
     }
 }
 
+fn lcm(a: usize, b: usize) -> usize {
+    let gcd = |mut a: usize, mut b: usize| {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    };
+    a / gcd(a, b) * b
+}
+
 /// Single-threaded `out[t·m + o]` for m weight rows of k codes (`codes`: m·row_bytes(k) bytes, `params`:
 /// m·n_groups(k)) and n activation rows (`acts`: n·k/32 blocks).
 pub type GroupMatmul =
-    fn(l: GroupLayout, codes: &[u8], params: &[GroupParams], acts: &[BlockQ8], out: &mut [f32], k: usize);
+    fn(l: GroupLayout<'_>, codes: &[u8], params: &[GroupParams], acts: &[BlockQ8], out: &mut [f32], k: usize);
 
 /// One instruction-set path.
 #[derive(Clone, Copy)]
@@ -120,7 +188,7 @@ pub fn paths() -> Vec<&'static GroupKernels> {
 
 /// Checks the lengths of a `GroupKernels::matmul` call; returns (n, m).
 pub(crate) fn matmul_dims(
-    l: GroupLayout,
+    l: GroupLayout<'_>,
     codes: &[u8],
     params: &[GroupParams],
     acts: &[BlockQ8],
@@ -134,6 +202,9 @@ pub(crate) fn matmul_dims(
     let (n, m) = (acts.len() / nb, codes.len() / row_bytes);
     assert_eq!(params.len(), m * ng, "group matmul: {} group parameters, want {m}×{ng}", params.len());
     assert_eq!(out.len(), n * m, "group matmul: out has {} elements, want {n}×{m}", out.len());
+    if let Some(c) = l.codebook {
+        assert!(c.tables.len() >= c.tables_for(m), "group matmul: {} tables for {m} rows", c.tables.len());
+    }
     (n, m)
 }
 
@@ -144,7 +215,7 @@ const PAR_MIN_BYTES: usize = 64 * 1024;
 /// as quantized in `acts`. n = 1 splits the rows of W across threads, n > 1 the tokens. Panics on
 /// mismatched lengths.
 pub fn matmul_group(
-    l: GroupLayout,
+    l: GroupLayout<'_>,
     codes: &[u8],
     params: &[GroupParams],
     acts: &QuantizedActs,
@@ -166,12 +237,12 @@ pub fn matmul_group(
         if threads == 1 || codes.len() < PAR_MIN_BYTES {
             return kern(l, codes, params, blocks, out, k);
         }
-        // About four chunks per thread, in whole 8-row groups (the SIMD GEMVs' unit).
-        let rows = m.div_ceil(4 * threads).next_multiple_of(8);
+        // About four chunks per thread, in whole units of rows.
+        let rows = m.div_ceil(4 * threads).next_multiple_of(l.row_unit());
         parallel_chunks_mut(out, rows, &|i, part| {
             let r0 = i * rows;
             kern(
-                l,
+                l.rows_from(r0),
                 &codes[r0 * row_bytes..][..part.len() * row_bytes],
                 &params[r0 * ng..][..part.len() * ng],
                 blocks,
@@ -193,7 +264,7 @@ pub fn matmul_group(
 /// this matrix's input ([`QuantizedActs::quantize_static`]).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_group_f32(
-    l: GroupLayout,
+    l: GroupLayout<'_>,
     codes: &[u8],
     params: &[GroupParams],
     x: &[f32],

@@ -5,8 +5,9 @@
 //! 8-bit codes by flipping the top bit (u − 128); 4-bit codes by a mask and a shift; 2-bit codes by
 //! loading their 8 bytes into both halves of a register and shifting each half by its own amount
 //! (`ushl`); INT3 adds its high-bit plane by spreading each of its bytes over 8 lanes (`ld4r`),
-//! shifting each lane's bit into place (`ushl`) and inserting it (`bsl`). Table codes (NF4) are 4-bit
-//! codes looked up with one `tbl` per 16 in a register holding the table. Every value is in
+//! shifting each lane's bit into place (`ushl`) and inserting it (`bsl`). Codebook codes (NF4, palettes)
+//! are expanded as integer codes of their width and looked up with one `tbl` per 16 in a register
+//! holding their row's table. Every value is in
 //! [−128, 127] and every activation code in [−127, 127], the range in which both variants' dot
 //! products are exact.
 //!
@@ -31,7 +32,7 @@ static NEON: GroupKernels = GroupKernels { name: "neon", matmul: entry::<Smull> 
 static NEON_DOTPROD: GroupKernels = GroupKernels { name: "neon-dotprod", matmul: entry::<Sdot> };
 
 fn entry<D: Variant>(
-    l: GroupLayout,
+    l: GroupLayout<'_>,
     codes: &[u8],
     params: &[GroupParams],
     acts: &[BlockQ8],
@@ -44,19 +45,22 @@ fn entry<D: Variant>(
         nb: k / QK,
         ng: l.n_groups(k),
         gsb: l.group / QK,
-        table: l.table.unwrap_or_default(),
+        tables: l.codebook.map_or(NO_TABLE.as_ptr(), |c| c.tables.as_ptr()),
+        rows_per_table: l.codebook.map_or(usize::MAX, |c| c.rows_per_table),
     };
     let (w, p, a, o) = (codes.as_ptr(), params.as_ptr(), acts.as_ptr(), out.as_mut_ptr());
     // SAFETY: reachable only through NEON and NEON_DOTPROD, handed out after neon (and dotprod for the
     // Sdot variant) were detected; matmul_dims checked codes = m rows, params = m·ng, acts = n rows,
-    // out = n·m.
+    // out = n·m, and a table for each row.
     unsafe {
-        match l.bits {
-            _ if l.table.is_some() => D::matmul::<TABLE4>(&g, w, p, a, o, n, m),
-            8 => D::matmul::<8>(&g, w, p, a, o, n, m),
-            4 => D::matmul::<4>(&g, w, p, a, o, n, m),
-            3 => D::matmul::<3>(&g, w, p, a, o, n, m),
-            _ => D::matmul::<2>(&g, w, p, a, o, n, m),
+        match (l.bits, l.codebook.is_some()) {
+            (4, true) => D::matmul::<TABLE4>(&g, w, p, a, o, n, m),
+            (3, true) => D::matmul::<TABLE3>(&g, w, p, a, o, n, m),
+            (_, true) => D::matmul::<TABLE2>(&g, w, p, a, o, n, m),
+            (8, false) => D::matmul::<8>(&g, w, p, a, o, n, m),
+            (4, false) => D::matmul::<4>(&g, w, p, a, o, n, m),
+            (3, false) => D::matmul::<3>(&g, w, p, a, o, n, m),
+            (_, false) => D::matmul::<2>(&g, w, p, a, o, n, m),
         }
     }
 }
@@ -106,20 +110,27 @@ impl Variant for Sdot {
 }
 
 /// Sizes of one matrix, in bytes per row, activation blocks per row, groups per row, blocks per group;
-/// and the code table of [`TABLE4`].
+/// and the codebook's tables, one per `rows_per_table` rows.
 struct Geometry {
     row_bytes: usize,
     nb: usize,
     ng: usize,
     gsb: usize,
-    table: [i8; 16],
+    tables: *const [i8; 16],
+    rows_per_table: usize,
 }
 
-/// The code kind of 4-bit codes that index a table (the other kinds are the bit widths).
-const TABLE4: u8 = 0;
+/// The table pointer of layouts without a codebook (never read).
+static NO_TABLE: [[i8; 16]; 1] = [[0; 16]];
+
+/// Code kinds: the bit widths, and with this flag set, codes of that width that index a table.
+const TABLE: u8 = 0x10;
+const TABLE2: u8 = TABLE | 2;
+const TABLE3: u8 = TABLE | 3;
+const TABLE4: u8 = TABLE | 4;
 
 const fn sub_block_bytes(kind: u8) -> usize {
-    QK * if kind == TABLE4 { 4 } else { kind as usize } / 8
+    QK * (kind & 0x0F) as usize / 8
 }
 
 /// Elements 0..16 and 16..32 of a 4-bit sub-block: the low and the high nibbles of its 16 bytes.
@@ -150,13 +161,18 @@ unsafe fn add_high_bits(plane: uint8x16_t, spread: uint8x16_t) -> uint8x16_t {
 }
 
 /// The 32 codes of the sub-block at `p` as signed bytes, elements 0..16 and 16..32 (for B = 8: u − 128;
-/// for [`TABLE4`]: their entries of `table`).
+/// for the table kinds: their entries of `table`).
 #[inline(always)]
 unsafe fn codes<const B: u8>(p: *const u8, table: int8x16_t) -> (int8x16_t, int8x16_t) {
     let (lo, hi) = match B {
-        TABLE4 => {
-            let (lo, hi) = nibbles(p);
-            return (vqtbl1q_s8(table, lo), vqtbl1q_s8(table, hi));
+        TABLE4 | TABLE3 | TABLE2 => {
+            let (lo, hi) = match B {
+                TABLE4 => codes::<4>(p, table),
+                TABLE3 => codes::<3>(p, table),
+                _ => codes::<2>(p, table),
+            };
+            let lookup = |v: int8x16_t| vqtbl1q_s8(table, vreinterpretq_u8_s8(v));
+            return (lookup(lo), lookup(hi));
         }
         8 => {
             let flip = vdupq_n_u8(0x80);
@@ -181,10 +197,11 @@ unsafe fn codes<const B: u8>(p: *const u8, table: int8x16_t) -> (int8x16_t, int8
 /// accumulator) to its total and min·Σ s_a to its minimum term. The rows and tokens are constant
 /// loops, unrolled, so that the 2·R·T accumulators stay in registers (32 at most, of NEON's 32, for
 /// the 8×1 GEMV tile: 16 accumulators, the activation and weight codes, and the constants).
-#[allow(clippy::needless_range_loop)] // indices into fixed-size register arrays unroll fully
+#[allow(clippy::needless_range_loop, clippy::too_many_arguments)] // register arrays unroll fully
 #[inline(always)]
 unsafe fn tile<const B: u8, D: IntDot, const R: usize, const T: usize>(
     g: &Geometry,
+    row0: usize,
     w: *const u8,
     p: *const GroupParams,
     a: *const BlockQ8,
@@ -192,7 +209,7 @@ unsafe fn tile<const B: u8, D: IntDot, const R: usize, const T: usize>(
     ldo: usize,
 ) {
     let sbb = sub_block_bytes(B);
-    let table = vld1q_s8(g.table.as_ptr());
+    let tables: [*const [i8; 16]; R] = std::array::from_fn(|r| g.tables.wrapping_add((row0 + r) / g.rows_per_table));
     let mut total = [[vdupq_n_f32(0.0); T]; R];
     let mut mins = [[0.0f32; T]; R];
     for gi in 0..g.ng {
@@ -209,6 +226,7 @@ unsafe fn tile<const B: u8, D: IntDot, const R: usize, const T: usize>(
                 asum[t] += ab.s;
             }
             for r in 0..R {
+                let table = if B & TABLE != 0 { vld1q_s8(tables[r].cast()) } else { vdupq_n_s8(0) };
                 let (lo, hi) = codes::<B>(w.add(r * g.row_bytes + b * sbb), table);
                 for t in 0..T {
                     let lanes = D::dot(D::dot(vdupq_n_s32(0), lo, aq[t].0), hi, aq[t].1);
@@ -238,6 +256,7 @@ unsafe fn tile_edge<const B: u8, D: IntDot>(
     r: usize,
     c: usize,
     g: &Geometry,
+    row0: usize,
     w: *const u8,
     p: *const GroupParams,
     a: *const BlockQ8,
@@ -245,14 +264,14 @@ unsafe fn tile_edge<const B: u8, D: IntDot>(
     ldo: usize,
 ) {
     match (r, c) {
-        (4, 2) => tile::<B, D, 4, 2>(g, w, p, a, out, ldo),
-        (3, 2) => tile::<B, D, 3, 2>(g, w, p, a, out, ldo),
-        (2, 2) => tile::<B, D, 2, 2>(g, w, p, a, out, ldo),
-        (1, 2) => tile::<B, D, 1, 2>(g, w, p, a, out, ldo),
-        (4, 1) => tile::<B, D, 4, 1>(g, w, p, a, out, ldo),
-        (3, 1) => tile::<B, D, 3, 1>(g, w, p, a, out, ldo),
-        (2, 1) => tile::<B, D, 2, 1>(g, w, p, a, out, ldo),
-        (1, 1) => tile::<B, D, 1, 1>(g, w, p, a, out, ldo),
+        (4, 2) => tile::<B, D, 4, 2>(g, row0, w, p, a, out, ldo),
+        (3, 2) => tile::<B, D, 3, 2>(g, row0, w, p, a, out, ldo),
+        (2, 2) => tile::<B, D, 2, 2>(g, row0, w, p, a, out, ldo),
+        (1, 2) => tile::<B, D, 1, 2>(g, row0, w, p, a, out, ldo),
+        (4, 1) => tile::<B, D, 4, 1>(g, row0, w, p, a, out, ldo),
+        (3, 1) => tile::<B, D, 3, 1>(g, row0, w, p, a, out, ldo),
+        (2, 1) => tile::<B, D, 2, 1>(g, row0, w, p, a, out, ldo),
+        (1, 1) => tile::<B, D, 1, 1>(g, row0, w, p, a, out, ldo),
         _ => unreachable!("group tile {r}×{c}"),
     }
 }
@@ -278,7 +297,7 @@ unsafe fn matmul<const B: u8, D: IntDot>(
     m: usize,
 ) {
     if n == 1 {
-        return if B == 3 {
+        return if B & 0x0F == 3 {
             gemv::<B, D, GEMV_ROWS_INT3>(g, w, p, a, out, m)
         } else {
             gemv::<B, D, GEMV_ROWS>(g, w, p, a, out, m)
@@ -294,7 +313,7 @@ unsafe fn matmul<const B: u8, D: IntDot>(
             let mut t = t0;
             while t < t1 {
                 let c = (t1 - t).min(TILE_TOKENS);
-                tile_edge::<B, D>(r, c, g, wo, po, a.add(t * g.nb), out.add(t * m + o), m);
+                tile_edge::<B, D>(r, c, g, o, wo, po, a.add(t * g.nb), out.add(t * m + o), m);
                 t += c;
             }
             o += r;
@@ -318,9 +337,9 @@ unsafe fn gemv<const B: u8, D: IntDot, const ROWS: usize>(
         let r = if o + ROWS <= m { ROWS } else { (m - o).min(4) };
         let (wo, po) = (w.add(o * g.row_bytes), p.add(o * g.ng));
         if r == ROWS {
-            tile::<B, D, ROWS, 1>(g, wo, po, a, out.add(o), 0);
+            tile::<B, D, ROWS, 1>(g, o, wo, po, a, out.add(o), 0);
         } else {
-            tile_edge::<B, D>(r, 1, g, wo, po, a, out.add(o), 0);
+            tile_edge::<B, D>(r, 1, g, o, wo, po, a, out.add(o), 0);
         }
         o += r;
     }
@@ -343,16 +362,18 @@ mod tests {
     /// position, so that each code, bit plane and high bit lands in each lane.
     #[test]
     fn codes_match_the_reference_unpacking() {
-        let table: [i8; 16] = std::array::from_fn(|i| (i as i8 - 8) * 16 + 1);
-        for kind in [TABLE4, 8, 4, 3, 2] {
-            let (bits, sbb) = (if kind == TABLE4 { 4 } else { kind }, sub_block_bytes(kind));
+        let table: [[i8; 16]; 1] = [std::array::from_fn(|i| (i as i8 - 8) * 16 + 1)];
+        for kind in [TABLE4, TABLE3, TABLE2, 8, 4, 3, 2] {
+            let (bits, sbb) = (kind & 0x0F, sub_block_bytes(kind));
             for shift in 0..256usize {
                 let bytes: Vec<u8> = (0..sbb).map(|i| (i * 37 + shift * 11) as u8).collect();
                 // SAFETY: this CPU has NEON (aarch64 base); `bytes` holds one sub-block.
                 let (lo, hi) = unsafe {
-                    let t = vld1q_s8(table.as_ptr());
+                    let t = vld1q_s8(table[0].as_ptr());
                     match kind {
                         TABLE4 => codes::<TABLE4>(bytes.as_ptr(), t),
+                        TABLE3 => codes::<TABLE3>(bytes.as_ptr(), t),
+                        TABLE2 => codes::<TABLE2>(bytes.as_ptr(), t),
                         8 => codes::<8>(bytes.as_ptr(), t),
                         4 => codes::<4>(bytes.as_ptr(), t),
                         3 => codes::<3>(bytes.as_ptr(), t),
@@ -362,8 +383,13 @@ mod tests {
                 let mut got = [0i8; QK];
                 // SAFETY: as above; got holds 32 bytes.
                 unsafe { (vst1q_s8(got.as_mut_ptr(), lo), vst1q_s8(got.as_mut_ptr().add(16), hi)) };
-                let l = if kind == TABLE4 { GroupLayout::table4(32, table) } else { GroupLayout::new(bits, 32) };
-                let want = super::super::scalar::unpack(bits, &bytes).map(|u| super::super::scalar::code_value(l, u));
+                let l = if kind & TABLE != 0 {
+                    GroupLayout::with_codebook(bits, 32, crate::group::Codebook::shared(&table[0]))
+                } else {
+                    GroupLayout::new(bits, 32)
+                };
+                let want =
+                    super::super::scalar::unpack(bits, &bytes).map(|u| super::super::scalar::code_value(l, 0, u));
                 assert_eq!(got.map(i32::from), want, "kind {kind}, bytes {bytes:?}");
             }
         }
