@@ -8,6 +8,7 @@ use lowbit_formats::layout::{logical_tensors, released_tensors};
 use lowbit_formats::params::{self, ParamCount};
 use lowbit_formats::source::ModelSource;
 use lowbit_quant::native_export::NativeScheme;
+use lowbit_quant::profile::{Profile, TensorClass};
 use lowbit_quant::rtn::RtnScheme;
 use serde::Serialize;
 
@@ -23,6 +24,10 @@ pub struct Args {
     /// Print one JSON object instead of tables.
     #[arg(long)]
     json: bool,
+    /// For a bare config.json: the build a device profile (`lowbit quantize --target`) makes, rule by rule,
+    /// with its run-time memory against the profile's budget. `snapdragon-x` or `iphone`.
+    #[arg(long)]
+    target: Option<String>,
 }
 
 /// (bits, group) of the round-to-nearest builds whose size inspect predicts for a bare config (and NF4's).
@@ -71,10 +76,42 @@ struct Report {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     predicted: BTreeMap<String, u64>,
     config: ConfigSummary,
+    /// With --target: the profile's build.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    profile: Option<ProfileReport>,
     parameters: Params,
     /// Per storage type; empty for a bare config.json of a model without a known release layout.
     formats: BTreeMap<String, FormatRow>,
     tensors: Vec<TensorRow>,
+}
+
+/// A device profile's predicted build of a release (`inspect --target`).
+#[derive(Serialize)]
+struct ProfileReport {
+    target: &'static str,
+    device: &'static str,
+    /// Per tensor class: the scheme and what it stores.
+    rules: Vec<RuleRow>,
+    /// Tensor bytes of the directory `quantize --target` writes.
+    bytes: u64,
+    /// What running it holds beyond the mapped file: the kernels' group parameters and tables.
+    runtime_parameter_bytes: u64,
+    /// The f32 KV cache lowbit allocates for `context` positions.
+    context: usize,
+    kv_cache_bytes: u64,
+    /// Bytes the budget counts: weights and run-time state for snapdragon-x, the weights for iphone.
+    counted_bytes: u64,
+    budget_bytes: u64,
+    fits: bool,
+}
+
+#[derive(Serialize)]
+struct RuleRow {
+    class: &'static str,
+    scheme: String,
+    tensors: usize,
+    parameters: u64,
+    bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -155,15 +192,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     // What `quantize --method rtn|nf4` would write, tensor for tensor, predicted from the release's layout.
     let mut predicted = BTreeMap::new();
-    if let (true, Some(logical)) = (released, logical_tensors(&config)) {
+    let logical = logical_tensors(&config).filter(|_| released);
+    if let Some(logical) = &logical {
         let rtn =
             PREDICTED_SCHEMES.iter().map(|&(bits, group)| RtnScheme::new(bits, group, true).map(NativeScheme::Rtn));
-        for scheme in rtn.chain([Ok(NativeScheme::Nf4)]) {
+        let profiles = Profile::ALL.map(|profile| Ok(NativeScheme::Profile { profile, seed: 0 }));
+        for scheme in rtn.chain([Ok(NativeScheme::Nf4)]).chain(profiles) {
             let scheme = scheme?;
             let bytes = logical.iter().map(|(name, shape)| scheme.stored_bytes(name, shape)).sum::<u64>();
             predicted.insert(scheme.name(), bytes);
         }
     }
+    let profile = match (&args.target, &logical) {
+        (None, _) => None,
+        (Some(name), Some(logical)) => Some(profile_report(crate::native_quantize::target(name)?, &config, logical)),
+        (Some(_), None) => anyhow::bail!(
+            "--target predicts a release's build from its bare config.json (of a known architecture); {} is not one",
+            args.model.display()
+        ),
+    };
     let report = Report {
         released,
         predicted,
@@ -176,6 +223,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         },
         architecture: config.arch.name(),
         config: summarize(&config),
+        profile,
         parameters: counts.into(),
         formats,
         tensors,
@@ -186,6 +234,82 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         print_report(&report, args.summary);
     }
     Ok(())
+}
+
+fn profile_report(target: Profile, config: &ModelConfig, logical: &[(String, Vec<usize>)]) -> ProfileReport {
+    let scheme = NativeScheme::Profile { profile: target, seed: 0 };
+    let classes = [TensorClass::Embedding, TensorClass::Attention, TensorClass::Ffn];
+    let mut rules: Vec<RuleRow> = classes
+        .iter()
+        .map(|&c| RuleRow { class: c.name(), scheme: target.scheme(c, 0).name(), tensors: 0, parameters: 0, bytes: 0 })
+        .collect();
+    rules.push(RuleRow {
+        class: "wide (routers, norms, biases)",
+        scheme: "f16 / f32".into(),
+        tensors: 0,
+        parameters: 0,
+        bytes: 0,
+    });
+    let (mut bytes, mut runtime) = (0, 0);
+    for (name, shape) in logical {
+        let (b, rt) = (scheme.stored_bytes(name, shape), scheme.runtime_bytes(name, shape));
+        // A tensor the profile leaves wide has no run-time parameters.
+        let row = if rt == 0 { 3 } else { TensorClass::of(name) as usize };
+        rules[row].tensors += 1;
+        rules[row].parameters += shape.iter().map(|&d| d as u64).product::<u64>();
+        rules[row].bytes += b;
+        (bytes, runtime) = (bytes + b, runtime + rt);
+    }
+    let context = target.context().min(config.context_length);
+    let kv_cache_bytes = 2 * (config.n_layers * context * config.kv_dim() * 4) as u64;
+    let counted_bytes = match target {
+        Profile::SnapdragonX => bytes + runtime + kv_cache_bytes,
+        Profile::Iphone => bytes,
+    };
+    ProfileReport {
+        target: target.name(),
+        device: target.device(),
+        rules,
+        bytes,
+        runtime_parameter_bytes: runtime,
+        context,
+        kv_cache_bytes,
+        counted_bytes,
+        budget_bytes: target.budget_bytes(),
+        fits: counted_bytes <= target.budget_bytes(),
+    }
+}
+
+fn print_profile(p: &ProfileReport) {
+    println!("\n--target {}: {}\n", p.target, p.device);
+    let mut t = Table::new(
+        &["class", "scheme", "tensors", "parameters", "bytes", "bits/weight"],
+        &[false, false, true, true, true, true],
+    );
+    for r in &p.rules {
+        t.row(vec![
+            r.class.into(),
+            r.scheme.clone(),
+            r.tensors.to_string(),
+            thousands(r.parameters),
+            thousands(r.bytes),
+            format!("{:.3}", r.bytes as f64 * 8.0 / r.parameters.max(1) as f64),
+        ]);
+    }
+    print!("{}", t.render());
+    println!("\nfile (tensor bytes)                       {:>18}", thousands(p.bytes));
+    println!("run-time group parameters and tables      {:>18}", thousands(p.runtime_parameter_bytes));
+    println!("KV cache, f32, {:>6} positions           {:>18}", p.context, thousands(p.kv_cache_bytes));
+    let counted = match p.target {
+        "iphone" => "the weights",
+        _ => "weights + run-time state",
+    };
+    println!(
+        "budget: {counted} {} of {} bytes: {}",
+        thousands(p.counted_bytes),
+        thousands(p.budget_bytes),
+        if p.fits { "fits" } else { "DOES NOT FIT" }
+    );
 }
 
 fn print_report(r: &Report, summary: bool) {
@@ -249,12 +373,17 @@ fn print_report(r: &Report, summary: bool) {
     ]);
     print!("{}", t.render());
     if !r.predicted.is_empty() {
-        println!("\npredicted native builds (lowbit quantize --method rtn|nf4; routers, norms and biases stay wide)\n");
+        println!(
+            "\npredicted native builds (lowbit quantize --method rtn|nf4, --target PROFILE; routers, norms and biases stay wide)\n"
+        );
         let mut t = Table::new(&["scheme", "bytes", "bits/weight"], &[false, true, true]);
         for (scheme, b) in &r.predicted {
             t.row(vec![scheme.clone(), thousands(*b), format!("{:.3}", *b as f64 * 8.0 / params.max(1) as f64)]);
         }
         print!("{}", t.render());
+    }
+    if let Some(p) = &r.profile {
+        print_profile(p);
     }
     if summary {
         return;

@@ -18,6 +18,7 @@ use lowbit_quant::grid::{Quantized, Target};
 use lowbit_quant::imatrix::{Importance, MIN_EXPERT_TOKENS};
 use lowbit_quant::layerwise::{self, Plan};
 use lowbit_quant::native_export::{self, NativeScheme, Prepared};
+use lowbit_quant::profile::Profile;
 use lowbit_quant::rtn::RtnScheme;
 
 use crate::table::{thousands, Table};
@@ -30,6 +31,10 @@ pub struct NativeArgs {
     /// blocks of 64 with double-quantized scales). With --type: gptq, awq or awq-gptq into GGUF types.
     #[arg(long)]
     pub method: Option<String>,
+    /// A device profile instead of --method: `snapdragon-x` (4-bit laptop build) or `iphone` (2-bit palettes),
+    /// each a set of per-tensor rules (`lowbit inspect MODEL --target PROFILE` predicts its size).
+    #[arg(long, conflicts_with = "method")]
+    pub target: Option<String>,
     /// Bits per weight with --method: 8 (per output channel unless --group), 4, 3 or 2 (nf4: 4 only; palette:
     /// bits per index, 4, 3 or 2).
     #[arg(long, requires = "method")]
@@ -103,7 +108,25 @@ impl NativeArgs {
     }
 }
 
+impl NativeArgs {
+    /// Whether the output is a native directory (--method or --target).
+    pub fn native(&self) -> bool {
+        self.method.is_some() || self.target.is_some()
+    }
+}
+
+/// The profile --target names.
+pub fn target(name: &str) -> anyhow::Result<Profile> {
+    Profile::parse(name).ok_or_else(|| {
+        let names: Vec<&str> = Profile::ALL.iter().map(|t| t.name()).collect();
+        anyhow::anyhow!("--target {name}: one of {}", names.join(", "))
+    })
+}
+
 fn scheme(args: &NativeArgs) -> anyhow::Result<NativeScheme> {
+    if let Some(name) = &args.target {
+        return Ok(NativeScheme::Profile { profile: target(name)?, seed: args.calib.seed });
+    }
     let palette = args.method.as_deref() == Some("palette");
     anyhow::ensure!(
         palette || (args.palette_rows.is_none() && !args.channel_scale),
@@ -335,6 +358,7 @@ mod tests {
     fn args(method: &str, bits: Option<u8>, group: Option<usize>, asym: bool) -> NativeArgs {
         NativeArgs {
             method: Some(method.into()),
+            target: None,
             bits,
             group,
             sym: false,

@@ -25,7 +25,7 @@ pub struct Args {
     /// MXFP4: MXFP4_MOE). Tensors get llama.cpp's types for it; rows a type cannot hold fall back as llama.cpp does.
     /// With --method gptq|awq|awq-gptq: the calibrated method into those types (the mixes' imatrix choices; block
     /// types only).
-    #[arg(long = "type", required_unless_present = "method")]
+    #[arg(long = "type", required_unless_present_any = ["method", "target"], conflicts_with = "target")]
     ftype: Option<String>,
     /// One type for every quantized matrix, as llama-quantize --pure (no mix rules).
     #[arg(long)]
@@ -48,16 +48,18 @@ fn parse_type(s: &str) -> anyhow::Result<FileType> {
 pub fn run(args: Args) -> anyhow::Result<()> {
     // Mixture-of-experts weights are quantized expert by expert into native directories (rtn, gptq, nf4); AWQ's
     // scales for them and GGUF output for them are not built.
-    let native_moe = matches!(args.native.method.as_deref(), Some("rtn" | "gptq" | "nf4"))
+    let native_moe = (matches!(args.native.method.as_deref(), Some("rtn" | "gptq" | "nf4" | "palette"))
+        || args.native.target.is_some())
         && args.ftype.is_none()
         && !args.accept.accept;
     if !native_moe && ModelSource::open(&args.model)?.config()?.moe.is_some() {
         anyhow::bail!(
-            "{}: mixture-of-experts models (GPT-OSS) are quantized with --method rtn, gptq or nf4 into a native directory so far",
+            "{}: mixture-of-experts models (GPT-OSS) are quantized with --method rtn, gptq, nf4 or palette or a --target into a native directory so far",
             args.model.display()
         );
     }
     if args.accept.accept {
+        anyhow::ensure!(args.native.target.is_none(), "--accept chooses its own build: drop --target");
         anyhow::ensure!(
             args.ftype.is_none() && args.importance.imatrix.is_none() && args.importance.save_imatrix.is_none(),
             "--accept builds native directories: drop --type, --imatrix and --save-imatrix"
@@ -72,17 +74,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
         return crate::gguf_calibrated::run(&args.model, &args.out, parse_type(t)?, args.pure, &args.native, plan);
     }
-    if args.native.method.is_none() && args.format != "gguf" {
+    if !args.native.native() && args.format != "gguf" {
         anyhow::bail!("--format {}: only gguf output exists so far", args.format);
     }
-    let ftype = match args.native.method {
-        Some(_) => None,
-        None => Some(parse_type(args.ftype.as_deref().unwrap_or_default())?),
+    let ftype = match args.native.native() {
+        true => None,
+        false => Some(parse_type(args.ftype.as_deref().unwrap_or_default())?),
     };
     let weighted = args.importance.imatrix.is_some() || args.importance.save_imatrix.is_some();
     anyhow::ensure!(
         !weighted || args.native.method.as_deref().is_none_or(|m| m == "rtn" || m == "palette"),
-        "--imatrix and --save-imatrix apply to GGUF --type and --method rtn|palette"
+        "--imatrix and --save-imatrix apply to GGUF --type, --method rtn|palette and --target"
     );
     let imatrix = crate::importance::prepare(&args.importance, &args.model, &args.native.calib)?;
     let Some(ftype) = ftype else {

@@ -405,6 +405,48 @@ fn inspect_sizes_gpt_oss_20b_from_its_config() {
     // 20B-shaped checkpoint (`lowbit synth`, docs/gpt-oss.md): their inspect's totals.
     assert_eq!(j["predicted"]["int4-g128-sym"], 10_818_904_832u64);
     assert_eq!(j["predicted"]["nf4"], 10_816_858_536u64);
+    // The device profiles (`--target`): the phone build's weights within 6 GB, the laptop build's weights, group
+    // parameters and an 8192-position KV cache within 16 GB.
+    assert_eq!(j["predicted"]["iphone"], 5_779_618_048u64);
+    assert_eq!(j["predicted"]["snapdragon-x"], 11_689_155_328u64);
+    for (target, counted) in [("iphone", 5_779_618_048u64), ("snapdragon-x", 13_720_150_784)] {
+        let j: serde_json::Value =
+            serde_json::from_str(&lowbit(&["inspect", config, "--json", "--target", target])).unwrap();
+        let p = &j["profile"];
+        assert_eq!((p["counted_bytes"].as_u64(), p["fits"].as_bool()), (Some(counted), Some(true)), "{target}");
+        assert_eq!(p["bytes"], j["predicted"][target], "{target}");
+    }
+}
+
+/// A device profile's build (`quantize --target`) writes exactly the tensor bytes inspect predicts for it from the
+/// model's config.json, every rule applied (GPT-OSS's experts palettized or rounded stack by stack).
+#[test]
+fn a_profile_build_matches_its_prediction() {
+    let scratch = Scratch::new("profile");
+    let out = scratch.0.join("out");
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/gpt-oss-tiny/tiny_mxfp4");
+    let config = format!("{model}/config.json");
+    let bytes = |j: &serde_json::Value| {
+        j["formats"].as_object().unwrap().values().map(|f| f["bytes"].as_u64().unwrap()).sum::<u64>()
+    };
+    for target in ["iphone", "snapdragon-x"] {
+        let predicted: serde_json::Value =
+            serde_json::from_str(&lowbit(&["inspect", &config, "--json", "--target", target])).unwrap();
+        lowbit(&["quantize", model, "--target", target, "-o", out.to_str().unwrap()]);
+        let built: serde_json::Value =
+            serde_json::from_str(&lowbit(&["inspect", out.to_str().unwrap(), "--json"])).unwrap();
+        assert_eq!(Some(bytes(&built)), predicted["profile"]["bytes"].as_u64(), "{target}");
+        let qconfig: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("quantization_config.json")).unwrap()).unwrap();
+        assert_eq!(qconfig["profile"], target);
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+    refuses(&["quantize", model, "--target", "pixel", "-o", out.to_str().unwrap()], &out, "one of snapdragon-x, iphone");
+    refuses(
+        &["quantize", model, "--target", "iphone", "--method", "rtn", "-o", out.to_str().unwrap()],
+        &out,
+        "cannot be used",
+    );
 }
 
 /// Mixture-of-experts models are quantized expert by expert by rtn, gptq and nf4; AWQ and GGUF types, which do not

@@ -15,6 +15,7 @@ pub mod linalg;
 pub mod native_export;
 pub mod nf4;
 pub mod palette;
+pub mod profile;
 pub mod rtn;
 pub mod tensor_types;
 

@@ -27,6 +27,7 @@ use lowbit_formats::{DType, FormatError, Result};
 use lowbit_formats::experts::{is_mxfp4_scales, ExpertStack};
 
 use crate::imatrix::{Importance, MIN_EXPERT_TOKENS};
+use crate::profile::{Profile, TensorClass};
 use crate::rtn::{quantize_tensor, RtnScheme};
 
 /// How [`export`] stores the model's matrices.
@@ -38,6 +39,8 @@ pub enum NativeScheme {
     Nf4,
     /// Look-up-table palettes by weighted k-means (`crate::palette`), `seed` fixing its draws.
     Palette { format: PaletteFormat, seed: u64 },
+    /// A device profile's rule for each class of tensor (`crate::profile`).
+    Profile { profile: Profile, seed: u64 },
 }
 
 impl NativeScheme {
@@ -47,12 +50,22 @@ impl NativeScheme {
             NativeScheme::Rtn(s) => s.name(),
             NativeScheme::Nf4 => "nf4".into(),
             NativeScheme::Palette { format, .. } => format.name(),
+            NativeScheme::Profile { profile, .. } => profile.name().into(),
+        }
+    }
+
+    /// The scheme that stores tensor `name`: the profile's rule for it, or this one.
+    fn rule_for(&self, name: &str) -> NativeScheme {
+        match *self {
+            NativeScheme::Profile { profile, seed } => profile.scheme(TensorClass::of(name), seed),
+            other => other,
         }
     }
 
     /// The storage of a quantized tensor of `shape`, or `None` when it stays unquantized.
     fn storage_for(&self, name: &str, shape: &[usize]) -> Option<Storage> {
         match self {
+            NativeScheme::Profile { .. } => self.rule_for(name).storage_for(name, shape),
             NativeScheme::Rtn(s) => s.format_for(name, shape).map(Storage::group),
             NativeScheme::Nf4 => crate::nf4::quantizable(name, shape).then(Storage::nf4),
             // The matrices round to nearest quantizes (routers and biases stay wide). A stack's palettes never span
@@ -96,12 +109,37 @@ impl NativeScheme {
         }
     }
 
+    /// Bytes a model run from a directory written with this scheme holds for tensor `name` beyond the file's
+    /// mapped bytes: the kernels' per-group parameters (an f32 scale and min, 8 bytes, per group or NF4 block;
+    /// per row of a palettized matrix, plus its 16-byte tables; `lowbit_model::GroupLinear`).
+    pub fn runtime_bytes(&self, name: &str, shape: &[usize]) -> u64 {
+        let n: u64 = shape.iter().map(|&d| d as u64).product();
+        let cols = shape.last().copied().unwrap_or(1);
+        let rows = n / cols.max(1) as u64;
+        match self.storage_for(name, shape) {
+            Some(Storage::Group { bits, group, sym }) => {
+                rows * GroupFormat { bits, group, sym }.n_groups(cols) as u64 * 8
+            }
+            Some(Storage::Nf4 { .. }) => n / nf4::BLOCK as u64 * 8,
+            Some(Storage::Palette { bits, group_rows, channel_scale }) => {
+                let (matrices, rows, _) = stack_dims(shape);
+                let palettes = PaletteFormat { bits, group_rows, channel_scale }.n_palettes(rows);
+                matrices as u64 * (rows as u64 * 8 + palettes as u64 * 16)
+            }
+            Some(Storage::Plain { .. }) | None => 0,
+        }
+    }
+
     /// `method`, `bits`, `group` and `sym` of the quantization config.
     fn summary(&self) -> (&'static str, u8, Option<usize>, bool) {
         match self {
             NativeScheme::Rtn(s) => ("rtn", s.bits, s.group, s.sym),
             NativeScheme::Nf4 => ("nf4", 4, Some(nf4::BLOCK), true),
             NativeScheme::Palette { format, .. } => ("palette", format.bits, format.group_rows, true),
+            NativeScheme::Profile { profile, .. } => {
+                let (method, bits) = profile.summary();
+                (method, bits, None, true)
+            }
         }
     }
 }
@@ -313,7 +351,9 @@ pub fn export(
                 storage
             }
             Some(storage @ Storage::Palette { bits, group_rows, channel_scale }) => {
-                let NativeScheme::Palette { seed, .. } = *scheme else { unreachable!("palette storage, other scheme") };
+                let NativeScheme::Palette { seed, .. } = scheme.rule_for(&name) else {
+                    unreachable!("palette storage, other scheme")
+                };
                 let f = PaletteFormat { bits, group_rows, channel_scale };
                 let (matrices, rows, cols) = stack_dims(&shape);
                 let mut parts = vec![
@@ -412,6 +452,10 @@ pub fn export(
         format_version: FORMAT_VERSION,
         tool_version: format!("lowbit {}", env!("CARGO_PKG_VERSION")),
         method: method.into(),
+        profile: match scheme {
+            NativeScheme::Profile { profile, .. } => Some(profile.name().into()),
+            _ => None,
+        },
         bits,
         group,
         sym,

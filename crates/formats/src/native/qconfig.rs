@@ -23,6 +23,9 @@ pub struct QuantizationConfig {
     pub tool_version: String,
     /// `rtn`, ...
     pub method: String,
+    /// The device profile (`--target`) whose per-tensor rules chose each tensor's storage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
     pub bits: u8,
     /// Columns per group; absent for per-output-channel formats.
     pub group: Option<usize>,
