@@ -20,6 +20,7 @@ use lowbit_quant::layerwise::{self, Plan};
 use lowbit_quant::native_export::{self, NativeScheme, Prepared};
 use lowbit_quant::profile::Profile;
 use lowbit_quant::rtn::RtnScheme;
+use lowbit_quant::ternary::{TernaryRule, TernaryScheme};
 
 use crate::table::{thousands, Table};
 
@@ -28,7 +29,9 @@ pub struct NativeArgs {
     /// Quantization method, writing a lowbit native directory: `rtn` (round to nearest, group-wise), `gptq`
     /// (GPTQ on a calibration set, into the same group formats), `awq` (AWQ's activation-aware scales and clip
     /// search, then round to nearest), `awq-gptq` (AWQ's scales, then GPTQ) or `nf4` (bitsandbytes' NF4 in
-    /// blocks of 64 with double-quantized scales). With --type: gptq, awq or awq-gptq into GGUF types.
+    /// blocks of 64 with double-quantized scales), `palette` (k-means look-up tables), or ternary: `absmean`
+    /// (BitNet b1.58's per-tensor rule), `ternary` (the exact fit per group) or `ptbitnet` (AWQ's scales then GPTQ
+    /// onto the ternary grid, on a calibration set). With --type: gptq, awq or awq-gptq into GGUF types.
     #[arg(long)]
     pub method: Option<String>,
     /// A device profile instead of --method: `snapdragon-x` (4-bit laptop build) or `iphone` (2-bit palettes),
@@ -170,10 +173,32 @@ fn scheme(args: &NativeArgs) -> anyhow::Result<NativeScheme> {
             let format = PaletteFormat::new(bits, rows, args.channel_scale)?;
             Ok(NativeScheme::Palette { format, seed: args.calib.seed })
         }
-        Some(other) => anyhow::bail!("--method {other}: rtn, gptq, awq, awq-gptq, nf4 and palette exist"),
+        Some(m @ ("absmean" | "ternary" | "ptbitnet")) => {
+            anyhow::ensure!(args.bits.is_none(), "--method {m} is ternary (1.58 bits); drop --bits");
+            anyhow::ensure!(
+                !args.asym && args.wide_blocks.is_empty() && args.embedding_bits.is_none(),
+                "--method {m}: drop --asym, --wide-blocks and --embedding-bits (the embedding stays at 8 bits)"
+            );
+            let rule = if m == "absmean" { TernaryRule::Absmean } else { TernaryRule::Exact };
+            anyhow::ensure!(
+                rule == TernaryRule::Exact || args.group.is_none(),
+                "--method absmean has one scale per tensor; drop --group"
+            );
+            let group = args.group.unwrap_or(DEFAULT_TERNARY_GROUP);
+            lowbit_quant::ternary::format(group)?;
+            Ok(NativeScheme::Ternary(TernaryScheme { rule, group }))
+        }
+        Some(other) => {
+            anyhow::bail!(
+                "--method {other}: rtn, gptq, awq, awq-gptq, nf4, palette, absmean, ternary and ptbitnet exist"
+            )
+        }
         None => anyhow::bail!("--method is required"),
     }
 }
+
+/// Columns per ternary scale unless --group says otherwise: 16 bits per 128 ternary weights (0.125 bits each).
+const DEFAULT_TERNARY_GROUP: usize = 128;
 
 /// Output channels per palette unless --palette-rows says otherwise: a 2-bit table of 4 f16 entries per 8 rows
 /// of 576 columns costs 0.014 bits per weight.
@@ -186,7 +211,9 @@ pub fn plan(args: &NativeArgs) -> anyhow::Result<Option<Plan>> {
     let plan = match args.method.as_deref() {
         Some("gptq") => Plan { awq: None, gptq: Some(gptq) },
         Some("awq") => Plan { awq: Some(awq), gptq: None },
-        Some("awq-gptq") => Plan { awq: Some(AwqOptions { clip: false, ..awq }), gptq: Some(gptq) },
+        // PT-BitNet-style: stage 1 AWQ's channel scales searched against the ternary rounding, stage 2 GPTQ onto
+        // the ternary grid (crate docs/ternary.md).
+        Some("awq-gptq" | "ptbitnet") => Plan { awq: Some(AwqOptions { clip: false, ..awq }), gptq: Some(gptq) },
         _ => return Ok(None),
     };
     anyhow::ensure!(plan.gptq.is_some() || !args.act_order, "--act-order applies to GPTQ (--method gptq, awq-gptq)");
@@ -195,10 +222,14 @@ pub fn plan(args: &NativeArgs) -> anyhow::Result<Option<Plan>> {
     Ok(Some(plan))
 }
 
-/// The calibrated method `plan` on every matrix the RTN scheme `rtn` would quantize.
-fn calibrated_native(source: &ModelSource, rtn: RtnScheme, args: &NativeArgs, plan: Plan) -> anyhow::Result<Prepared> {
-    let (result, details) =
-        calibrated(source, args, plan, &|name, shape| rtn.format_for(name, shape).map(Target::Group))?;
+/// The calibrated method `plan` on every matrix `target_for` gives a target, into native formats.
+fn calibrated_native(
+    source: &ModelSource,
+    target_for: &dyn Fn(&str, &[usize]) -> Option<Target>,
+    args: &NativeArgs,
+    plan: Plan,
+) -> anyhow::Result<Prepared> {
+    let (result, details) = calibrated(source, args, plan, target_for)?;
     let mut tensors = BTreeMap::new();
     for (name, q) in result.tensors {
         let Quantized::Group(m) = q else { anyhow::bail!("{name}: GGUF blocks for a native directory") };
@@ -320,7 +351,16 @@ pub fn build(
     }
     let mut prepared = match (reuse, plan(args)?, scheme) {
         (Some(base), _, NativeScheme::Rtn(rtn)) => Some(reused(&source, base, rtn, args)?),
-        (None, Some(plan), NativeScheme::Rtn(rtn)) => Some(calibrated_native(&source, rtn, args, plan)?),
+        (None, Some(plan), NativeScheme::Rtn(rtn)) => {
+            Some(calibrated_native(&source, &|name, shape| rtn.format_for(name, shape).map(Target::Group), args, plan)?)
+        }
+        (None, Some(plan), NativeScheme::Ternary(t)) => {
+            let target = |name: &str, shape: &[usize]| match t.format_for(name, shape) {
+                Some(f) if f.bits == 2 => Some(Target::Ternary { group: f.group }),
+                other => other.map(Target::Group),
+            };
+            Some(calibrated_native(&source, &target, args, plan)?)
+        }
         _ => None,
     };
     if args.static_acts {

@@ -83,8 +83,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let weighted = args.importance.imatrix.is_some() || args.importance.save_imatrix.is_some();
     anyhow::ensure!(
-        !weighted || args.native.method.as_deref().is_none_or(|m| m == "rtn" || m == "palette"),
-        "--imatrix and --save-imatrix apply to GGUF --type, --method rtn|palette and --target"
+        !weighted || args.native.method.as_deref().is_none_or(|m| matches!(m, "rtn" | "palette" | "ternary")),
+        "--imatrix and --save-imatrix apply to GGUF --type, --method rtn|palette|ternary and --target"
     );
     let imatrix = crate::importance::prepare(&args.importance, &args.model, &args.native.calib)?;
     let Some(ftype) = ftype else {

@@ -441,7 +441,11 @@ fn a_profile_build_matches_its_prediction() {
         assert_eq!(qconfig["profile"], target);
         std::fs::remove_dir_all(&out).unwrap();
     }
-    refuses(&["quantize", model, "--target", "pixel", "-o", out.to_str().unwrap()], &out, "one of snapdragon-x, iphone");
+    refuses(
+        &["quantize", model, "--target", "pixel", "-o", out.to_str().unwrap()],
+        &out,
+        "one of snapdragon-x, iphone",
+    );
     refuses(
         &["quantize", model, "--target", "iphone", "--method", "rtn", "-o", out.to_str().unwrap()],
         &out,

@@ -14,6 +14,8 @@ pub enum Target {
     Group(GroupFormat),
     /// A GGUF block type; `weighted`: block parameters fitted with the layer's importance (see [`BlockGrid`]).
     Gguf { dtype: DType, weighted: bool },
+    /// Ternary weights in groups of `group` columns, stored in the 2-bit group format (`crate::ternary`).
+    Ternary { group: usize },
 }
 
 impl Target {
@@ -22,6 +24,7 @@ impl Target {
             Target::Group(f) => f.name(),
             Target::Gguf { dtype, weighted: true } => format!("{dtype} (importance-weighted blocks)"),
             Target::Gguf { dtype, weighted: false } => dtype.name().to_string(),
+            Target::Ternary { group } => format!("ternary-g{group}"),
         }
     }
 }
@@ -61,6 +64,12 @@ impl Target {
                 let bytes = grid.pack(&values, &params, cols).map_err(|e| e.to_string())?;
                 Ok((values, Quantized::Gguf { dtype, bytes }))
             }
+            Target::Ternary { group } => {
+                let f = crate::ternary::format(group).map_err(|e| e.to_string())?;
+                let (m, values) =
+                    crate::ternary::quantize_exact(f, w, rows, cols, importance).map_err(|e| e.to_string())?;
+                Ok((values, Quantized::Group(m)))
+            }
         }
     }
 }
@@ -71,6 +80,10 @@ impl Target {
         match *self {
             Target::Group(f) => round_rows(&GroupGrid(f), w, cols).map(|r| r.0),
             Target::Gguf { dtype, .. } => round_rows(&BlockGrid { dtype, importance: None }, w, cols).map(|r| r.0),
+            Target::Ternary { group } => {
+                let format = crate::ternary::format(group).map_err(|e| e.to_string())?;
+                round_rows(&crate::ternary::TernaryGrid { format, importance: None }, w, cols).map(|r| r.0)
+            }
         }
     }
 }

@@ -407,6 +407,14 @@ impl Driver<'_> {
                 let figures = GptqFigures { loss: out.loss, damp: out.damp, dead_columns: out.dead_columns };
                 (out.values, Quantized::Gguf { dtype, bytes }, Some(figures))
             }
+            (Some(opts), Target::Ternary { group }) => {
+                let format = crate::ternary::format(group).map_err(|e| tensor_err(e.to_string()))?;
+                let grid = crate::ternary::TernaryGrid { format, importance: Some(h.importance()) };
+                let out = gptq(&grid, w, rows, cols, h, opts).map_err(|e| tensor_err(format!("GPTQ: {e}")))?;
+                let packed = grid.pack(&out.values, &out.params, rows, cols).map_err(|e| tensor_err(e.to_string()))?;
+                let figures = GptqFigures { loss: out.loss, damp: out.damp, dead_columns: out.dead_columns };
+                (out.values, Quantized::Group(packed), Some(figures))
+            }
             (None, Target::Group(format)) if clip.is_some() => {
                 let grid = GroupGrid(format);
                 let params = grid.clip_search(w, cols, &h.matrix(), clip.unwrap_or(1)).map_err(tensor_err)?;

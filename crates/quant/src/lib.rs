@@ -18,6 +18,7 @@ pub mod palette;
 pub mod profile;
 pub mod rtn;
 pub mod tensor_types;
+pub mod ternary;
 
 pub use error::QuantError;
 pub use file_type::FileType;

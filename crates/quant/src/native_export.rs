@@ -29,6 +29,7 @@ use lowbit_formats::experts::{is_mxfp4_scales, ExpertStack};
 use crate::imatrix::{Importance, MIN_EXPERT_TOKENS};
 use crate::profile::{Profile, TensorClass};
 use crate::rtn::{quantize_tensor, RtnScheme};
+use crate::ternary::{TernaryRule, TernaryScheme};
 
 /// How [`export`] stores the model's matrices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +42,8 @@ pub enum NativeScheme {
     Palette { format: PaletteFormat, seed: u64 },
     /// A device profile's rule for each class of tensor (`crate::profile`).
     Profile { profile: Profile, seed: u64 },
+    /// Ternary matrices (`crate::ternary`), the embedding at 8 bits.
+    Ternary(TernaryScheme),
 }
 
 impl NativeScheme {
@@ -51,6 +54,7 @@ impl NativeScheme {
             NativeScheme::Nf4 => "nf4".into(),
             NativeScheme::Palette { format, .. } => format.name(),
             NativeScheme::Profile { profile, .. } => profile.name().into(),
+            NativeScheme::Ternary(t) => t.name(),
         }
     }
 
@@ -67,6 +71,7 @@ impl NativeScheme {
         match self {
             NativeScheme::Profile { .. } => self.rule_for(name).storage_for(name, shape),
             NativeScheme::Rtn(s) => s.format_for(name, shape).map(Storage::group),
+            NativeScheme::Ternary(t) => t.format_for(name, shape).map(Storage::group),
             NativeScheme::Nf4 => crate::nf4::quantizable(name, shape).then(Storage::nf4),
             // The matrices round to nearest quantizes (routers and biases stay wide). A stack's palettes never span
             // two experts: a group of rows that does not divide an expert's is one palette per expert.
@@ -140,6 +145,10 @@ impl NativeScheme {
                 let (method, bits) = profile.summary();
                 (method, bits, None, true)
             }
+            NativeScheme::Ternary(t) => match t.rule {
+                TernaryRule::Absmean => ("absmean", 2, None, true),
+                TernaryRule::Exact => ("ternary", 2, Some(t.group), true),
+            },
         }
     }
 }
@@ -253,6 +262,10 @@ pub fn export(
                     parts.push((zeros_name(&name), DType::U8, vec![rows, ng]));
                 }
                 summary.tensor_bytes += scheme.stored_bytes(&name, &shape);
+                let ternary = match scheme.rule_for(&name) {
+                    NativeScheme::Ternary(t) if t.is_ternary(&name, &shape) => Some(t.rule),
+                    _ => None,
+                };
                 let ready = prepared.and_then(|p| p.tensors.get(&name));
                 if let Some(m) = ready.filter(|m| (m.format, m.rows, m.cols) != (f, rows, cols)) {
                     return Err(FormatError::Invalid(format!(
@@ -283,6 +296,19 @@ pub fn export(
                             (Some(m), false) => vec![m.weights(&name, cols, 1).map_err(imatrix_error)?],
                             (None, _) => Vec::new(),
                         };
+                        // Absmean's one scale is the mean |w| of the whole tensor: a first pass finds it.
+                        let gamma = match ternary {
+                            Some(TernaryRule::Absmean) => {
+                                let (mut sum, mut n) = (0f64, 0usize);
+                                for p in 0..reader.parts() {
+                                    let values = reader.part(p)?.1;
+                                    sum += values.iter().map(|&v| f64::from(v.abs())).sum::<f64>();
+                                    n += values.len();
+                                }
+                                Some(half::f16::from_f64(sum / n.max(1) as f64))
+                            }
+                            _ => None,
+                        };
                         // Part by part (an expert, or a slice of rows): codes go out as they are made, the
                         // small scales and zero points follow them.
                         let (mut scales, mut zeros) = (Vec::new(), Vec::new());
@@ -291,7 +317,15 @@ pub fn export(
                             let part_weights =
                                 weights.get(if reader.is_stack() { p } else { 0 }).and_then(|w| w.as_deref());
                             let what = format!("{name} ({})", reader.part_label(p));
-                            let m = quantize_tensor(&what, f, &values, part_rows, cols, part_weights)?;
+                            let m = match (ternary, gamma) {
+                                (Some(_), Some(g)) => {
+                                    crate::ternary::quantize_absmean(f, &values, part_rows, cols, g)?.0
+                                }
+                                (Some(_), None) => {
+                                    crate::ternary::quantize_exact(f, &values, part_rows, cols, part_weights)?.0
+                                }
+                                (None, _) => quantize_tensor(&what, f, &values, part_rows, cols, part_weights)?,
+                            };
                             w.write_all(&m.codes).map_err(io(path))?;
                             scales.extend_from_slice(&m.scales);
                             zeros.extend_from_slice(&m.zeros);

@@ -59,10 +59,9 @@ pub fn palettize(
     };
     let scale = |r: usize| scales.get(r).copied().unwrap_or(1.0);
     let per = format.rows_per_palette(rows);
-    let mut lut = Vec::with_capacity(format.n_palettes(rows) * format.entries());
-    let mut indices = Vec::with_capacity(values.len());
-    for (p, group) in values.chunks(per * cols).enumerate() {
-        let r0 = p * per;
+    // Palettes are independent: each is clustered on its own, groups of them across threads.
+    let palette_of = |p: usize| -> (Vec<f32>, Vec<u8>) {
+        let (r0, group) = (p * per, &values[p * per * cols..((p + 1) * per).min(rows) * cols]);
         let mut points = Vec::with_capacity(group.len());
         for (i, &w) in group.iter().enumerate() {
             let (r, c) = (r0 + i / cols, i % cols);
@@ -73,10 +72,26 @@ pub fn palettize(
         let mut rng = SplitMix64(seed ^ (p as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let centres = kmeans(&mut points, format.entries(), &mut rng);
         let palette: Vec<f32> = centres.iter().map(|&c| f16::from_f32(c as f32).to_f32()).collect();
-        for (i, &w) in group.iter().enumerate() {
-            indices.push(nearest(&palette, scale(r0 + i / cols), format.channel_scale, w));
+        let indices: Vec<u8> = group
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| nearest(&palette, scale(r0 + i / cols), format.channel_scale, w))
+            .collect();
+        (palette, indices)
+    };
+    let n = format.n_palettes(rows);
+    let mut parts: Vec<(Vec<f32>, Vec<u8>)> = vec![Default::default(); n];
+    let chunk = n.div_ceil(4 * lowbit_kernels::threads()).max(1);
+    lowbit_kernels::parallel_chunks_mut(&mut parts, chunk, &|ci, slots| {
+        for (j, slot) in slots.iter_mut().enumerate() {
+            *slot = palette_of(ci * chunk + j);
         }
+    });
+    let mut lut = Vec::with_capacity(n * format.entries());
+    let mut indices = Vec::with_capacity(values.len());
+    for (palette, idx) in parts {
         lut.extend(palette);
+        indices.extend(idx);
     }
     PaletteMatrix::from_indices(format, rows, cols, &indices, &lut, &scales)
 }

@@ -10,6 +10,7 @@ use lowbit_quant::imatrix::{Entry, Importance};
 use lowbit_quant::native_export::{export, NativeScheme};
 use lowbit_quant::palette::palettize;
 use lowbit_quant::rtn::RtnScheme;
+use lowbit_quant::ternary::{self, TernaryRule, TernaryScheme};
 
 /// Exports the fixture per `scheme`, checks the round trip, and returns the directory and the name of
 /// a quantized tensor.
@@ -39,6 +40,17 @@ fn round_trip(scheme: NativeScheme, tag: &str) -> (PathBuf, String) {
             }
             (Storage::Palette { .. }, NativeScheme::Palette { format, seed }) => {
                 palettize(format, &values, shape[0], shape[1], None, seed).unwrap().view().dequantize()
+            }
+            (Storage::Group { .. }, NativeScheme::Ternary(t)) => {
+                let f = t.format_for(name, &shape).unwrap();
+                let (rows, cols) = (shape[0], shape[1]);
+                match (t.is_ternary(name, &shape), t.rule) {
+                    (false, _) => group::quantize(f, &values, rows, cols).unwrap().view().dequantize(),
+                    (true, TernaryRule::Exact) => ternary::quantize_exact(f, &values, rows, cols, None).unwrap().1,
+                    (true, TernaryRule::Absmean) => {
+                        ternary::quantize_absmean(f, &values, rows, cols, ternary::absmean_scale(&values)).unwrap().1
+                    }
+                }
             }
             (Storage::Plain { dtype }, _) => {
                 assert_eq!(dtype, "F32", "{name}: only 1-D tensors stay plain here");
@@ -106,6 +118,25 @@ fn hf_source_round_trips_palettized() {
         edit_spec(&out, &name, |spec| spec["storage"]["bits"] = (bits as u64 % 4 + 2).into());
         let err = ModelSource::open(&out).unwrap_err().to_string();
         assert!(err.contains(&name), "{err}");
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+}
+
+/// Ternary builds: every matrix but the embedding holds only {−α, 0, α} per group (the exact fit per group, or
+/// one absmean scale per tensor), the embedding 8 bits per channel.
+#[test]
+fn hf_source_round_trips_ternary() {
+    for rule in [TernaryRule::Exact, TernaryRule::Absmean] {
+        let scheme = TernaryScheme { rule, group: 64 };
+        let (out, name) = round_trip(NativeScheme::Ternary(scheme), &scheme.name());
+        let native = ModelSource::open(&out).unwrap();
+        let (shape, values) = native.tensor_f32(&name).unwrap();
+        assert!(scheme.is_ternary(&name, &shape), "{name}");
+        let group = if rule == TernaryRule::Exact { 64 } else { shape[1] };
+        for g in values.chunks(group) {
+            let alpha = g.iter().fold(0f32, |m, v| m.max(v.abs()));
+            assert!(g.iter().all(|&v| v == 0.0 || v.abs() == alpha), "{name}: {g:?}");
+        }
         std::fs::remove_dir_all(&out).unwrap();
     }
 }
