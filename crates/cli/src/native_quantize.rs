@@ -29,7 +29,8 @@ pub struct NativeArgs {
     /// Quantization method, writing a lowbit native directory: `rtn` (round to nearest, group-wise), `gptq`
     /// (GPTQ on a calibration set, into the same group formats), `awq` (AWQ's activation-aware scales and clip
     /// search, then round to nearest), `awq-gptq` (AWQ's scales, then GPTQ) or `nf4` (bitsandbytes' NF4 in
-    /// blocks of 64 with double-quantized scales), `palette` (k-means look-up tables), or ternary: `absmean`
+    /// blocks of 64 with double-quantized scales), `palette` (k-means look-up tables), `palette-gptq` (GPTQ onto a
+    /// k-means palette per row, on a calibration set), or ternary: `absmean`
     /// (BitNet b1.58's per-tensor rule), `ternary` (the exact fit per group) or `ptbitnet` (AWQ's scales then GPTQ
     /// onto the ternary grid, on a calibration set). With --type: gptq, awq or awq-gptq into GGUF types.
     #[arg(long)]
@@ -130,7 +131,7 @@ fn scheme(args: &NativeArgs) -> anyhow::Result<NativeScheme> {
     if let Some(name) = &args.target {
         return Ok(NativeScheme::Profile { profile: target(name)?, seed: args.calib.seed });
     }
-    let palette = args.method.as_deref() == Some("palette");
+    let palette = matches!(args.method.as_deref(), Some("palette" | "palette-gptq"));
     anyhow::ensure!(
         palette || (args.palette_rows.is_none() && !args.channel_scale),
         "--palette-rows and --channel-scale apply to --method palette"
@@ -156,8 +157,8 @@ fn scheme(args: &NativeArgs) -> anyhow::Result<NativeScheme> {
             anyhow::ensure!(args.wide_blocks.is_empty(), "--wide-blocks applies to the group formats, not nf4");
             Ok(NativeScheme::Nf4)
         }
-        Some("palette") => {
-            let bits = args.bits.context("--method palette needs --bits (4, 3 or 2)")?;
+        Some(m @ ("palette" | "palette-gptq")) => {
+            let bits = args.bits.with_context(|| format!("--method {m} needs --bits (4, 3 or 2)"))?;
             anyhow::ensure!(
                 args.group.is_none() && !args.asym,
                 "--method palette: drop --group and --asym (see --palette-rows)"
@@ -166,7 +167,13 @@ fn scheme(args: &NativeArgs) -> anyhow::Result<NativeScheme> {
                 args.wide_blocks.is_empty() && args.embedding_bits.is_none(),
                 "--wide-blocks and --embedding-bits apply to the group formats, not palettes"
             );
-            let rows = match args.palette_rows.unwrap_or(DEFAULT_PALETTE_ROWS) {
+            // GPTQ rounds row by row: onto a palette per row.
+            let gptq = m == "palette-gptq";
+            anyhow::ensure!(
+                !gptq || (args.palette_rows.is_none_or(|r| r == 1) && !args.channel_scale),
+                "--method palette-gptq rounds onto a palette per row: drop --palette-rows and --channel-scale"
+            );
+            let rows = match args.palette_rows.unwrap_or(if gptq { 1 } else { DEFAULT_PALETTE_ROWS }) {
                 0 => None,
                 n => Some(n),
             };
@@ -209,7 +216,7 @@ pub fn plan(args: &NativeArgs) -> anyhow::Result<Option<Plan>> {
     let gptq = GptqOptions { damp: args.damp, act_order: args.act_order };
     let awq = AwqOptions { samples: args.awq_samples, clip: !args.no_clip, ..AwqOptions::default() };
     let plan = match args.method.as_deref() {
-        Some("gptq") => Plan { awq: None, gptq: Some(gptq) },
+        Some("gptq" | "palette-gptq") => Plan { awq: None, gptq: Some(gptq) },
         Some("awq") => Plan { awq: Some(awq), gptq: None },
         // PT-BitNet-style: stage 1 AWQ's channel scales searched against the ternary rounding, stage 2 GPTQ onto
         // the ternary grid (crate docs/ternary.md).
@@ -230,13 +237,20 @@ fn calibrated_native(
     plan: Plan,
 ) -> anyhow::Result<Prepared> {
     let (result, details) = calibrated(source, args, plan, target_for)?;
-    let mut tensors = BTreeMap::new();
+    let (mut tensors, mut palettes) = (BTreeMap::new(), BTreeMap::new());
     for (name, q) in result.tensors {
-        let Quantized::Group(m) = q else { anyhow::bail!("{name}: GGUF blocks for a native directory") };
-        tensors.insert(name, m);
+        match q {
+            Quantized::Group(m) => {
+                tensors.insert(name, m);
+            }
+            Quantized::Palette(m) => {
+                palettes.insert(name, m);
+            }
+            Quantized::Gguf { .. } => anyhow::bail!("{name}: GGUF blocks for a native directory"),
+        }
     }
     let method = args.method.clone().unwrap_or_default();
-    Ok(Prepared { method, tensors, values: result.values, act_scales: BTreeMap::new(), details })
+    Ok(Prepared { method, tensors, palettes, values: result.values, act_scales: BTreeMap::new(), details })
 }
 
 /// The calibrated method `plan` on every matrix `target_for` gives a target, on the calibration set of `args`, with a
@@ -297,7 +311,14 @@ fn reused(source: &ModelSource, base: &Path, rtn: RtnScheme, args: &NativeArgs) 
         "reused_tensors": tensors.len(),
         "others": "round to nearest from the model",
     });
-    Ok(Prepared { method, tensors, values: BTreeMap::new(), act_scales: BTreeMap::new(), details })
+    Ok(Prepared {
+        method,
+        tensors,
+        palettes: BTreeMap::new(),
+        values: BTreeMap::new(),
+        act_scales: BTreeMap::new(),
+        details,
+    })
 }
 
 /// Calibrates static activation steps and adds them to `prepared` (or to a plain RTN export).
@@ -312,6 +333,7 @@ fn static_acts(source: &ModelSource, args: &NativeArgs, prepared: Option<Prepare
     let mut p = prepared.unwrap_or_else(|| Prepared {
         method: "rtn".into(),
         tensors: BTreeMap::new(),
+        palettes: BTreeMap::new(),
         values: BTreeMap::new(),
         act_scales: BTreeMap::new(),
         details: serde_json::json!({ "data": calib.record }),
@@ -353,6 +375,13 @@ pub fn build(
         (Some(base), _, NativeScheme::Rtn(rtn)) => Some(reused(&source, base, rtn, args)?),
         (None, Some(plan), NativeScheme::Rtn(rtn)) => {
             Some(calibrated_native(&source, &|name, shape| rtn.format_for(name, shape).map(Target::Group), args, plan)?)
+        }
+        (None, Some(plan), NativeScheme::Palette { format, seed }) => {
+            let target = |name: &str, shape: &[usize]| {
+                (shape.len() == 2 && lowbit_quant::rtn::quantized_cols(name, shape).is_some())
+                    .then_some(Target::Palette { format, seed })
+            };
+            Some(calibrated_native(&source, &target, args, plan)?)
         }
         (None, Some(plan), NativeScheme::Ternary(t)) => {
             let target = |name: &str, shape: &[usize]| match t.format_for(name, shape) {

@@ -284,6 +284,36 @@ mod tests {
         }
     }
 
+    /// GPTQ onto the ternary grid and onto per-row palettes: the values lie on the stored grid and the output
+    /// error is well below the same grid's rounding to nearest (the exact ternary fit, k-means palettes).
+    #[test]
+    fn ternary_and_palette_grids_lose_less_than_their_rounding() {
+        use lowbit_formats::native::PaletteFormat;
+        let (rows, cols, n) = (12, 128, 512);
+        let x = inputs(n, cols);
+        let mut h = Hessian::new(cols);
+        h.add(&x, n);
+        let w = noise(3, rows * cols);
+        let opts = GptqOptions::default();
+
+        let f = crate::ternary::format(64).unwrap();
+        let grid = crate::ternary::TernaryGrid { format: f, importance: None };
+        let out = gptq(&grid, &w, rows, cols, &h, opts).unwrap();
+        assert_eq!(grid.pack(&out.values, &out.params, rows, cols).unwrap().view().dequantize(), out.values);
+        let rtn = crate::ternary::quantize_exact(f, &w, rows, cols, None).unwrap().1;
+        let (e_gptq, e_rtn) = (output_error(&x, &w, &out.values, rows, cols), output_error(&x, &w, &rtn, rows, cols));
+        assert!(e_gptq < 0.7 * e_rtn, "ternary: GPTQ {e_gptq} vs exact fit {e_rtn}");
+
+        let f = PaletteFormat::new(2, Some(1), false).unwrap();
+        let grid = crate::palette::PaletteGrid::new(f, None, 0).unwrap();
+        let out = gptq(&grid, &w, rows, cols, &h, opts).unwrap();
+        assert_eq!(grid.pack(&out.values, &out.params, rows, cols).unwrap().view().dequantize(), out.values);
+        let rtn = crate::palette::palettize(f, &w, rows, cols, None, 0).unwrap().view().dequantize();
+        let (e_gptq, e_rtn) = (output_error(&x, &w, &out.values, rows, cols), output_error(&x, &w, &rtn, rows, cols));
+        assert!(e_gptq < 0.7 * e_rtn, "palettes: GPTQ {e_gptq} vs k-means {e_rtn}");
+        assert!(crate::palette::PaletteGrid::new(PaletteFormat::new(2, Some(8), false).unwrap(), None, 0).is_err());
+    }
+
     #[test]
     fn gguf_blocks_hold_exactly_gptqs_values_and_lose_less_than_the_imatrix_rounding() {
         use lowbit_formats::dequant::dequantize;

@@ -2,6 +2,7 @@
 
 use half::f16;
 use lowbit_formats::native::group::{encode, group_params, range_params, GroupFormat, GroupMatrix};
+use lowbit_formats::native::{PaletteFormat, PaletteMatrix};
 use lowbit_formats::quantize::{GridError, RowBlocks};
 use lowbit_formats::{DType, Result};
 
@@ -16,6 +17,8 @@ pub enum Target {
     Gguf { dtype: DType, weighted: bool },
     /// Ternary weights in groups of `group` columns, stored in the 2-bit group format (`crate::ternary`).
     Ternary { group: usize },
+    /// Look-up-table palettes (`crate::palette`), `seed` fixing the k-means draws.
+    Palette { format: PaletteFormat, seed: u64 },
 }
 
 impl Target {
@@ -25,6 +28,7 @@ impl Target {
             Target::Gguf { dtype, weighted: true } => format!("{dtype} (importance-weighted blocks)"),
             Target::Gguf { dtype, weighted: false } => dtype.name().to_string(),
             Target::Ternary { group } => format!("ternary-g{group}"),
+            Target::Palette { format, .. } => format.name(),
         }
     }
 }
@@ -38,6 +42,7 @@ pub enum Quantized {
         dtype: DType,
         bytes: Vec<u8>,
     },
+    Palette(PaletteMatrix),
 }
 
 impl Target {
@@ -70,6 +75,11 @@ impl Target {
                     crate::ternary::quantize_exact(f, w, rows, cols, importance).map_err(|e| e.to_string())?;
                 Ok((values, Quantized::Group(m)))
             }
+            Target::Palette { format, seed } => {
+                let m =
+                    crate::palette::palettize(format, w, rows, cols, importance, seed).map_err(|e| e.to_string())?;
+                Ok((m.view().dequantize(), Quantized::Palette(m)))
+            }
         }
     }
 }
@@ -83,6 +93,11 @@ impl Target {
             Target::Ternary { group } => {
                 let format = crate::ternary::format(group).map_err(|e| e.to_string())?;
                 round_rows(&crate::ternary::TernaryGrid { format, importance: None }, w, cols).map(|r| r.0)
+            }
+            Target::Palette { format, seed } => {
+                let rows = w.len() / cols.max(1);
+                let m = crate::palette::palettize(format, w, rows, cols, None, seed).map_err(|e| e.to_string())?;
+                Ok(m.view().dequantize())
             }
         }
     }

@@ -407,6 +407,14 @@ impl Driver<'_> {
                 let figures = GptqFigures { loss: out.loss, damp: out.damp, dead_columns: out.dead_columns };
                 (out.values, Quantized::Gguf { dtype, bytes }, Some(figures))
             }
+            (Some(opts), Target::Palette { format, seed }) => {
+                let grid = crate::palette::PaletteGrid::new(format, Some(h.importance()), seed)
+                    .map_err(|e| tensor_err(e.to_string()))?;
+                let out = gptq(&grid, w, rows, cols, h, opts).map_err(|e| tensor_err(format!("GPTQ: {e}")))?;
+                let packed = grid.pack(&out.values, &out.params, rows, cols).map_err(|e| tensor_err(e.to_string()))?;
+                let figures = GptqFigures { loss: out.loss, damp: out.damp, dead_columns: out.dead_columns };
+                (out.values, Quantized::Palette(packed), Some(figures))
+            }
             (Some(opts), Target::Ternary { group }) => {
                 let format = crate::ternary::format(group).map_err(|e| tensor_err(e.to_string()))?;
                 let grid = crate::ternary::TernaryGrid { format, importance: Some(h.importance()) };

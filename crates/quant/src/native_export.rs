@@ -18,7 +18,7 @@ use lowbit_formats::native::qconfig::{
 };
 use lowbit_formats::native::write::{SafetensorsWriter, StagedDir};
 use lowbit_formats::native::{
-    GroupFormat, GroupMatrix, PaletteFormat, QuantizationConfig, Storage, TensorSpec, METADATA_GGUF,
+    GroupFormat, GroupMatrix, PaletteFormat, PaletteMatrix, QuantizationConfig, Storage, TensorSpec, METADATA_GGUF,
 };
 use lowbit_formats::safetensors::{CONFIG_FILE, SINGLE_FILE};
 use lowbit_formats::source::ModelSource;
@@ -177,6 +177,8 @@ pub struct Prepared {
     /// `gptq`, ...: the config's `method`.
     pub method: String,
     pub tensors: BTreeMap<String, GroupMatrix>,
+    /// Palettized tensors (GPTQ onto palettes), written as they are.
+    pub palettes: BTreeMap<String, PaletteMatrix>,
     /// Unquantized tensors the method changed (the norms and biases AWQ folds its scales into), written instead of
     /// the source's.
     pub values: BTreeMap<String, Vec<f32>>,
@@ -398,11 +400,27 @@ pub fn export(
                     parts.push((channel_scale_name(&name), DType::F16, vec![matrices * rows]));
                 }
                 summary.tensor_bytes += scheme.stored_bytes(&name, &shape);
+                let ready = prepared.and_then(|p| p.palettes.get(&name));
+                if let Some(m) = ready.filter(|m| (m.format, m.rows, m.cols) != (f, matrices * rows, cols)) {
+                    return Err(FormatError::Invalid(format!(
+                        "tensor {name}: prepared as {} {}×{}, the scheme stores it as {}",
+                        m.format.name(),
+                        m.rows,
+                        m.cols,
+                        f.name()
+                    )));
+                }
                 writer.add(
                     parts,
                     Box::new(move |w: &mut dyn Write| {
                         progress(i, &name);
                         let path = Path::new(SINGLE_FILE);
+                        if let Some(m) = ready {
+                            for part in [&m.codes, &m.lut, &m.scales] {
+                                w.write_all(part).map_err(io(path))?;
+                            }
+                            return Ok(());
+                        }
                         let palettize = |what: &str, values: &[f32], weights: Option<&[f32]>| {
                             crate::palette::palettize(f, values, rows, cols, weights, seed)
                                 .map_err(|e| FormatError::Invalid(format!("tensor {what}: {e}")))

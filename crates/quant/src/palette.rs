@@ -96,6 +96,68 @@ pub fn palettize(
     PaletteMatrix::from_indices(format, rows, cols, &indices, &lut, &scales)
 }
 
+/// The grid GPTQ rounds onto for palettes of one row each (`group_rows` 1, no channel scales): the row's palette
+/// clustered (weighted by the input's importance, the Hessian diagonal, when given) from the row's weights when
+/// the sweep starts, every weight then the nearest stored entry.
+pub struct PaletteGrid {
+    pub format: PaletteFormat,
+    pub importance: Option<Vec<f32>>,
+    pub seed: u64,
+}
+
+impl PaletteGrid {
+    /// The grid of `format`, which must hold a palette per row without channel scales.
+    pub fn new(format: PaletteFormat, importance: Option<Vec<f32>>, seed: u64) -> Result<PaletteGrid> {
+        if format.group_rows != Some(1) || format.channel_scale {
+            return Err(FormatError::Invalid(format!(
+                "{}: GPTQ rounds onto a palette per row without channel scales",
+                format.name()
+            )));
+        }
+        Ok(PaletteGrid { format, importance, seed })
+    }
+
+    /// Packs values on the grid of `params` (GPTQ's output): each row's indices under its palette.
+    pub fn pack(&self, values: &[f32], params: &[Vec<f32>], rows: usize, cols: usize) -> Result<PaletteMatrix> {
+        let mut indices = Vec::with_capacity(values.len());
+        for (row, palette) in values.chunks_exact(cols).zip(params) {
+            indices.extend(row.iter().map(|&w| nearest(palette, 1.0, false, w)));
+        }
+        let lut: Vec<f32> = params.iter().flatten().copied().collect();
+        PaletteMatrix::from_indices(self.format, rows, cols, &indices, &lut, &[])
+    }
+}
+
+impl crate::gptq::RowGrid for PaletteGrid {
+    type Params = Vec<f32>;
+
+    fn fit(&self, row: &[f32]) -> std::result::Result<Vec<f32>, String> {
+        let mut points: Vec<(f32, f64)> = row
+            .iter()
+            .enumerate()
+            .map(|(c, &w)| (w, self.importance.as_ref().map_or(1.0, |imp| f64::from(imp[c]))))
+            .collect();
+        if points.iter().any(|p| !p.0.is_finite()) {
+            return Err("a weight that is not finite".into());
+        }
+        let centres = kmeans(&mut points, self.format.entries(), &mut SplitMix64(self.seed));
+        Ok(centres.iter().map(|&c| f16::from_f32(c as f32).to_f32()).collect())
+    }
+
+    fn group_start(&self, col: usize) -> bool {
+        col == 0
+    }
+
+    fn refit_group(&self, params: &mut Vec<f32>, row: &[f32], _col: usize) -> std::result::Result<(), String> {
+        *params = self.fit(row)?;
+        Ok(())
+    }
+
+    fn round(&self, params: &Vec<f32>, _col: usize, w: f32) -> f32 {
+        params[usize::from(nearest(params, 1.0, false, w))]
+    }
+}
+
 /// The index whose stored value (`palette[u]·s` with per-channel scales) is nearest `w`; ties to the lower.
 fn nearest(palette: &[f32], s: f32, scaled: bool, w: f32) -> u8 {
     let mut best = (f32::INFINITY, 0u8);

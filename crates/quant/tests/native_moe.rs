@@ -305,12 +305,13 @@ fn gptq_rounds_each_expert_on_its_routed_tokens() {
         .iter()
         .map(|(name, q)| match q {
             Quantized::Group(m) => (name.clone(), m.clone()),
-            Quantized::Gguf { .. } => panic!("{name}: GGUF blocks"),
+            other => panic!("{name}: {other:?}"),
         })
         .collect();
     let prepared = Prepared {
         method: "gptq".into(),
         tensors,
+        palettes: BTreeMap::new(),
         values: BTreeMap::new(),
         act_scales: BTreeMap::new(),
         details: serde_json::json!({}),
