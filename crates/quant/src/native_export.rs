@@ -421,20 +421,39 @@ pub fn export(
                             }
                             return Ok(());
                         }
-                        let palettize = |what: &str, values: &[f32], weights: Option<&[f32]>| {
-                            crate::palette::palettize(f, values, rows, cols, weights, seed)
+                        let palettize = |what: &str, values: &[f32], rows: usize, weights: Option<&[f32]>, first| {
+                            crate::palette::palettize_part(f, values, rows, cols, weights, seed, first)
                                 .map_err(|e| FormatError::Invalid(format!("tensor {what}: {e}")))
                         };
-                        if !reader.is_stack() {
-                            // A palette may span every row, so a matrix is clustered whole.
+                        // A matrix streams in slices of rows when no palette spans two slices; one palette per
+                        // tensor (or per group of rows that does not divide a slice) is clustered whole.
+                        let per = f.group_rows.filter(|g| SLICE_ROWS.is_multiple_of(*g));
+                        if let (false, None) = (reader.is_stack(), per) {
                             let weights =
                                 importance.map(|m| m.weights(&name, cols, 1)).transpose().map_err(imatrix_error)?;
                             let (_, values) = source.tensor_f32(&name)?;
-                            let m = palettize(&name, &values, weights.flatten().as_deref())?;
+                            let m = palettize(&name, &values, rows, weights.flatten().as_deref(), 0)?;
                             for part in [&m.codes, &m.lut, &m.scales] {
                                 w.write_all(part).map_err(io(path))?;
                             }
                             return Ok(());
+                        }
+                        if let (false, Some(per)) = (reader.is_stack(), per) {
+                            let weights =
+                                importance.map(|m| m.weights(&name, cols, 1)).transpose().map_err(imatrix_error)?;
+                            let weights = weights.flatten();
+                            let (mut luts, mut scales, mut row0) = (Vec::new(), Vec::new(), 0);
+                            for p in 0..reader.parts() {
+                                let (part_rows, values) = reader.part(p)?;
+                                let what = format!("{name} ({})", reader.part_label(p));
+                                let m = palettize(&what, &values, part_rows, weights.as_deref(), row0 / per)?;
+                                w.write_all(&m.codes).map_err(io(path))?;
+                                luts.extend_from_slice(&m.lut);
+                                scales.extend_from_slice(&m.scales);
+                                row0 += part_rows;
+                            }
+                            w.write_all(&luts).map_err(io(path))?;
+                            return w.write_all(&scales).map_err(io(path));
                         }
                         // A stack expert by expert: indices go out as they are made, palettes and scales follow.
                         let weights = match importance {
@@ -447,7 +466,7 @@ pub fn export(
                         for e in 0..matrices {
                             let (_, values) = reader.part(e)?;
                             let what = format!("{name} ({})", reader.part_label(e));
-                            let m = palettize(&what, &values, weights.get(e).and_then(|w| w.as_deref()))?;
+                            let m = palettize(&what, &values, rows, weights.get(e).and_then(|w| w.as_deref()), 0)?;
                             w.write_all(&m.codes).map_err(io(path))?;
                             luts.extend_from_slice(&m.lut);
                             scales.extend_from_slice(&m.scales);

@@ -37,6 +37,20 @@ pub fn palettize(
     importance: Option<&[f32]>,
     seed: u64,
 ) -> Result<PaletteMatrix> {
+    palettize_part(format, values, rows, cols, importance, seed, 0)
+}
+
+/// [`palettize`] of a slice of a matrix's rows whose first palette is the matrix's palette `first_palette`: the
+/// slices of a matrix whose palettes they do not split, palettized one by one, are the whole matrix palettized.
+pub fn palettize_part(
+    format: PaletteFormat,
+    values: &[f32],
+    rows: usize,
+    cols: usize,
+    importance: Option<&[f32]>,
+    seed: u64,
+    first_palette: usize,
+) -> Result<PaletteMatrix> {
     format.check_shape(rows, cols)?;
     if values.len() != rows * cols {
         return Err(FormatError::Invalid(format!("{} values are not a {rows}×{cols} matrix", values.len())));
@@ -69,7 +83,7 @@ pub fn palettize(
             let x = if s > 0.0 { w / s } else { 0.0 };
             points.push((x, importance.map_or(1.0, |imp| f64::from(imp[c])) * f64::from(s) * f64::from(s)));
         }
-        let mut rng = SplitMix64(seed ^ (p as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut rng = SplitMix64(seed ^ ((first_palette + p) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let centres = kmeans(&mut points, format.entries(), &mut rng);
         let palette: Vec<f32> = centres.iter().map(|&c| f16::from_f32(c as f32).to_f32()).collect();
         let indices: Vec<u8> = group
@@ -340,6 +354,26 @@ mod tests {
         assert_eq!(palettize(f, &zeros, rows, cols, None, 0).unwrap().view().dequantize(), zeros);
         let two: Vec<f32> = (0..rows * cols).map(|i| if i % 3 == 0 { 0.5 } else { -0.25 }).collect();
         assert_eq!(palettize(f, &two, rows, cols, Some(&[0.0; 32]), 0).unwrap().view().dequantize(), two);
+    }
+
+    /// Slices that do not split a palette, palettized one by one, are the whole matrix palettized (how exports
+    /// stream a matrix).
+    #[test]
+    fn slices_palettize_as_the_whole() {
+        let (rows, cols) = (12, 64);
+        let w: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0).powi(3)).collect();
+        for group_rows in [1, 4] {
+            let f = PaletteFormat::new(2, Some(group_rows), true).unwrap();
+            let whole = palettize(f, &w, rows, cols, None, 9).unwrap();
+            let (mut codes, mut lut, mut scales) = (Vec::new(), Vec::new(), Vec::new());
+            for r0 in (0..rows).step_by(8) {
+                let r1 = (r0 + 8).min(rows);
+                let part =
+                    palettize_part(f, &w[r0 * cols..r1 * cols], r1 - r0, cols, None, 9, r0 / group_rows).unwrap();
+                (codes.extend(part.codes), lut.extend(part.lut), scales.extend(part.scales));
+            }
+            assert_eq!((codes, lut, scales), (whole.codes, whole.lut, whole.scales), "{}", f.name());
+        }
     }
 
     #[test]
