@@ -370,7 +370,9 @@ mod tests {
                 let r1 = (r0 + 8).min(rows);
                 let part =
                     palettize_part(f, &w[r0 * cols..r1 * cols], r1 - r0, cols, None, 9, r0 / group_rows).unwrap();
-                (codes.extend(part.codes), lut.extend(part.lut), scales.extend(part.scales));
+                codes.extend(part.codes);
+                lut.extend(part.lut);
+                scales.extend(part.scales);
             }
             assert_eq!((codes, lut, scales), (whole.codes, whole.lut, whole.scales), "{}", f.name());
         }
