@@ -25,7 +25,7 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// For a bare config.json: the build a device profile (`lowbit quantize --target`) makes, rule by rule,
-    /// with its run-time memory against the profile's budget. `snapdragon-x` or `iphone`.
+    /// with its run-time memory against the profile's budget. `snapdragon-x`, `iphone` or `ternary`.
     #[arg(long)]
     target: Option<String>,
 }
@@ -101,8 +101,9 @@ struct ProfileReport {
     kv_cache_bytes: u64,
     /// Bytes the budget counts: weights and run-time state for snapdragon-x, the weights for iphone.
     counted_bytes: u64,
-    budget_bytes: u64,
-    fits: bool,
+    /// `None`: the profile has no device budget (ternary).
+    budget_bytes: Option<u64>,
+    fits: Option<bool>,
 }
 
 #[derive(Serialize)]
@@ -262,9 +263,10 @@ fn profile_report(target: Profile, config: &ModelConfig, logical: &[(String, Vec
     }
     let context = target.context().min(config.context_length);
     let kv_cache_bytes = 2 * (config.n_layers * context * config.kv_dim() * 4) as u64;
-    let counted_bytes = match target {
-        Profile::SnapdragonX => bytes + runtime + kv_cache_bytes,
-        Profile::Iphone => bytes,
+    let budget = target.budget();
+    let counted_bytes = match budget {
+        Some((_, true)) => bytes + runtime + kv_cache_bytes,
+        _ => bytes,
     };
     ProfileReport {
         target: target.name(),
@@ -275,8 +277,8 @@ fn profile_report(target: Profile, config: &ModelConfig, logical: &[(String, Vec
         context,
         kv_cache_bytes,
         counted_bytes,
-        budget_bytes: target.budget_bytes(),
-        fits: counted_bytes <= target.budget_bytes(),
+        budget_bytes: budget.map(|b| b.0),
+        fits: budget.map(|b| counted_bytes <= b.0),
     }
 }
 
@@ -300,16 +302,16 @@ fn print_profile(p: &ProfileReport) {
     println!("\nfile (tensor bytes)                       {:>18}", thousands(p.bytes));
     println!("run-time group parameters and tables      {:>18}", thousands(p.runtime_parameter_bytes));
     println!("KV cache, f32, {:>6} positions           {:>18}", p.context, thousands(p.kv_cache_bytes));
-    let counted = match p.target {
-        "iphone" => "the weights",
-        _ => "weights + run-time state",
-    };
-    println!(
-        "budget: {counted} {} of {} bytes: {}",
-        thousands(p.counted_bytes),
-        thousands(p.budget_bytes),
-        if p.fits { "fits" } else { "DOES NOT FIT" }
-    );
+    let counted = if p.counted_bytes == p.bytes { "the weights" } else { "weights + run-time state" };
+    match (p.budget_bytes, p.fits) {
+        (Some(budget), Some(fits)) => println!(
+            "budget: {counted} {} of {} bytes: {}",
+            thousands(p.counted_bytes),
+            thousands(budget),
+            if fits { "fits" } else { "DOES NOT FIT" }
+        ),
+        _ => println!("no device budget"),
+    }
 }
 
 fn print_report(r: &Report, summary: bool) {

@@ -35,7 +35,8 @@ pub struct NativeArgs {
     /// onto the ternary grid, on a calibration set). With --type: gptq, awq or awq-gptq into GGUF types.
     #[arg(long)]
     pub method: Option<String>,
-    /// A device profile instead of --method: `snapdragon-x` (4-bit laptop build) or `iphone` (2-bit palettes),
+    /// A device profile instead of --method: `snapdragon-x` (4-bit laptop build), `iphone` (2-bit palettes) or
+    /// `ternary` (1.58-bit MLP/experts),
     /// each a set of per-tensor rules (`lowbit inspect MODEL --target PROFILE` predicts its size).
     #[arg(long, conflicts_with = "method")]
     pub target: Option<String>,

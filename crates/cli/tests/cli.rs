@@ -409,6 +409,7 @@ fn inspect_sizes_gpt_oss_20b_from_its_config() {
     // parameters and an 8192-position KV cache within 16 GB.
     assert_eq!(j["predicted"]["iphone"], 5_779_618_048u64);
     assert_eq!(j["predicted"]["snapdragon-x"], 11_689_155_328u64);
+    assert_eq!(j["predicted"]["ternary"], 6_602_768_128u64);
     for (target, counted) in [("iphone", 5_779_618_048u64), ("snapdragon-x", 13_720_150_784)] {
         let j: serde_json::Value =
             serde_json::from_str(&lowbit(&["inspect", config, "--json", "--target", target])).unwrap();
@@ -429,7 +430,7 @@ fn a_profile_build_matches_its_prediction() {
     let bytes = |j: &serde_json::Value| {
         j["formats"].as_object().unwrap().values().map(|f| f["bytes"].as_u64().unwrap()).sum::<u64>()
     };
-    for target in ["iphone", "snapdragon-x"] {
+    for target in ["iphone", "snapdragon-x", "ternary"] {
         let predicted: serde_json::Value =
             serde_json::from_str(&lowbit(&["inspect", &config, "--json", "--target", target])).unwrap();
         lowbit(&["quantize", model, "--target", target, "-o", out.to_str().unwrap()]);
@@ -444,7 +445,7 @@ fn a_profile_build_matches_its_prediction() {
     refuses(
         &["quantize", model, "--target", "pixel", "-o", out.to_str().unwrap()],
         &out,
-        "one of snapdragon-x, iphone",
+        "one of snapdragon-x, iphone, ternary",
     );
     refuses(
         &["quantize", model, "--target", "iphone", "--method", "rtn", "-o", out.to_str().unwrap()],

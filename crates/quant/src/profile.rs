@@ -13,23 +13,28 @@
 //! |---|---|---|---|---|
 //! | `snapdragon-x` | int8 per channel | int8 per channel | int4, groups of 128 | ≤ 16 GB with the runtime, of a 32 GB laptop |
 //! | `iphone` | 4-bit palettes, one per row | 4-bit palettes, one per row | 2-bit palettes, one per row | ≤ 6 GB |
+//! | `ternary` | int8 per channel | int4, groups of 128 | ternary, exact fit per 128 (`crate::ternary`) | none |
 //!
 //! Why these: on a laptop the ffn at int4 in groups of 128 (the GPTQ/AWQ default) leaves room for the wider
 //! embedding and attention; groups of 32 would cost 8 bytes of run-time group parameters per 32 weights, 4.8 GB
 //! for GPT-OSS-20B's experts, and break the budget. On a phone only 2 bits per expert weight fit; a palette per
 //! row costs 8 bytes per row of 2880 2-bit weights (1%), and on SmolLM2 at 4 bits gives a KL-divergence of 0.57
-//! against 1.39 for palettes shared by 8 rows.
+//! against 1.39 for palettes shared by 8 rows. The ternary profile is the calibration-free build of the most
+//! compressed form; `--method ptbitnet` makes the calibrated one. Attention stays at 4 bits there: 3% of the
+//! weights, and every token runs it.
 
 use lowbit_formats::native::PaletteFormat;
 
 use crate::native_export::NativeScheme;
 use crate::rtn::{is_embedding, RtnScheme};
+use crate::ternary::{TernaryRule, TernaryScheme};
 
 /// A device profile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Profile {
     SnapdragonX,
     Iphone,
+    Ternary,
 }
 
 /// Which rule of a profile a matrix falls under (see the module documentation).
@@ -61,12 +66,13 @@ impl TensorClass {
 }
 
 impl Profile {
-    pub const ALL: [Profile; 2] = [Profile::SnapdragonX, Profile::Iphone];
+    pub const ALL: [Profile; 3] = [Profile::SnapdragonX, Profile::Iphone, Profile::Ternary];
 
     pub fn name(self) -> &'static str {
         match self {
             Profile::SnapdragonX => "snapdragon-x",
             Profile::Iphone => "iphone",
+            Profile::Ternary => "ternary",
         }
     }
 
@@ -79,15 +85,17 @@ impl Profile {
         match self {
             Profile::SnapdragonX => "a 32 GB laptop CPU (Snapdragon X Elite class), 4-bit",
             Profile::Iphone => "a phone, Core ML style 2-bit palettes",
+            Profile::Ternary => "maximum compression, 1.58-bit ternary MLP/experts",
         }
     }
 
-    /// What GPT-OSS-20B may take on the device, in bytes: weights and run-time state for `snapdragon-x` (half
-    /// of the laptop's memory), the weights for `iphone`.
-    pub fn budget_bytes(self) -> u64 {
+    /// What GPT-OSS-20B may take on the device, in bytes, and whether run-time state counts: weights and run-time
+    /// state for `snapdragon-x` (half of the laptop's memory), the weights for `iphone`; `ternary` has no device.
+    pub fn budget(self) -> Option<(u64, bool)> {
         match self {
-            Profile::SnapdragonX => 16_000_000_000,
-            Profile::Iphone => 6_000_000_000,
+            Profile::SnapdragonX => Some((16_000_000_000, true)),
+            Profile::Iphone => Some((6_000_000_000, false)),
+            Profile::Ternary => None,
         }
     }
 
@@ -95,7 +103,7 @@ impl Profile {
     pub fn context(self) -> usize {
         match self {
             Profile::SnapdragonX => 8192,
-            Profile::Iphone => 4096,
+            Profile::Iphone | Profile::Ternary => 4096,
         }
     }
 
@@ -112,6 +120,11 @@ impl Profile {
             (Profile::SnapdragonX, TensorClass::Ffn) => rtn(4, Some(128)),
             (Profile::Iphone, TensorClass::Embedding | TensorClass::Attention) => palette(4),
             (Profile::Iphone, TensorClass::Ffn) => palette(2),
+            (Profile::Ternary, TensorClass::Embedding) => rtn(8, None),
+            (Profile::Ternary, TensorClass::Attention) => rtn(4, Some(128)),
+            (Profile::Ternary, TensorClass::Ffn) => {
+                NativeScheme::Ternary(TernaryScheme { rule: TernaryRule::Exact, group: 128 })
+            }
         }
     }
 
@@ -120,6 +133,7 @@ impl Profile {
         match self {
             Profile::SnapdragonX => ("rtn", 4),
             Profile::Iphone => ("palette", 2),
+            Profile::Ternary => ("ternary", 2),
         }
     }
 }
@@ -148,6 +162,7 @@ mod tests {
                     NativeScheme::Palette { format: f, .. } => {
                         assert!(PaletteFormat::new(f.bits, f.group_rows, f.channel_scale).is_ok())
                     }
+                    NativeScheme::Ternary(t) => assert!(crate::ternary::format(t.group).is_ok()),
                     other => panic!("{other:?}"),
                 }
             }
