@@ -42,7 +42,7 @@ pub fn run(model: &Path, out: &Path, ftype: FileType, pure: bool, args: &NativeA
         }
         anyhow::ensure!(
             RowBlocks::has_grid(dtype),
-            "the calibrated methods round onto block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K…Q6_K); {ftype} gives {} {dtype}",
+            "the calibrated methods round onto block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K…Q6_K, TQ1_0, TQ2_0); {ftype} gives {} {dtype}",
             t.name
         );
         targets.insert(t.name.clone(), Target::Gguf { dtype, weighted: !args.no_importance });

@@ -8,10 +8,8 @@
 //! Fits (W a group of weights w_i, optional importance c_i ≥ 0, the error Σ c_i (w_i − α t_i)²):
 //! - **absmean** (BitNet b1.58, per tensor): γ = mean |W| over the whole tensor, t = clip(round(w/γ), −1, 1),
 //!   α = γ. No calibration; on an ordinary model it collapses, which is the point of the baseline.
-//! - **exact** (per group): for fixed codes the best α is Σ_{t≠0} c|w| / Σ_{t≠0} c, and for fixed α the best codes
-//!   round to nearest (nonzero iff |w| > α/2), so an optimum keeps the k largest |w| nonzero for some k. Sorting
-//!   |w| and scanning k with running sums S_k = Σ c|w| and C_k = Σ c over the k largest finds the k maximising
-//!   S_k²/C_k (the error is Σ c w² − S_k²/C_k), exactly, in one pass. TWN's Δ = 0.7·mean|w| approximates it.
+//! - **exact** (per group): the least-squares {−α, 0, α} fit, found exactly in one sorted pass
+//!   (`lowbit_formats::quantize::exact_scale`, which the GGUF ternary grids share).
 
 use half::f16;
 use lowbit_formats::native::group::{GroupFormat, GroupMatrix};
@@ -73,18 +71,7 @@ pub fn format(group: usize) -> Result<GroupFormat> {
 /// The exact ternary scale of a group: the α of the best {−α, 0, α} fit of `x` under weights `c` (all 1 when
 /// `None`), rounded to f16 (the stored scale). 0 for an all-zero group.
 pub fn exact_scale(x: &[f32], c: Option<&[f32]>) -> f16 {
-    let mut order: Vec<(f32, f32)> = x.iter().enumerate().map(|(i, &v)| (v.abs(), c.map_or(1.0, |c| c[i]))).collect();
-    order.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let (mut s, mut cs) = (0f64, 0f64);
-    let (mut best, mut alpha) = (0f64, 0f64);
-    for &(a, w) in &order {
-        s += f64::from(w) * f64::from(a);
-        cs += f64::from(w);
-        if cs > 0.0 && s * s / cs > best {
-            (best, alpha) = (s * s / cs, s / cs);
-        }
-    }
-    f16::from_f64(alpha)
+    f16::from_f32(lowbit_formats::quantize::exact_scale(x, c))
 }
 
 /// The code (−1, 0 or 1) nearest to `w / alpha`.

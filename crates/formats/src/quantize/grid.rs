@@ -6,22 +6,26 @@
 //! sub-block, and packing writes the codes of values on that grid into the fitted blocks. A sub-block's values are
 //! computed exactly as `dequant` computes them (`k·step + offset` in f32, the step being ggml's `d·scale`), so a
 //! packed row dequantizes to exactly the values rounding gave.
+//!
+//! The ternary types (TQ1_0, TQ2_0: one scale per 256 values, codes −1, 0, +1) start from each block's exact scale
+//! (`super::ternary::exact_scale`) rather than llama.cpp's largest magnitude, which leaves most of a block at 0.
 
 use std::array::from_fn;
 use std::ops::Range;
 
 use super::kquants::{pack_q3k_codes, pack_q6k_codes, pack_two_bits, q4k_block, q5k_block, ScaleMin};
 use super::legacy::{pack_five_bits, pack_nibbles};
-use super::{quantize_blocks, Block, QuantizeError};
+use super::ternary::{tq1_0_of, tq2_0_of};
+use super::{exact_ternary_blocks, quantize_blocks, Block, QuantizeError};
 use crate::dequant::{
     unpack_q3k_scales, unpack_scale_min_k4, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0,
-    BlockQ5_1, BlockQ6K, BlockQ8_0,
+    BlockQ5_1, BlockQ6K, BlockQ8_0, BlockTQ1_0, BlockTQ2_0, QK_K,
 };
 use crate::dtype::DType;
 
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum GridError {
-    #[error("{0} has no fixed-parameter grid (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q2_K…Q6_K have)")]
+    #[error("{0} has no fixed-parameter grid (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K…Q6_K, TQ1_0 and TQ2_0 have)")]
     NoGrid(DType),
     #[error(transparent)]
     Quantize(#[from] QuantizeError),
@@ -244,6 +248,36 @@ impl GridBlock for BlockQ6K {
     }
 }
 
+impl GridBlock for BlockTQ1_0 {
+    const SUB: usize = QK_K;
+    const LO: i32 = -1;
+    const HI: i32 = 1;
+    fn read(bytes: &[u8]) -> Self {
+        Self::from_bytes(bytes.try_into().expect("one block's bytes"))
+    }
+    fn grids(&self, out: &mut Vec<(f32, f32)>) {
+        out.push((self.d.to_f32(), -0.0));
+    }
+    fn with_codes(&self, codes: &[i32]) -> Self {
+        tq1_0_of(&stored(codes, Self::LO), self.d)
+    }
+}
+
+impl GridBlock for BlockTQ2_0 {
+    const SUB: usize = QK_K;
+    const LO: i32 = -1;
+    const HI: i32 = 1;
+    fn read(bytes: &[u8]) -> Self {
+        Self::from_bytes(bytes.try_into().expect("one block's bytes"))
+    }
+    fn grids(&self, out: &mut Vec<(f32, f32)>) {
+        out.push((self.d.to_f32(), -0.0));
+    }
+    fn with_codes(&self, codes: &[i32]) -> Self {
+        tq2_0_of(&stored(codes, Self::LO), self.d)
+    }
+}
+
 /// Runs `$body` with `$T` the block struct of `$dtype`, or returns `NoGrid`.
 macro_rules! with_block {
     ($dtype:expr, $T:ident => $body:expr) => {
@@ -288,13 +322,21 @@ macro_rules! with_block {
                 type $T = BlockQ6K;
                 $body
             }
+            DType::TQ1_0 => {
+                type $T = BlockTQ1_0;
+                $body
+            }
+            DType::TQ2_0 => {
+                type $T = BlockTQ2_0;
+                $body
+            }
             other => return Err(GridError::NoGrid(other)),
         }
     };
 }
 
 /// The block types that have a fixed-parameter grid (what `with_block!` dispatches on).
-pub const GRID_TYPES: [DType; 10] = [
+pub const GRID_TYPES: [DType; 12] = [
     DType::Q4_0,
     DType::Q4_1,
     DType::Q5_0,
@@ -305,7 +347,23 @@ pub const GRID_TYPES: [DType; 10] = [
     DType::Q4K,
     DType::Q5K,
     DType::Q6K,
+    DType::TQ1_0,
+    DType::TQ2_0,
 ];
+
+/// The blocks a row's grid starts from (`select`: only those blocks): the type's own quantizer's, or for the ternary
+/// types the exact scales'.
+fn fitted_blocks(
+    dtype: DType,
+    row: &[f32],
+    importance: Option<&[f32]>,
+    select: Option<Range<usize>>,
+) -> Result<Vec<u8>, QuantizeError> {
+    match dtype {
+        DType::TQ1_0 | DType::TQ2_0 => exact_ternary_blocks(dtype, row, importance, select),
+        _ => quantize_blocks(dtype, row, row.len(), importance, select),
+    }
+}
 
 /// Elements per sub-block of `dtype`.
 fn sub_len(dtype: DType) -> Result<usize, GridError> {
@@ -328,10 +386,10 @@ impl RowBlocks {
     }
 
     /// Fits a row's block parameters with the type's quantizer, weighted by `importance` (one weight per column)
-    /// when given, as `quantize` would write the row.
+    /// when given, as `quantize` would write the row (the ternary types: each block's exact scale).
     pub fn fit(dtype: DType, row: &[f32], importance: Option<&[f32]>) -> Result<RowBlocks, GridError> {
         let sub_len = sub_len(dtype)?;
-        let bytes = quantize_blocks(dtype, row, row.len(), importance, None)?;
+        let bytes = fitted_blocks(dtype, row, importance, None)?;
         let mut blocks = RowBlocks { dtype, bytes, grids: Vec::with_capacity(row.len() / sub_len), sub_len };
         blocks.grids = blocks.decode(0..row.len() / dtype.block_len())?;
         Ok(blocks)
@@ -352,7 +410,7 @@ impl RowBlocks {
     pub fn refit_block(&mut self, row: &[f32], col: usize, importance: Option<&[f32]>) -> Result<(), GridError> {
         let (len, size) = (self.dtype.block_len(), self.dtype.block_bytes());
         let b = col / len;
-        let fresh = quantize_blocks(self.dtype, row, row.len(), importance, Some(b..b + 1))?;
+        let fresh = fitted_blocks(self.dtype, row, importance, Some(b..b + 1))?;
         self.bytes[b * size..(b + 1) * size].copy_from_slice(&fresh);
         let grids = self.decode(b..b + 1)?;
         let per_block = len / self.sub_len;
@@ -437,11 +495,31 @@ mod tests {
             assert_eq!(packed.len(), dtype.storage_bytes(x.len() as u64).unwrap() as usize);
             let back = dequantize(dtype, &packed, x.len()).unwrap();
             assert!(back.iter().zip(&q).all(|(a, b)| a.to_bits() == b.to_bits()), "{dtype}");
-            // The refitted block is the quantizer's for the moved row.
+            // The refitted block is the fit's for the moved row.
             let (size, b) = (dtype.block_bytes(), 256 / dtype.block_len());
-            let whole = quantize_blocks(dtype, &moved, moved.len(), Some(&importance), None).unwrap();
+            let whole = fitted_blocks(dtype, &moved, Some(&importance), None).unwrap();
             assert_eq!(fitted.bytes[b * size..(b + 1) * size], whole[b * size..(b + 1) * size], "{dtype}");
         }
+    }
+
+    /// The ternary grids: every rounded row packs into blocks that dequantize to exactly it, the fitted scale is the
+    /// exact one (its rounding error never above llama.cpp's largest-magnitude scale's), and TQ1_0 and TQ2_0 hold
+    /// the same values.
+    #[test]
+    fn ternary_grids_start_from_the_exact_scale() {
+        let x = row(512, 11);
+        let mut both = Vec::new();
+        for dtype in [DType::TQ1_0, DType::TQ2_0] {
+            let fitted = RowBlocks::fit(dtype, &x, None).unwrap();
+            let rounded: Vec<f32> = x.iter().enumerate().map(|(c, &w)| fitted.round(c, w)).collect();
+            let bytes = fitted.pack(&rounded).unwrap();
+            assert_eq!(dequantize(dtype, &bytes, x.len()).unwrap(), rounded, "{dtype}");
+            let absmax = dequantize(dtype, &quantize_blocks(dtype, &x, x.len(), None, None).unwrap(), x.len()).unwrap();
+            let err = |v: &[f32]| x.iter().zip(v).map(|(a, b)| f64::from(a - b).powi(2)).sum::<f64>();
+            assert!(err(&rounded) < err(&absmax), "{dtype}: exact {} vs absmax {}", err(&rounded), err(&absmax));
+            both.push(rounded);
+        }
+        assert_eq!(both[0], both[1]);
     }
 
     #[test]
@@ -452,7 +530,7 @@ mod tests {
         q[17] += 1e-3;
         assert!(matches!(fitted.pack(&q), Err(GridError::OffGrid { column: 17, .. })));
         assert!(matches!(fitted.pack(&q[1..]), Err(GridError::Length { .. })));
-        for dtype in [DType::F16, DType::TQ1_0, DType::TQ2_0, DType::MXFP4, DType::F32] {
+        for dtype in [DType::F16, DType::MXFP4, DType::F32] {
             assert!(!RowBlocks::has_grid(dtype));
             assert_eq!(RowBlocks::fit(dtype, &x, None).unwrap_err(), GridError::NoGrid(dtype));
         }

@@ -24,6 +24,7 @@ use crate::dtype::DType;
 use crate::error::FormatError;
 
 pub use grid::{GridError, RowBlocks, GRID_TYPES};
+pub use ternary::exact_scale;
 
 /// Why values could not be quantized. Positions are within the values given; callers name the tensor.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -121,6 +122,29 @@ fn quantize_blocks(
         DType::MXFP4 => blocks(&rows, dtype, &mut out, mxfp4::mxfp4, |x, _| mxfp4::mxfp4(x))?,
         // check_shape has already refused them.
         DType::U8 | DType::I8 => {}
+    }
+    Ok(out)
+}
+
+/// A ternary type's blocks under their exact scales (`ternary::exact_scale`, weighted by `importance` when given)
+/// instead of llama.cpp's largest magnitude: where calibrated methods' grids start.
+fn exact_ternary_blocks(
+    dtype: DType,
+    values: &[f32],
+    importance: Option<&[f32]>,
+    select: Option<Range<usize>>,
+) -> Result<Vec<u8>> {
+    check_shape(dtype, values.len(), values.len())?;
+    if let Some(importance) = importance {
+        check_importance(importance, values.len())?;
+    }
+    check_values(dtype, values, values.len())?;
+    let mut out = Vec::with_capacity(values.len() / dtype.block_len() * dtype.block_bytes());
+    let rows = Rows { values, row_len: values.len(), importance, select };
+    match dtype {
+        DType::TQ1_0 => blocks(&rows, dtype, &mut out, ternary::tq1_0_exact, ternary::tq1_0_exact_weighted)?,
+        DType::TQ2_0 => blocks(&rows, dtype, &mut out, ternary::tq2_0_exact, ternary::tq2_0_exact_weighted)?,
+        other => return Err(QuantizeError::NoQuantizer(other)),
     }
     Ok(out)
 }

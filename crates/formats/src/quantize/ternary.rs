@@ -1,12 +1,16 @@
 //! The ternary formats: ggml's `quantize_row_tq1_0_ref` and `quantize_row_tq2_0_ref`. Both scale a 256-element block
 //! by its largest magnitude and round each value to −1, 0 or +1 of it; llama.cpp has no weighted variant (its
 //! `quantize_tq*_0` ignore the importance matrix), so neither has one here.
+//!
+//! The largest magnitude leaves most of a block at 0. [`exact_scale`] is the best scale instead (the {−α, 0, α}
+//! fit of least squared error, weighted or not): the blocks calibrated methods round onto start from it
+//! (`super::grid`), and lowbit's native ternary builds use it per group.
 
 use std::array::from_fn;
 
 use half::f16;
 
-use super::{inverse_or_zero, Block};
+use super::{inverse_or_zero, Block, Weighted};
 use crate::dequant::{BlockTQ1_0, BlockTQ2_0, QK_K};
 
 /// The block's largest magnitude and its inverse, as ggml computes them (`MAX(amax, fabsf(v))`, `d ? 1/d : 0`).
@@ -35,11 +39,68 @@ fn pack_trits(trits: impl Iterator<Item = u8>, shift: u32) -> u8 {
     ((n * 256).div_ceil(243)) as u8
 }
 
+/// The scale α of the best {−α, 0, α} fit of `x` under weights `c` (all 1 when `None`); 0 for an all-zero input.
+///
+/// For fixed codes the best α is Σ_{t≠0} c|x| / Σ_{t≠0} c; for fixed α the best codes round to nearest (nonzero
+/// iff |x| > α/2). So an optimum keeps the k largest |x| nonzero for some k, and one scan over |x| sorted
+/// descending with running sums S_k = Σ c|x|, C_k = Σ c finds the k maximising S_k²/C_k (the error is
+/// Σ c x² − S_k²/C_k). TWN's threshold 0.7·mean|x| approximates it.
+pub fn exact_scale(x: &[f32], c: Option<&[f32]>) -> f32 {
+    let mut order: Vec<(f32, f32)> = x.iter().enumerate().map(|(i, &v)| (v.abs(), c.map_or(1.0, |c| c[i]))).collect();
+    order.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let (mut s, mut cs) = (0f64, 0f64);
+    let (mut best, mut alpha) = (0f64, 0f64);
+    for &(a, w) in &order {
+        s += f64::from(w) * f64::from(a);
+        cs += f64::from(w);
+        if cs > 0.0 && s * s / cs > best {
+            (best, alpha) = (s * s / cs, s / cs);
+        }
+    }
+    alpha as f32
+}
+
+/// The block's trits under its exact scale (weighted by `c`), and that scale as stored.
+fn exact_trits(x: &[f32; QK_K], c: Option<&[f32; QK_K]>) -> ([u8; QK_K], f16) {
+    let d = f16::from_f32(exact_scale(x, c.map(|c| &c[..])));
+    let id = inverse_or_zero(d.to_f32());
+    (from_fn(|e| trit(x[e], id)), d)
+}
+
+/// A TQ1_0 block under its exact scale (see [`exact_scale`]).
+pub(super) fn tq1_0_exact(x: &[f32; QK_K]) -> BlockTQ1_0 {
+    let (t, d) = exact_trits(x, None);
+    tq1_0_of(&t, d)
+}
+
+/// [`tq1_0_exact`] weighted by the columns' importance.
+pub(super) fn tq1_0_exact_weighted(x: &[f32; QK_K], w: Weighted<QK_K>) -> BlockTQ1_0 {
+    let (t, d) = exact_trits(x, Some(w.importance));
+    tq1_0_of(&t, d)
+}
+
+/// A TQ2_0 block under its exact scale.
+pub(super) fn tq2_0_exact(x: &[f32; QK_K]) -> BlockTQ2_0 {
+    let (t, d) = exact_trits(x, None);
+    tq2_0_of(&t, d)
+}
+
+/// [`tq2_0_exact`] weighted by the columns' importance.
+pub(super) fn tq2_0_exact_weighted(x: &[f32; QK_K], w: Weighted<QK_K>) -> BlockTQ2_0 {
+    let (t, d) = exact_trits(x, Some(w.importance));
+    tq2_0_of(&t, d)
+}
+
 /// `block_tq1_0`: bytes 0–31 take elements m + 32n (n < 5), bytes 32–47 elements 160 + m + 16n, the four `qh` bytes
 /// elements 240 + j + 4n (n < 4).
 pub(super) fn tq1_0(x: &[f32; QK_K]) -> BlockTQ1_0 {
     let (d, id) = scale(x);
-    let t = |e: usize| trit(x[e], id);
+    tq1_0_of(&from_fn(|e| trit(x[e], id)), f16::from_f32(d))
+}
+
+/// The TQ1_0 block of trits `t` (0, 1, 2 for −1, 0, +1) and scale `d`.
+pub(super) fn tq1_0_of(trits: &[u8; QK_K], d: f16) -> BlockTQ1_0 {
+    let t = |e: usize| trits[e];
     let qs = from_fn(|b| {
         if b < 32 {
             pack_trits((0..5).map(|n| t(b + 32 * n)), 0)
@@ -48,17 +109,22 @@ pub(super) fn tq1_0(x: &[f32; QK_K]) -> BlockTQ1_0 {
         }
     });
     let qh = from_fn(|j| pack_trits((0..4).map(|n| t(240 + j + 4 * n)), 1));
-    BlockTQ1_0 { qs, qh, d: f16::from_f32(d) }
+    BlockTQ1_0 { qs, qh, d }
 }
 
 /// `block_tq2_0`: element 128h + 32n + m is bits 2n..2n+2 of byte 32h + m.
 pub(super) fn tq2_0(x: &[f32; QK_K]) -> BlockTQ2_0 {
     let (d, id) = scale(x);
+    tq2_0_of(&from_fn(|e| trit(x[e], id)), f16::from_f32(d))
+}
+
+/// The TQ2_0 block of trits `t` and scale `d`.
+pub(super) fn tq2_0_of(trits: &[u8; QK_K], d: f16) -> BlockTQ2_0 {
     let qs = from_fn(|b| {
         let (half, m) = (b / 32, b % 32);
-        (0..4).fold(0u8, |q, n| q | trit(x[128 * half + 32 * n + m], id) << (2 * n))
+        (0..4).fold(0u8, |q, n| q | trits[128 * half + 32 * n + m] << (2 * n))
     });
-    BlockTQ2_0 { qs, d: f16::from_f32(d) }
+    BlockTQ2_0 { qs, d }
 }
 
 impl Block for BlockTQ1_0 {
