@@ -169,7 +169,6 @@ fn gptq_into_gguf_types_writes_the_imatrix_mix_and_runs() {
     let (k_gptq, k_imatrix) = (kld(&path("gptq.gguf"), model), kld(&path("im.gguf"), model));
     assert!(k_gptq < 1.5 * k_imatrix, "GPTQ's KLD {k_gptq} against the imatrix build's {k_imatrix}");
     for (extra, want) in [
-        (vec!["--type", "TQ1_0"], "round onto block types"),
         (vec!["--type", "F16"], "round onto block types"),
         (vec!["--type", "Q4_K_M", "--bits", "4"], "--bits applies to native directories"),
         (vec!["--type", "Q4_K_M", "--imatrix", CALIB], "drop --imatrix"),
