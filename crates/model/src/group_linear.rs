@@ -53,8 +53,7 @@ impl GroupLinear {
     /// The matrix `v` of `source`, its codes read where the source maps them (a copy otherwise): a native
     /// build's weights stay in the page cache once, not also in the process's own memory.
     pub fn in_place(source: &ModelSource, v: &GroupView<'_>, act_scale: Option<f32>) -> GroupLinear {
-        let codes =
-            source.mapped_range(v.codes).map_or_else(|| WeightBytes::Owned(v.codes.to_vec()), WeightBytes::Mapped);
+        let codes = mapped_codes(source, v.codes);
         GroupLinear::with_codes(v, codes, act_scale)
     }
 
@@ -85,8 +84,7 @@ impl GroupLinear {
     /// The NF4 matrix `v` of `source`, its codes read where the source maps them (a copy otherwise), as
     /// [`GroupLinear::in_place`].
     pub fn nf4_in_place(source: &ModelSource, v: &Nf4View<'_>) -> GroupLinear {
-        let codes =
-            source.mapped_range(v.codes).map_or_else(|| WeightBytes::Owned(v.codes.to_vec()), WeightBytes::Mapped);
+        let codes = mapped_codes(source, v.codes);
         GroupLinear::with_nf4_codes(v, codes)
     }
 
@@ -116,8 +114,7 @@ impl GroupLinear {
 
     /// The palettized matrix `v` of `source`, its indices read where the source maps them (a copy otherwise).
     pub fn palette_in_place(source: &ModelSource, v: &PaletteView<'_>) -> GroupLinear {
-        let codes =
-            source.mapped_range(v.codes).map_or_else(|| WeightBytes::Owned(v.codes.to_vec()), WeightBytes::Mapped);
+        let codes = mapped_codes(source, v.codes);
         GroupLinear::with_palette_codes(v, codes)
     }
 
@@ -155,6 +152,11 @@ impl GroupLinear {
             None => GroupLayout::new(self.bits, self.group),
         }
     }
+}
+
+/// `codes` where `source` maps them, or a copy when it does not.
+fn mapped_codes(source: &ModelSource, codes: &[u8]) -> WeightBytes {
+    source.mapped_range(codes).map_or_else(|| WeightBytes::Owned(codes.to_vec()), WeightBytes::Mapped)
 }
 
 /// What the kernel's tables (NF4's, palettes') are scaled by.

@@ -67,6 +67,21 @@ fn forward_equals_dequantized_matmul() {
     }
 }
 
+/// Every output `out[t·rows + o]` is the exact product of kernel weight row o and activation row t (both f64,
+/// row-major) within `2·n·u·Σ|w·x|`, n the roundings along its path.
+fn assert_exact_products(what: &str, out: &[f32], w: &[f64], x: &[f64], rows: usize, cols: usize, n: usize) {
+    for t in 0..x.len() / cols {
+        for o in 0..rows {
+            let (wr, xr) = (&w[o * cols..][..cols], &x[t * cols..][..cols]);
+            let exact: f64 = wr.iter().zip(xr).map(|(&a, &b)| a * b).sum();
+            let mag: f64 = wr.iter().zip(xr).map(|(&a, &b)| (a * b).abs()).sum();
+            let got = out[t * rows + o] as f64;
+            let tol = 2.0 * n as f64 * 2f64.powi(-24) * mag;
+            assert!((got - exact).abs() <= tol, "{what} ({t},{o}): {got} vs {exact} (tol {tol})");
+        }
+    }
+}
+
 #[test]
 fn nf4_forward_equals_table_matmul() {
     use lowbit_formats::native::nf4;
@@ -101,17 +116,8 @@ fn nf4_forward_equals_table_matmul() {
     assert_eq!(lin.storage(), "nf4");
     let mut out = vec![0.0f32; n * rows];
     lin.forward(&x, n, &mut out);
-    for t in 0..n {
-        for o in 0..rows {
-            let (wr, xr) = (&kernel_w[o * cols..][..cols], &xq[t * cols..][..cols]);
-            let exact: f64 = wr.iter().zip(xr).map(|(&a, &b)| a * b).sum();
-            let mag: f64 = wr.iter().zip(xr).map(|(&a, &b)| (a * b).abs()).sum();
-            let got = out[t * rows + o] as f64;
-            // As above with one more rounding per block (s_b/127), so n = 2·nb + n_blocks + 8.
-            let tol = 2.0 * (2 * cols / QK + cols / 64 + 8) as f64 * 2f64.powi(-24) * mag;
-            assert!((got - exact).abs() <= tol, "nf4 ({t},{o}): {got} vs {exact} (tol {tol})");
-        }
-    }
+    // As above with one more rounding per block (s_b/127), so n = 2·nb + n_blocks + 8.
+    assert_exact_products("nf4", &out, &kernel_w, &xq, rows, cols, 2 * cols / QK + cols / 64 + 8);
 }
 
 /// Palettes run on the group kernels through a table per palette: each kernel weight (table entry × the row's
@@ -157,16 +163,7 @@ fn palette_forward_equals_table_matmul() {
                 .collect();
             let mut out = vec![0.0f32; n * rows];
             lin.forward(&x, n, &mut out);
-            for t in 0..n {
-                for o in 0..rows {
-                    let (wr, xr) = (&kernel_w[o * cols..][..cols], &xq[t * cols..][..cols]);
-                    let exact: f64 = wr.iter().zip(xr).map(|(&a, &b)| a * b).sum();
-                    let mag: f64 = wr.iter().zip(xr).map(|(&a, &b)| (a * b).abs()).sum();
-                    let got = out[t * rows + o] as f64;
-                    let tol = 2.0 * (2 * cols / QK + 10) as f64 * 2f64.powi(-24) * mag;
-                    assert!((got - exact).abs() <= tol, "{} ({t},{o}): {got} vs {exact} (tol {tol})", f.name());
-                }
-            }
+            assert_exact_products(&f.name(), &out, &kernel_w, &xq, rows, cols, 2 * cols / QK + 10);
         }
     }
 }

@@ -26,7 +26,7 @@ use lowbit_model::{DenseF32, ExpertMatrix, KvCache, Model, Observer, Proj, Site}
 
 use crate::awq::{self, AwqOptions, BlockWeights, SiteScales};
 use crate::error::QuantError;
-use crate::gptq::{gptq, GptqOptions};
+use crate::gptq::{gptq, GptqOptions, RowGrid};
 use crate::grid::{BlockGrid, GroupGrid, Quantized, Target};
 use crate::hessian::Hessian;
 use crate::imatrix::MIN_EXPERT_TOKENS;
@@ -55,6 +55,24 @@ pub struct TensorReport {
     pub gptq: Option<GptqFigures>,
     /// The output error `tr(ΔW·H·ΔWᵀ)/rows` of the rounding on the calibration inputs.
     pub output_error: f64,
+}
+
+/// GPTQ onto `grid`, its output packed by `pack` (values, parameters): the rounded values, the packed tensor and
+/// GPTQ's figures.
+#[allow(clippy::too_many_arguments)]
+fn gptq_onto<G: RowGrid, E: std::fmt::Display>(
+    grid: &G,
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    h: &Hessian,
+    opts: GptqOptions,
+    pack: impl FnOnce(&[f32], &[G::Params]) -> std::result::Result<Quantized, E>,
+) -> std::result::Result<(Vec<f32>, Quantized, Option<GptqFigures>), String> {
+    let out = gptq(grid, w, rows, cols, h, opts).map_err(|e| format!("GPTQ: {e}"))?;
+    let packed = pack(&out.values, &out.params).map_err(|e| e.to_string())?;
+    let figures = GptqFigures { loss: out.loss, damp: out.damp, dead_columns: out.dead_columns };
+    Ok((out.values, packed, Some(figures)))
 }
 
 #[derive(Clone, Copy, Debug, serde::Serialize)]
@@ -395,33 +413,27 @@ impl Driver<'_> {
         let (values, quantized, gptq_figures) = match (gptq_options, target) {
             (Some(opts), Target::Group(format)) => {
                 let grid = GroupGrid(format);
-                let out = gptq(&grid, w, rows, cols, h, opts).map_err(|e| tensor_err(format!("GPTQ: {e}")))?;
-                let packed = grid.pack(&out.values, &out.params, rows, cols).map_err(|e| tensor_err(e.to_string()))?;
-                let figures = GptqFigures { loss: out.loss, damp: out.damp, dead_columns: out.dead_columns };
-                (out.values, Quantized::Group(packed), Some(figures))
+                gptq_onto(&grid, w, rows, cols, h, opts, |v, p| grid.pack(v, p, rows, cols).map(Quantized::Group))
+                    .map_err(tensor_err)?
             }
             (Some(opts), Target::Gguf { dtype, weighted }) => {
                 let grid = BlockGrid { dtype, importance: weighted.then(|| h.importance()) };
-                let out = gptq(&grid, w, rows, cols, h, opts).map_err(|e| tensor_err(format!("GPTQ: {e}")))?;
-                let bytes = grid.pack(&out.values, &out.params, cols).map_err(|e| tensor_err(e.to_string()))?;
-                let figures = GptqFigures { loss: out.loss, damp: out.damp, dead_columns: out.dead_columns };
-                (out.values, Quantized::Gguf { dtype, bytes }, Some(figures))
+                gptq_onto(&grid, w, rows, cols, h, opts, |v, p| {
+                    grid.pack(v, p, cols).map(|bytes| Quantized::Gguf { dtype, bytes })
+                })
+                .map_err(tensor_err)?
             }
             (Some(opts), Target::Palette { format, seed }) => {
                 let grid = crate::palette::PaletteGrid::new(format, Some(h.importance()), seed)
                     .map_err(|e| tensor_err(e.to_string()))?;
-                let out = gptq(&grid, w, rows, cols, h, opts).map_err(|e| tensor_err(format!("GPTQ: {e}")))?;
-                let packed = grid.pack(&out.values, &out.params, rows, cols).map_err(|e| tensor_err(e.to_string()))?;
-                let figures = GptqFigures { loss: out.loss, damp: out.damp, dead_columns: out.dead_columns };
-                (out.values, Quantized::Palette(packed), Some(figures))
+                gptq_onto(&grid, w, rows, cols, h, opts, |v, p| grid.pack(v, p, rows, cols).map(Quantized::Palette))
+                    .map_err(tensor_err)?
             }
             (Some(opts), Target::Ternary { group }) => {
                 let format = crate::ternary::format(group).map_err(|e| tensor_err(e.to_string()))?;
                 let grid = crate::ternary::TernaryGrid { format, importance: Some(h.importance()) };
-                let out = gptq(&grid, w, rows, cols, h, opts).map_err(|e| tensor_err(format!("GPTQ: {e}")))?;
-                let packed = grid.pack(&out.values, &out.params, rows, cols).map_err(|e| tensor_err(e.to_string()))?;
-                let figures = GptqFigures { loss: out.loss, damp: out.damp, dead_columns: out.dead_columns };
-                (out.values, Quantized::Group(packed), Some(figures))
+                gptq_onto(&grid, w, rows, cols, h, opts, |v, p| grid.pack(v, p, rows, cols).map(Quantized::Group))
+                    .map_err(tensor_err)?
             }
             (None, Target::Group(format)) if clip.is_some() => {
                 let grid = GroupGrid(format);

@@ -23,6 +23,18 @@ fn logits(model: &Model) -> Vec<f32> {
     model.forward(&tokens, &mut cache, Logits::From(0)).unwrap()
 }
 
+/// Per position, the largest |logit error| relative to the largest reference logit; printed under `what`.
+fn position_errors(what: &str, reference: &[f32], quantized: &[f32]) -> Vec<f32> {
+    let mag = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let errors: Vec<f32> = reference
+        .chunks(512)
+        .zip(quantized.chunks(512))
+        .map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max) / mag)
+        .collect();
+    println!("{what}: max |logit error| per position, relative to max |logit| {mag:.2}: {errors:.3?}");
+    errors
+}
+
 fn check(variant: &str, bits: u8) -> Vec<f32> {
     let source = ModelSource::open(&fixture(variant)).unwrap();
     let scheme = RtnScheme::new(bits, Some(32), true).unwrap();
@@ -55,14 +67,7 @@ fn check(variant: &str, bits: u8) -> Vec<f32> {
     // Per position: int8 weights and activations move logits by a few percent, except where the small change
     // flips which experts a token's router picks (a random 4-expert model flips now and then: tiny_mxfp4's
     // position 4 at int8, 1.28 of 4.1).
-    let mag = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let errors: Vec<f32> = reference
-        .chunks(512)
-        .zip(quantized.chunks(512))
-        .map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max) / mag)
-        .collect();
-    println!("{variant} int{bits}: max |logit error| per position, relative to max |logit| {mag:.2}: {errors:.3?}");
-    errors
+    position_errors(&format!("{variant} int{bits}"), &reference, &quantized)
 }
 
 /// NF4 expert by expert: each expert of a stack whose rows are whole blocks of 64 is its own NF4 matrix (own
@@ -95,13 +100,7 @@ fn nf4_quantizes_each_expert_on_its_own() {
     let reference = logits(&Model::load(&source, &F32Factory).unwrap());
     let quantized = logits(&Model::load(&native, &GroupFactory::new(&native)).unwrap());
     std::fs::remove_dir_all(&out).unwrap();
-    let mag = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let errors: Vec<f32> = reference
-        .chunks(512)
-        .zip(quantized.chunks(512))
-        .map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max) / mag)
-        .collect();
-    println!("tiny_mxfp4 nf4: max |logit error| per position, relative to max |logit| {mag:.2}: {errors:.3?}");
+    let errors = position_errors("tiny_mxfp4 nf4", &reference, &quantized);
     // As int4-g32's (a mean of 0.33): this random model's logits move a third of their largest at 4 bits.
     let mean = errors.iter().sum::<f32>() / errors.len() as f32;
     assert!(mean < 0.45, "mean {mean}: {errors:?}");
@@ -140,13 +139,7 @@ fn palettes_are_made_expert_by_expert() {
     let reference = logits(&Model::load(&source, &F32Factory).unwrap());
     let quantized = logits(&Model::load(&native, &GroupFactory::new(&native)).unwrap());
     std::fs::remove_dir_all(&out).unwrap();
-    let mag = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let errors: Vec<f32> = reference
-        .chunks(512)
-        .zip(quantized.chunks(512))
-        .map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max) / mag)
-        .collect();
-    println!("tiny_mxfp4 lut4-g8-cs: max |logit error| per position, relative to max |logit| {mag:.2}: {errors:.3?}");
+    let errors = position_errors("tiny_mxfp4 lut4-g8-cs", &reference, &quantized);
     let mean = errors.iter().sum::<f32>() / errors.len() as f32;
     assert!(mean < 0.45, "mean {mean}: {errors:?}");
 }

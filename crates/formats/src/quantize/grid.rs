@@ -248,35 +248,28 @@ impl GridBlock for BlockQ6K {
     }
 }
 
-impl GridBlock for BlockTQ1_0 {
-    const SUB: usize = QK_K;
-    const LO: i32 = -1;
-    const HI: i32 = 1;
-    fn read(bytes: &[u8]) -> Self {
-        Self::from_bytes(bytes.try_into().expect("one block's bytes"))
-    }
-    fn grids(&self, out: &mut Vec<(f32, f32)>) {
-        out.push((self.d.to_f32(), -0.0));
-    }
-    fn with_codes(&self, codes: &[i32]) -> Self {
-        tq1_0_of(&stored(codes, Self::LO), self.d)
-    }
+/// The ternary blocks: one scale per 256 values, codes −1, 0, +1, packed by `$of(trits, d)`.
+macro_rules! ternary_grid_block {
+    ($T:ty, $of:ident) => {
+        impl GridBlock for $T {
+            const SUB: usize = QK_K;
+            const LO: i32 = -1;
+            const HI: i32 = 1;
+            fn read(bytes: &[u8]) -> Self {
+                Self::from_bytes(bytes.try_into().expect("one block's bytes"))
+            }
+            fn grids(&self, out: &mut Vec<(f32, f32)>) {
+                out.push((self.d.to_f32(), -0.0));
+            }
+            fn with_codes(&self, codes: &[i32]) -> Self {
+                $of(&stored(codes, Self::LO), self.d)
+            }
+        }
+    };
 }
 
-impl GridBlock for BlockTQ2_0 {
-    const SUB: usize = QK_K;
-    const LO: i32 = -1;
-    const HI: i32 = 1;
-    fn read(bytes: &[u8]) -> Self {
-        Self::from_bytes(bytes.try_into().expect("one block's bytes"))
-    }
-    fn grids(&self, out: &mut Vec<(f32, f32)>) {
-        out.push((self.d.to_f32(), -0.0));
-    }
-    fn with_codes(&self, codes: &[i32]) -> Self {
-        tq2_0_of(&stored(codes, Self::LO), self.d)
-    }
-}
+ternary_grid_block!(BlockTQ1_0, tq1_0_of);
+ternary_grid_block!(BlockTQ2_0, tq2_0_of);
 
 /// Runs `$body` with `$T` the block struct of `$dtype`, or returns `NoGrid`.
 macro_rules! with_block {

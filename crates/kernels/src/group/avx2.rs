@@ -13,7 +13,9 @@
 
 use std::arch::x86_64::*;
 
-use super::{matmul_dims, GroupKernels, GroupLayout, GroupParams};
+use super::{
+    matmul_dims, sub_block_bytes, GroupKernels, GroupLayout, GroupParams, NO_TABLE, TABLE, TABLE2, TABLE3, TABLE4,
+};
 use crate::quant::{BlockQ8, QK};
 use crate::x86::avx2::hsum;
 
@@ -59,19 +61,6 @@ struct Geometry {
     gsb: usize,
     tables: *const [i8; 16],
     rows_per_table: usize,
-}
-
-/// The table pointer of layouts without a codebook (never read).
-static NO_TABLE: [[i8; 16]; 1] = [[0; 16]];
-
-/// Code kinds: the bit widths, and with this flag set, codes of that width that index a table.
-const TABLE: u8 = 0x10;
-const TABLE2: u8 = TABLE | 2;
-const TABLE3: u8 = TABLE | 3;
-const TABLE4: u8 = TABLE | 4;
-
-const fn sub_block_bytes(kind: u8) -> usize {
-    QK * (kind & 0x0F) as usize / 8
 }
 
 /// Four codes of 2 bits per byte, elements j, j+8, j+16, j+24 of byte j: the 8 bytes in every 64-bit

@@ -186,6 +186,21 @@ pub fn paths() -> Vec<&'static GroupKernels> {
     std::iter::once(&SCALAR).chain(simd).collect()
 }
 
+/// The code kinds the SIMD paths compile a kernel for: the bit widths, and with this flag set, codes of that width
+/// that index a codebook.
+pub(crate) const TABLE: u8 = 0x10;
+pub(crate) const TABLE2: u8 = TABLE | 2;
+pub(crate) const TABLE3: u8 = TABLE | 3;
+pub(crate) const TABLE4: u8 = TABLE | 4;
+
+/// Bytes of 32 codes of a code kind.
+pub(crate) const fn sub_block_bytes(kind: u8) -> usize {
+    QK * (kind & 0x0F) as usize / 8
+}
+
+/// The table pointer the SIMD paths hold for layouts without a codebook (never read).
+pub(crate) static NO_TABLE: [[i8; 16]; 1] = [[0; 16]];
+
 /// Checks the lengths of a `GroupKernels::matmul` call; returns (n, m).
 pub(crate) fn matmul_dims(
     l: GroupLayout<'_>,

@@ -17,7 +17,9 @@
 use std::arch::aarch64::*;
 use std::arch::is_aarch64_feature_detected;
 
-use super::{matmul_dims, GroupKernels, GroupLayout, GroupParams};
+use super::{
+    matmul_dims, sub_block_bytes, GroupKernels, GroupLayout, GroupParams, NO_TABLE, TABLE, TABLE2, TABLE3, TABLE4,
+};
 use crate::arm::int_dot::{IntDot, Sdot, Smull};
 use crate::quant::{BlockQ8, QK};
 
@@ -118,19 +120,6 @@ struct Geometry {
     gsb: usize,
     tables: *const [i8; 16],
     rows_per_table: usize,
-}
-
-/// The table pointer of layouts without a codebook (never read).
-static NO_TABLE: [[i8; 16]; 1] = [[0; 16]];
-
-/// Code kinds: the bit widths, and with this flag set, codes of that width that index a table.
-const TABLE: u8 = 0x10;
-const TABLE2: u8 = TABLE | 2;
-const TABLE3: u8 = TABLE | 3;
-const TABLE4: u8 = TABLE | 4;
-
-const fn sub_block_bytes(kind: u8) -> usize {
-    QK * (kind & 0x0F) as usize / 8
 }
 
 /// Elements 0..16 and 16..32 of a 4-bit sub-block: the low and the high nibbles of its 16 bytes.
