@@ -117,9 +117,10 @@ unsafe fn dot<const B: u8>(w: __m256i, a: __m256i) -> __m256i {
 
 /// out[t·ldo + r] for R weight rows at `w` (params at `p`, `g.ng` per row; row0: the first one's index
 /// in the matrix, which picks their tables) and T activation rows at `a`.
-/// Per sub-block b, each weight row's codes are expanded once for the T tokens and acc += (scale·d_a)·lanes
-/// with one FMA; the rows are the innermost loop so that (with R and T constant) it unrolls and the R·T
-/// accumulators stay in registers. Per group, each row adds min·Σ s_a once.
+/// Per sub-block b, each weight row's codes are expanded once for the T tokens and part += d_a·lanes with
+/// one FMA; the rows are the innermost loop so that (with R and T constant) it unrolls and the R·T
+/// accumulators stay in registers. Per group, each row adds scale·part and min·Σ s_a once: the group's
+/// scale stays out of the per-block work, which is what bounds decode on small matrices.
 #[allow(clippy::needless_range_loop, clippy::too_many_arguments)] // register arrays unroll fully
 #[inline]
 #[target_feature(enable = "avx2,fma")]
@@ -139,6 +140,7 @@ unsafe fn tile<const B: u8, const R: usize, const T: usize>(
     for gi in 0..g.ng {
         let (b0, b1) = (gi * g.gsb, ((gi + 1) * g.gsb).min(g.nb));
         let mut asum = [0.0f32; T];
+        let mut part = [[_mm256_setzero_ps(); T]; R];
         for b in b0..b1 {
             let mut aq = [_mm256_setzero_si256(); T];
             let mut da = [_mm256_setzero_ps(); T];
@@ -160,16 +162,16 @@ unsafe fn tile<const B: u8, const R: usize, const T: usize>(
                     _mm256_setzero_si256()
                 };
                 let c = codes::<B>(q, table);
-                let scale = _mm256_broadcast_ss(&(*p.add(r * g.ng + gi)).scale);
                 for t in 0..T {
                     let lanes = _mm256_cvtepi32_ps(dot::<B>(c, aq[t]));
-                    acc[r][t] = _mm256_fmadd_ps(_mm256_mul_ps(scale, da[t]), lanes, acc[r][t]);
+                    part[r][t] = _mm256_fmadd_ps(da[t], lanes, part[r][t]);
                 }
             }
         }
         for r in 0..R {
-            let min = (*p.add(r * g.ng + gi)).min;
+            let GroupParams { scale, min } = *p.add(r * g.ng + gi);
             for t in 0..T {
+                acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(scale), part[r][t], acc[r][t]);
                 mins[r][t] += min * asum[t];
             }
         }
