@@ -66,6 +66,10 @@ pub struct NativeArgs {
     /// Palette: divide each output channel by its own scale (its largest |w|) before clustering.
     #[arg(long, requires = "method")]
     pub channel_scale: bool,
+    /// Ternary methods: store the ternary matrices five trits per byte (1.6 bits per weight, unpacked to 2-bit
+    /// codes at load) rather than four 2-bit codes per byte.
+    #[arg(long, requires = "method")]
+    pub trits: bool,
     /// Static int8 activations: one step per matrix input, calibrated on the calibration set (rtn, gptq),
     /// instead of a step per block of 32 computed at run time.
     #[arg(long, requires = "method")]
@@ -137,6 +141,10 @@ fn scheme(args: &NativeArgs) -> anyhow::Result<NativeScheme> {
         palette || (args.palette_rows.is_none() && !args.channel_scale),
         "--palette-rows and --channel-scale apply to --method palette"
     );
+    anyhow::ensure!(
+        !args.trits || matches!(args.method.as_deref(), Some("absmean" | "ternary" | "ptbitnet")),
+        "--trits packs ternary matrices: it applies to --method absmean, ternary and ptbitnet"
+    );
     match args.method.as_deref() {
         Some(m @ ("rtn" | "gptq" | "awq" | "awq-gptq")) => {
             let bits = args.bits.with_context(|| format!("--method {m} needs --bits (8, 4, 3 or 2)"))?;
@@ -194,7 +202,7 @@ fn scheme(args: &NativeArgs) -> anyhow::Result<NativeScheme> {
             );
             let group = args.group.unwrap_or(DEFAULT_TERNARY_GROUP);
             lowbit_quant::ternary::format(group)?;
-            Ok(NativeScheme::Ternary(TernaryScheme { rule, group }))
+            Ok(NativeScheme::Ternary(TernaryScheme { rule, group, packed: args.trits }))
         }
         Some(other) => {
             anyhow::bail!(
@@ -437,6 +445,7 @@ mod tests {
             wide_blocks: Vec::new(),
             palette_rows: None,
             channel_scale: false,
+            trits: false,
             static_acts: false,
             act_order: false,
             damp: 0.01,

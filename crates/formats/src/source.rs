@@ -12,7 +12,7 @@ use crate::hf_config::read_json;
 use crate::mapped::MappedBytes;
 use crate::native::nf4::Nf4Stack;
 use crate::native::palette::PaletteView;
-use crate::native::{is_native_dir, GroupView, NativeModel, NativeTensor, Nf4View};
+use crate::native::{is_native_dir, GroupView, NativeModel, NativeTensor, Nf4View, TritsView};
 use crate::safetensors::HfModel;
 
 #[derive(Debug)]
@@ -122,6 +122,7 @@ impl ModelSource {
                     NativeTensor::Nf4(v) => (DType::U8, v.codes),
                     NativeTensor::Nf4Stack(s) => (DType::U8, s.codes()),
                     NativeTensor::Palette(v) => (DType::U8, v.codes),
+                    NativeTensor::Trits(v) => (DType::U8, v.codes),
                 };
                 Ok(TensorRef { name: &spec.name, dtype, shape: spec.shape.clone(), data })
             }
@@ -139,6 +140,9 @@ impl ModelSource {
         }
         if let Some(v) = self.palette_view(name) {
             return Ok((vec![v.rows, v.cols], v.dequantize()));
+        }
+        if let Some(v) = self.trits_view(name) {
+            return Ok((vec![v.rows, v.cols], v.to_group().view().dequantize()));
         }
         let t = self.tensor(name)?;
         let values = crate::dequant::dequantize(t.dtype, t.data, t.n_elements()).map_err(|e| match e {
@@ -216,6 +220,17 @@ impl ModelSource {
         match self {
             ModelSource::Native(m) => match m.tensor(name) {
                 Ok(NativeTensor::Palette(v)) => Some(v),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// All parts of a trit-packed tensor of a native directory; `None` for any other tensor.
+    pub fn trits_view(&self, name: &str) -> Option<TritsView<'_>> {
+        match self {
+            ModelSource::Native(m) => match m.tensor(name) {
+                Ok(NativeTensor::Trits(v)) => Some(v),
                 _ => None,
             },
             _ => None,

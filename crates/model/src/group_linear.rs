@@ -18,7 +18,7 @@
 //! palettes (16 entries over that range).
 
 use lowbit_formats::native::nf4::{self, NF4};
-use lowbit_formats::native::{GroupView, Nf4View, PaletteView};
+use lowbit_formats::native::{trits, GroupView, Nf4View, PaletteView, TritsView};
 use lowbit_formats::source::{ModelSource, TensorRef};
 use lowbit_formats::FormatError;
 use lowbit_kernels::group::{matmul_group_f32, Codebook, GroupLayout, GroupParams};
@@ -55,6 +55,13 @@ impl GroupLinear {
     pub fn in_place(source: &ModelSource, v: &GroupView<'_>, act_scale: Option<f32>) -> GroupLinear {
         let codes = mapped_codes(source, v.codes);
         GroupLinear::with_codes(v, codes, act_scale)
+    }
+
+    /// A trit-packed matrix, unpacked into its 2-bit codes for the group kernels.
+    pub fn from_trits(v: &TritsView<'_>) -> GroupLinear {
+        let m = v.to_group();
+        let linear = GroupLinear::with_codes(&m.view(), WeightBytes::Owned(m.codes.clone()), None);
+        GroupLinear { format: trits::name(v.format.group), ..linear }
     }
 
     fn with_codes(v: &GroupView<'_>, codes: WeightBytes, act_scale: Option<f32>) -> GroupLinear {
@@ -193,7 +200,7 @@ impl Linear for GroupLinear {
     }
 }
 
-/// Runs a native directory's group-quantized, NF4 and palettized tensors as [`GroupLinear`]s and everything else
+/// Runs a native directory's group-quantized, NF4, palettized and trit-packed tensors as [`GroupLinear`]s and everything else
 /// as [`NativeFactory`] does (GGUF blocks natively, other types in f32).
 pub struct GroupFactory<'a> {
     source: &'a ModelSource,
@@ -215,6 +222,9 @@ impl LinearFactory for GroupFactory<'_> {
         }
         if let Some(v) = self.source.palette_view(tensor.name) {
             return Ok(Box::new(GroupLinear::palette_in_place(self.source, &v)));
+        }
+        if let Some(v) = self.source.trits_view(tensor.name) {
+            return Ok(Box::new(GroupLinear::from_trits(&v)));
         }
         NativeFactory::default().build(tensor)
     }

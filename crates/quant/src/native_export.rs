@@ -18,7 +18,8 @@ use lowbit_formats::native::qconfig::{
 };
 use lowbit_formats::native::write::{SafetensorsWriter, StagedDir};
 use lowbit_formats::native::{
-    GroupFormat, GroupMatrix, PaletteFormat, PaletteMatrix, QuantizationConfig, Storage, TensorSpec, METADATA_GGUF,
+    trits, GroupFormat, GroupMatrix, PaletteFormat, PaletteMatrix, QuantizationConfig, Storage, TensorSpec,
+    METADATA_GGUF,
 };
 use lowbit_formats::safetensors::{CONFIG_FILE, SINGLE_FILE};
 use lowbit_formats::source::ModelSource;
@@ -71,7 +72,7 @@ impl NativeScheme {
         match self {
             NativeScheme::Profile { .. } => self.rule_for(name).storage_for(name, shape),
             NativeScheme::Rtn(s) => s.format_for(name, shape).map(Storage::group),
-            NativeScheme::Ternary(t) => t.format_for(name, shape).map(Storage::group),
+            NativeScheme::Ternary(t) => t.storage_for(name, shape),
             NativeScheme::Nf4 => crate::nf4::quantizable(name, shape).then(Storage::nf4),
             // The matrices round to nearest quantizes (routers and biases stay wide). A stack's palettes never span
             // two experts: a group of rows that does not divide an expert's is one palette per expert.
@@ -94,6 +95,10 @@ impl NativeScheme {
                 let f = GroupFormat { bits, group, sym };
                 let (rows, cols) = (n / shape[shape.len() - 1] as u64, shape[shape.len() - 1]);
                 rows * (f.row_bytes(cols) + f.n_groups(cols) * if sym { 2 } else { 3 }) as u64
+            }
+            Some(Storage::Trits { group }) => {
+                let (rows, cols) = (shape[0], shape[1]);
+                (rows * (trits::row_bytes(cols) + 2 * cols.div_ceil(group))) as u64
             }
             Some(Storage::Nf4 { .. }) => {
                 // A stack's experts are quantized one by one, each with its own chunks and offset.
@@ -124,6 +129,11 @@ impl NativeScheme {
         match self.storage_for(name, shape) {
             Some(Storage::Group { bits, group, sym }) => {
                 rows * GroupFormat { bits, group, sym }.n_groups(cols) as u64 * 8
+            }
+            // Unpacked at load into 2-bit codes (`lowbit_model::GroupLinear::from_trits`), held beside the file.
+            Some(Storage::Trits { group }) => {
+                let f = GroupFormat { bits: 2, group, sym: true };
+                rows * (f.n_groups(cols) as u64 * 8 + f.row_bytes(cols) as u64)
             }
             Some(Storage::Nf4 { .. }) => n / nf4::BLOCK as u64 * 8,
             Some(Storage::Palette { bits, group_rows, channel_scale }) => {
@@ -252,10 +262,17 @@ pub fn export(
         let (name, shape) = (reader.name().to_string(), reader.shape());
         let spec_name = name.clone();
         let storage = match scheme.storage_for(&name, &shape) {
-            Some(Storage::Group { bits, group, sym }) => {
-                let f = GroupFormat { bits, group, sym };
+            Some(storage @ (Storage::Group { .. } | Storage::Trits { .. })) => {
+                // Trits are ternary int2 codes packed five per byte as they are written.
+                let (f, packed) = match storage {
+                    Storage::Group { bits, group, sym } => (GroupFormat { bits, group, sym }, false),
+                    Storage::Trits { group } => (GroupFormat { bits: 2, group, sym: true }, true),
+                    _ => unreachable!("matched above"),
+                };
                 let (rows, cols) = (shape[..shape.len() - 1].iter().product::<usize>(), shape[shape.len() - 1]);
-                let (ng, row_bytes) = (f.n_groups(cols), f.row_bytes(cols));
+                let ng = f.n_groups(cols);
+                let row_bytes = if packed { trits::row_bytes(cols) } else { f.row_bytes(cols) };
+                let codes = move |m: &GroupMatrix| if packed { trits::pack(&m.view()) } else { Ok(m.codes.clone()) };
                 let mut parts = vec![
                     (codes_name(&name), DType::U8, vec![rows, row_bytes]),
                     (scales_name(&name), DType::F16, vec![rows, ng]),
@@ -284,7 +301,7 @@ pub fn export(
                         progress(i, &name);
                         let path = Path::new(SINGLE_FILE);
                         if let Some(m) = ready {
-                            w.write_all(&m.codes).map_err(io(path))?;
+                            w.write_all(&codes(m)?).map_err(io(path))?;
                             w.write_all(&m.scales).map_err(io(path))?;
                             return w.write_all(&m.zeros).map_err(io(path));
                         }
@@ -328,7 +345,7 @@ pub fn export(
                                 }
                                 (None, _) => quantize_tensor(&what, f, &values, part_rows, cols, part_weights)?,
                             };
-                            w.write_all(&m.codes).map_err(io(path))?;
+                            w.write_all(&codes(&m)?).map_err(io(path))?;
                             scales.extend_from_slice(&m.scales);
                             zeros.extend_from_slice(&m.zeros);
                         }
@@ -336,7 +353,7 @@ pub fn export(
                         w.write_all(&zeros).map_err(io(path))
                     }),
                 )?;
-                Storage::group(f)
+                storage
             }
             Some(storage @ Storage::Nf4 { .. }) => {
                 // A matrix is quantized whole (its offset is the mean of all its block scales); a stack expert by

@@ -123,7 +123,7 @@ impl Profile {
             (Profile::Ternary, TensorClass::Embedding) => rtn(8, None),
             (Profile::Ternary, TensorClass::Attention) => rtn(4, Some(128)),
             (Profile::Ternary, TensorClass::Ffn) => {
-                NativeScheme::Ternary(TernaryScheme { rule: TernaryRule::Exact, group: 128 })
+                NativeScheme::Ternary(TernaryScheme { rule: TernaryRule::Exact, group: 128, packed: false })
             }
         }
     }

@@ -13,6 +13,7 @@
 
 use half::f16;
 use lowbit_formats::native::group::{GroupFormat, GroupMatrix};
+use lowbit_formats::native::Storage;
 use lowbit_formats::Result;
 
 use crate::gptq::RowGrid;
@@ -34,6 +35,8 @@ pub struct TernaryScheme {
     pub rule: TernaryRule,
     /// Columns per scale for [`TernaryRule::Exact`] (absmean has one per tensor, stored per row).
     pub group: usize,
+    /// Store ternary matrices five trits per byte (`trits-gG`, 1.6 bits per weight) rather than as 2-bit codes.
+    pub packed: bool,
 }
 
 impl TernaryScheme {
@@ -49,11 +52,26 @@ impl TernaryScheme {
         }
     }
 
-    /// `ternary-absmean`, `ternary-g128`.
+    /// How tensor `name` of `shape` is stored: [`Self::format_for`]'s format, its ternary matrices as trits
+    /// when packed.
+    pub fn storage_for(&self, name: &str, shape: &[usize]) -> Option<Storage> {
+        let f = self.format_for(name, shape)?;
+        Some(match (self.packed && f.bits == 2, shape) {
+            (true, [_, _]) => Storage::Trits { group: f.group },
+            _ => Storage::group(f),
+        })
+    }
+
+    /// `ternary-absmean`, `ternary-g128`, `ternary-g128-trits`.
     pub fn name(&self) -> String {
-        match self.rule {
+        let name = match self.rule {
             TernaryRule::Absmean => "ternary-absmean".into(),
             TernaryRule::Exact => format!("ternary-g{}", self.group),
+        };
+        if self.packed {
+            name + "-trits"
+        } else {
+            name
         }
     }
 

@@ -41,7 +41,7 @@ fn round_trip(scheme: NativeScheme, tag: &str) -> (PathBuf, String) {
             (Storage::Palette { .. }, NativeScheme::Palette { format, seed }) => {
                 palettize(format, &values, shape[0], shape[1], None, seed).unwrap().view().dequantize()
             }
-            (Storage::Group { .. }, NativeScheme::Ternary(t)) => {
+            (Storage::Group { .. } | Storage::Trits { .. }, NativeScheme::Ternary(t)) => {
                 let f = t.format_for(name, &shape).unwrap();
                 let (rows, cols) = (shape[0], shape[1]);
                 match (t.is_ternary(name, &shape), t.rule) {
@@ -123,15 +123,26 @@ fn hf_source_round_trips_palettized() {
 }
 
 /// Ternary builds: every matrix but the embedding holds only {−α, 0, α} per group (the exact fit per group, or
-/// one absmean scale per tensor), the embedding 8 bits per channel.
+/// one absmean scale per tensor), the embedding 8 bits per channel; packed as trits, the same values in
+/// ceil(cols/5) bytes per row.
 #[test]
 fn hf_source_round_trips_ternary() {
-    for rule in [TernaryRule::Exact, TernaryRule::Absmean] {
-        let scheme = TernaryScheme { rule, group: 64 };
+    for (rule, packed) in [(TernaryRule::Exact, false), (TernaryRule::Absmean, false), (TernaryRule::Exact, true)] {
+        let scheme = TernaryScheme { rule, group: 64, packed };
         let (out, name) = round_trip(NativeScheme::Ternary(scheme), &scheme.name());
         let native = ModelSource::open(&out).unwrap();
         let (shape, values) = native.tensor_f32(&name).unwrap();
         assert!(scheme.is_ternary(&name, &shape), "{name}");
+        let ModelSource::Native(m) = &native else { panic!("not a native directory") };
+        let scales = shape[0] * shape[1].div_ceil(64) * 2;
+        let (storage, codes) = if packed {
+            (Storage::Trits { group: 64 }, shape[0] * shape[1].div_ceil(5))
+        } else {
+            (Storage::Group { bits: 2, group: 64, sym: true }, shape[0] * shape[1] / 4)
+        };
+        assert_eq!(m.spec(&name).unwrap().storage, storage, "{name}");
+        assert_eq!(m.stored_bytes(&name).unwrap(), codes + scales, "{name}");
+        assert_eq!(NativeScheme::Ternary(scheme).stored_bytes(&name, &shape), (codes + scales) as u64, "{name}");
         let group = if rule == TernaryRule::Exact { 64 } else { shape[1] };
         for g in values.chunks(group) {
             let alpha = g.iter().fold(0f32, |m, v| m.max(v.abs()));

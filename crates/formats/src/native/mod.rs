@@ -6,7 +6,8 @@
 //!                                group-quantized ones as NAME.qweight (U8 codes), NAME.scales (F16) and,
 //!                                when asymmetric, NAME.zeros (U8); layout in `group`; NF4 ones as
 //!                                NAME.qweight, NAME.absmax (U8), NAME.nested_absmax and NAME.offset
-//!                                (F32); layout in `nf4`
+//!                                (F32); layout in `nf4`; ternary ones packed five trits per byte as
+//!                                NAME.qweight and NAME.scales; layout in `trits`
 //!   quantization_config.json     method, bits, group, sym, tool version, and every tensor's logical shape
 //!                                and storage (`qconfig`)
 //!   metadata.gguf                for a GGUF source: its metadata (hyperparameters, vocabulary, chat
@@ -25,6 +26,7 @@ pub mod model;
 pub mod nf4;
 pub mod palette;
 pub mod qconfig;
+pub mod trits;
 pub mod write;
 
 use crate::error::{FormatError, Result};
@@ -34,6 +36,7 @@ pub use model::{is_native_dir, NativeModel, NativeTensor};
 pub use nf4::{Nf4Matrix, Nf4View};
 pub use palette::{PaletteFormat, PaletteMatrix, PaletteView};
 pub use qconfig::{QuantizationConfig, Storage, TensorSpec};
+pub use trits::TritsView;
 
 /// The quantization config's file name.
 pub const QUANT_CONFIG: &str = "quantization_config.json";

@@ -17,6 +17,7 @@ use crate::native::qconfig::{
     absmax_name, channel_scale_name, codes_name, lut_name, nested_absmax_name, offset_name, scales_name, zeros_name,
     QuantizationConfig, Storage, TensorSpec,
 };
+use crate::native::trits::{self, TritsView};
 use crate::native::{METADATA_GGUF, QUANT_CONFIG};
 use crate::safetensors::{SafetensorsFile, TensorEntry, CONFIG_FILE, SINGLE_FILE};
 
@@ -33,6 +34,7 @@ pub enum NativeTensor<'a> {
     /// Mixture-of-experts weights, each expert's matrix quantized on its own.
     Nf4Stack(Nf4Stack<'a>),
     Palette(PaletteView<'a>),
+    Trits(TritsView<'a>),
 }
 
 /// An open native directory.
@@ -111,6 +113,10 @@ impl NativeModel {
             }
             match spec.storage {
                 Storage::Plain { .. } => used.insert(spec.name.clone()),
+                Storage::Trits { .. } => {
+                    used.insert(codes_name(&spec.name));
+                    used.insert(scales_name(&spec.name))
+                }
                 Storage::Group { sym, .. } => {
                     used.insert(codes_name(&spec.name));
                     if !sym {
@@ -179,6 +185,18 @@ impl NativeModel {
                 let scales = self.file.data(self.part(&scales_name(&spec.name), DType::F16)?);
                 let zeros = if sym { &[][..] } else { self.file.data(self.part(&zeros_name(&spec.name), DType::U8)?) };
                 GroupView::new(format, rows, cols, codes, scales, zeros).map(NativeTensor::Group)
+            }
+            &Storage::Trits { group } => {
+                let [rows, cols] = spec.shape[..] else {
+                    return Err(FormatError::Invalid(format!(
+                        "shape {:?}: {} holds matrices",
+                        spec.shape,
+                        trits::name(group)
+                    )));
+                };
+                let codes = self.file.data(self.part(&codes_name(&spec.name), DType::U8)?);
+                let scales = self.file.data(self.part(&scales_name(&spec.name), DType::F16)?);
+                TritsView::new(group, rows, cols, codes, scales).map(NativeTensor::Trits)
             }
             &Storage::Palette { bits, group_rows, channel_scale } => {
                 self.resolve_palette(spec, PaletteFormat::new(bits, group_rows, channel_scale)?)
@@ -280,6 +298,7 @@ impl NativeModel {
             NativeTensor::Nf4(v) => v.codes.len() + v.absmax.len() + v.nested_absmax.len() + 4,
             NativeTensor::Nf4Stack(s) => s.stored_bytes(),
             NativeTensor::Palette(v) => v.codes.len() + v.lut.len() + v.scales.len(),
+            NativeTensor::Trits(v) => v.codes.len() + v.scales.len(),
         })
     }
 }

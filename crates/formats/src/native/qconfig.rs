@@ -70,6 +70,9 @@ pub enum Storage {
     Nf4 { block: usize, nested_block: usize },
     /// Palettized (`super::palette`): tensors `NAME.qweight`, `NAME.lut` and, with per-channel scales,
     /// `NAME.channel_scale`. Without `group_rows`, one palette for the whole matrix.
+    /// Ternary, five trits per byte (`super::trits`): tensors `NAME.qweight` and `NAME.scales`, the scales
+    /// as those of `int2-gG-sym`.
+    Trits { group: usize },
     Palette {
         bits: u8,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -101,6 +104,7 @@ impl Storage {
             Storage::Plain { dtype } => dtype.clone(),
             Storage::Group { bits, group, sym } => GroupFormat { bits: *bits, group: *group, sym: *sym }.name(),
             Storage::Nf4 { .. } => "nf4".to_string(),
+            &Storage::Trits { group } => super::trits::name(group),
         }
     }
 }
