@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use lowbit_kernels::group::{self, matmul_group_f32, Codebook, GroupLayout, GroupParams};
 use lowbit_kernels::quant::{matmul_quant_f32, QuantType};
+use lowbit_kernels::ternary::{matmul_ternary_f32, TernaryMatrix};
 
 /// One kernel on one matrix, writing the output row.
 type Gemv = Box<dyn FnMut(&mut [f32])>;
@@ -59,6 +60,12 @@ fn main() {
                     matmul_group_f32(l, &codes, &params, &xx, o, 1, k, m, None)
                 }),
             ));
+        }
+        if lowbit_kernels::ternary::simd().is_some() {
+            // Ternary weights by table look-up (the same 2 bits per weight as int2, no multiplications).
+            let w = TernaryMatrix::new(m, k, 128, |r, i| ((r * 31 + i * 7) % 3) as i8 - 1, |_, _| 0.01);
+            let xx = x.clone();
+            candidates.push(("ternary tl".into(), Box::new(move |o: &mut [f32]| matmul_ternary_f32(&w, &xx, o, 1))));
         }
         for ty in [QuantType::Q4_0, QuantType::Q8_0] {
             let w: Vec<u8> = (0..m * ty.row_bytes(k))

@@ -13,6 +13,7 @@ pub mod half;
 mod pool;
 pub mod quant;
 pub mod scalar;
+pub mod ternary;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 

@@ -167,3 +167,28 @@ fn palette_forward_equals_table_matmul() {
         }
     }
 }
+
+/// A ternary matrix (2-bit symmetric codes 1..3 only) runs on the look-up kernel where this CPU has it (its
+/// layout is then held beside the codes), and computes the same products as any other 2-bit matrix: the
+/// dequantized weights times the int8 activations, for a decode row and a batch.
+#[test]
+fn ternary_matrices_run_on_the_lookup_kernel() {
+    let (rows, cols) = (70, 576);
+    let mut r = Rng::new(3);
+    let w: Vec<f32> = (0..rows * cols).map(|_| (r.below(3) as f32 - 1.0) * (1.0 + (r.below(4) as f32))).collect();
+    let m = quantize(GroupFormat::new(2, 128, true).unwrap(), &w, rows, cols).unwrap();
+    let deq: Vec<f64> = m.view().dequantize().into_iter().map(f64::from).collect();
+    let lin = GroupLinear::from_view(&m.view(), None);
+    let lookup = lowbit_kernels::ternary::simd().is_some();
+    let plain = m.codes.len() + rows * 5 * 8;
+    assert_eq!(lin.weight_bytes() > plain, lookup, "{} bytes held", lin.weight_bytes());
+    for n in [1, 3] {
+        let x: Vec<f32> = (0..n * cols).map(|_| r.unit()).collect();
+        let mut acts = QuantizedActs::new();
+        acts.quantize(&x, n, cols);
+        let xq: Vec<f64> = acts.blocks().iter().flat_map(|b| b.qs.map(|q| b.d as f64 * q as f64)).collect();
+        let mut out = vec![0.0f32; n * rows];
+        lin.forward(&x, n, &mut out);
+        assert_exact_products("ternary", &out, &deq, &xq, rows, cols, 2 * (cols / QK + 5) + 2);
+    }
+}
