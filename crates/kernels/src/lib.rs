@@ -127,6 +127,23 @@ pub fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
     (dispatch::active().axpy_f32)(alpha, x, y)
 }
 
+/// y += Σ_j c[j]·rows[j], the rows of `rows` (`c.len()` rows of `y.len()`) taken in order (attention's weighted
+/// sum of values). Panics on mismatched lengths.
+pub fn add_weighted_rows(c: &[f32], rows: &[f32], y: &mut [f32]) {
+    assert_eq!(
+        rows.len(),
+        c.len() * y.len(),
+        "add_weighted_rows: {} values are not {} rows of {}",
+        rows.len(),
+        c.len(),
+        y.len()
+    );
+    let axpy = dispatch::active().axpy_f32;
+    for (&c, row) in c.iter().zip(rows.chunks_exact(y.len().max(1))) {
+        axpy(c, row, y);
+    }
+}
+
 /// RMSNorm of each row of x (rows of width w.len()): out = x / sqrt(mean(x²) + eps) · (w + weight_offset).
 /// weight_offset is 0 for Llama-family models and 1 for Gemma, which stores its norm weights as w − 1.
 ///

@@ -14,8 +14,9 @@
 //!
 //! A ternary matrix (2-bit codes 1..3 with zero point 2, as `--method absmean|ternary|ptbitnet` and trit-packed
 //! builds hold them) also gets the look-up layout of `lowbit_kernels::ternary` where this CPU has its SIMD kernel,
-//! and runs on it: no multiplications, and about 1.7× faster than the 2-bit codes on SmolLM2's GEMVs
-//! (`cargo bench -p lowbit-kernels --bench group`). The layout is a second copy of the weights.
+//! and runs on it instead of its codes: no multiplications, and about 1.7× faster than the 2-bit codes on
+//! SmolLM2's GEMVs (`cargo bench -p lowbit-kernels --bench group`). The layout is made at load (2 bits per
+//! weight, the same as the codes), so these weights are the process's own memory rather than the file's pages.
 //!
 //! Palettes run the same way, a table per palette: its entries divided by their largest magnitude, ×127
 //! and rounded, and each row's one group scale that magnitude (times the row's channel scale) over 127.
@@ -49,7 +50,7 @@ pub struct GroupLinear {
     /// A calibrated static activation step; `None` quantizes activations per block at run time.
     act_scale: Option<f32>,
     /// A ternary matrix (2-bit codes 1..3, zero point 2) in the look-up layout, where this CPU has its SIMD
-    /// kernel: decode runs on it instead of the codes.
+    /// kernel: it replaces the codes and parameters (left empty).
     lookup: Option<TernaryMatrix>,
 }
 
@@ -116,7 +117,8 @@ impl GroupLinear {
             |r, i| trits[r * self.cols + i],
             |r, g| self.params[r * ng + g].scale,
         );
-        GroupLinear { lookup: Some(lookup), ..self }
+        // The codes' mapped pages are never read again and leave memory.
+        GroupLinear { lookup: Some(lookup), codes: WeightBytes::Owned(Vec::new()), params: Vec::new(), ..self }
     }
 
     /// A copy of a checked NF4 view, its block scales decoded.

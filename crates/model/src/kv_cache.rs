@@ -1,4 +1,7 @@
 //! Keys and values of past positions, one preallocated buffer per layer, written in place.
+//!
+//! A layer's buffer is head-major, `[kv_head][position][head_dim]`: the keys (values) one attention head reads
+//! are consecutive rows, so its scores are one GEMV and its output one pass over consecutive rows.
 
 use lowbit_formats::config::ModelConfig;
 
@@ -8,6 +11,7 @@ pub struct KvCache {
     keys: Vec<Vec<f32>>,
     values: Vec<Vec<f32>>,
     kv_dim: usize,
+    head_dim: usize,
     capacity: usize,
     len: usize,
 }
@@ -23,7 +27,7 @@ impl KvCache {
             .filter(|n| n.checked_mul(8 * config.n_layers).is_some())
             .ok_or(ModelError::BadContext { requested: capacity, max: config.context_length })?;
         let buffers = || (0..config.n_layers).map(|_| vec![0f32; per_layer]).collect();
-        Ok(KvCache { keys: buffers(), values: buffers(), kv_dim, capacity, len: 0 })
+        Ok(KvCache { keys: buffers(), values: buffers(), kv_dim, head_dim: config.head_dim, capacity, len: 0 })
     }
 
     /// Positions held.
@@ -46,15 +50,20 @@ impl KvCache {
 
     /// Stores keys and values `[n, kv_dim]` of layer `layer` at positions `pos..pos+n`.
     pub(crate) fn write(&mut self, layer: usize, pos: usize, keys: &[f32], values: &[f32]) {
-        let range = pos * self.kv_dim..pos * self.kv_dim + keys.len();
-        self.keys[layer][range.clone()].copy_from_slice(keys);
-        self.values[layer][range].copy_from_slice(values);
+        let hd = self.head_dim;
+        for (buf, rows) in [(&mut self.keys[layer], keys), (&mut self.values[layer], values)] {
+            for (t, row) in rows.chunks_exact(self.kv_dim).enumerate() {
+                for (h, head) in row.chunks_exact(hd).enumerate() {
+                    buf[(h * self.capacity + pos + t) * hd..][..hd].copy_from_slice(head);
+                }
+            }
+        }
     }
 
-    /// Keys and values of layer `layer` for positions `0..upto`.
-    pub(crate) fn layer(&self, layer: usize, upto: usize) -> (&[f32], &[f32]) {
-        let end = upto * self.kv_dim;
-        (&self.keys[layer][..end], &self.values[layer][..end])
+    /// Keys and values `[positions, head_dim]` of kv head `head` of layer `layer`, positions `from..upto`.
+    pub(crate) fn head(&self, layer: usize, head: usize, from: usize, upto: usize) -> (&[f32], &[f32]) {
+        let range = (head * self.capacity + from) * self.head_dim..(head * self.capacity + upto) * self.head_dim;
+        (&self.keys[layer][range.clone()], &self.values[layer][range])
     }
 
     pub(crate) fn advance(&mut self, n: usize) {

@@ -327,7 +327,6 @@ impl Model {
         }
         cache.write(li, pos0, &kk, &v);
 
-        let (keys, values) = cache.layer(li, pos0 + n);
         let group = nh / nkv;
         let scale = cfg.attention_scale;
         let window = match b.attention {
@@ -340,16 +339,16 @@ impl Model {
             let pos = pos0 + t;
             let first = (pos + 1).saturating_sub(window);
             let qv = &q[t * qd + head * hd..t * qd + (head + 1) * hd];
-            let kv_off = (head / group) * hd;
-            let mut scores: Vec<f32> =
-                (first..=pos).map(|j| k::dot_f32(qv, &keys[j * kvd + kv_off..j * kvd + kv_off + hd]) * scale).collect();
+            let (keys, values) = cache.head(li, head / group, first, pos + 1);
+            let positions = pos + 1 - first;
+            let mut scores = vec![0f32; positions];
+            k::matmul_f32(qv, keys, &mut scores, 1, hd, positions);
+            scores.iter_mut().for_each(|s| *s *= scale);
             match &b.sinks {
                 Some(sinks) => softmax_with_sink(&mut scores, sinks[head]),
                 None => k::softmax_inplace(&mut scores),
             }
-            for (j, &p) in (first..=pos).zip(&scores) {
-                k::axpy_f32(p, &values[j * kvd + kv_off..j * kvd + kv_off + hd], o);
-            }
+            k::add_weighted_rows(&scores, values, o);
         });
         out
     }

@@ -180,8 +180,9 @@ fn ternary_matrices_run_on_the_lookup_kernel() {
     let deq: Vec<f64> = m.view().dequantize().into_iter().map(f64::from).collect();
     let lin = GroupLinear::from_view(&m.view(), None);
     let lookup = lowbit_kernels::ternary::simd().is_some();
-    let plain = m.codes.len() + rows * 5 * 8;
-    assert_eq!(lin.weight_bytes() > plain, lookup, "{} bytes held", lin.weight_bytes());
+    // The look-up layout: 32-row tiles of 2 bits per weight and an f32 scale per row and group.
+    let held = if lookup { 96 * (cols / 4 + 5 * 4) } else { m.codes.len() + rows * 5 * 8 };
+    assert_eq!(lin.weight_bytes(), held);
     for n in [1, 3] {
         let x: Vec<f32> = (0..n * cols).map(|_| r.unit()).collect();
         let mut acts = QuantizedActs::new();
