@@ -22,12 +22,14 @@
 //! most 16·254 in magnitude, exact), then that sum times the block's scale `d_b` is added in f32, and
 //! per group the row's scale times the group's sum: out = Σ_g α_g·Σ_b d_b·Σ_p entry_p.
 //!
-//! [`scalar`] is the specification; the AVX2 path computes the same integer sums.
+//! [`scalar`] is the specification; the AVX2 and NEON paths compute the same integer sums.
 
 pub mod scalar;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 
 use std::cell::RefCell;
 use std::sync::OnceLock;
@@ -129,7 +131,7 @@ impl TernaryMatrix {
 /// One instruction-set path.
 #[derive(Clone, Copy)]
 pub struct TernaryKernels {
-    /// "scalar", "avx2".
+    /// "scalar", "avx2", "neon".
     pub name: &'static str,
     /// Fills `tables` (`TABLE_BYTES` per pair of columns) for one activation row (`cols / 32` blocks).
     pub tables: fn(acts: &[BlockQ8], tables: &mut [u8]),
@@ -144,7 +146,9 @@ pub static SCALAR: TernaryKernels = TernaryKernels { name: "scalar", tables: sca
 pub fn paths() -> Vec<&'static TernaryKernels> {
     #[cfg(target_arch = "x86_64")]
     let simd = avx2::kernels();
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    let simd = neon::kernels();
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     let simd = None;
     std::iter::once(&SCALAR).chain(simd).collect()
 }
