@@ -73,7 +73,7 @@ impl GroupLinear {
     pub fn from_trits(v: &TritsView<'_>) -> GroupLinear {
         let m = v.to_group();
         let linear = GroupLinear::with_codes(&m.view(), WeightBytes::Owned(m.codes.clone()), None);
-        GroupLinear { format: trits::name(v.format.group), ..linear }
+        GroupLinear { format: trits::name(v.format.group), ..linear }.ternary_lookup()
     }
 
     fn with_codes(v: &GroupView<'_>, codes: WeightBytes, act_scale: Option<f32>) -> GroupLinear {
@@ -94,11 +94,12 @@ impl GroupLinear {
             act_scale,
             lookup: None,
         }
-        .with_lookup()
     }
 
-    /// The look-up layout of a ternary matrix with dynamic activations, on a CPU with the SIMD kernel.
-    fn with_lookup(self) -> GroupLinear {
+    /// This matrix on the ternary look-up kernel, if it is ternary (2-bit codes 1..3, zero point 2), takes
+    /// dynamic activations and this CPU has the kernel's SIMD path; otherwise unchanged. Building the layout
+    /// reads every code, so expert stacks (read a few experts at a time) are left on the group kernels.
+    pub fn ternary_lookup(self) -> GroupLinear {
         let ternary = self.bits == 2
             && self.tables.is_none()
             && self.act_scale.is_none()
@@ -259,7 +260,8 @@ impl<'a> GroupFactory<'a> {
 impl LinearFactory for GroupFactory<'_> {
     fn build(&self, tensor: &TensorRef<'_>) -> Result<Box<dyn Linear>, FormatError> {
         if let Some(v) = self.source.group_view(tensor.name) {
-            return Ok(Box::new(GroupLinear::in_place(self.source, &v, self.source.act_scale(tensor.name))));
+            let linear = GroupLinear::in_place(self.source, &v, self.source.act_scale(tensor.name));
+            return Ok(Box::new(linear.ternary_lookup()));
         }
         if let Some(v) = self.source.nf4_view(tensor.name) {
             return Ok(Box::new(GroupLinear::nf4_in_place(self.source, &v)));

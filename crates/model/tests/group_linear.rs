@@ -178,7 +178,7 @@ fn ternary_matrices_run_on_the_lookup_kernel() {
     let w: Vec<f32> = (0..rows * cols).map(|_| (r.below(3) as f32 - 1.0) * (1.0 + (r.below(4) as f32))).collect();
     let m = quantize(GroupFormat::new(2, 128, true).unwrap(), &w, rows, cols).unwrap();
     let deq: Vec<f64> = m.view().dequantize().into_iter().map(f64::from).collect();
-    let lin = GroupLinear::from_view(&m.view(), None);
+    let lin = GroupLinear::from_view(&m.view(), None).ternary_lookup();
     let lookup = lowbit_kernels::ternary::simd().is_some();
     // The look-up layout: 32-row tiles of 2 bits per weight and an f32 scale per row and group.
     let held = if lookup { 96 * (cols / 4 + 5 * 4) } else { m.codes.len() + rows * 5 * 8 };
