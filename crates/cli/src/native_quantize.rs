@@ -380,15 +380,18 @@ pub fn build(
     if let Some(b) = args.wide_blocks.iter().find(|&&b| b >= blocks) {
         anyhow::bail!("--wide-blocks {b}: the model has blocks 0 to {}", blocks.saturating_sub(1));
     }
-    let mut prepared = match (reuse, plan(args)?, scheme) {
+    // PT-BitNet-style on a mixture of experts: stage 2 only (AWQ's scales would have to pass the router and the
+    // clamped SwiGLU; docs/ternary.md).
+    let plan = plan(args)?.map(|p| if config.moe.is_some() { Plan { awq: None, ..p } } else { p });
+    let mut prepared = match (reuse, plan, scheme) {
         (Some(base), _, NativeScheme::Rtn(rtn)) => Some(reused(&source, base, rtn, args)?),
         (None, Some(plan), NativeScheme::Rtn(rtn)) => {
             Some(calibrated_native(&source, &|name, shape| rtn.format_for(name, shape).map(Target::Group), args, plan)?)
         }
         (None, Some(plan), NativeScheme::Palette { format, seed }) => {
+            // A palette per row (palette-gptq's only layout) never spans two experts of a stack.
             let target = |name: &str, shape: &[usize]| {
-                (shape.len() == 2 && lowbit_quant::rtn::quantized_cols(name, shape).is_some())
-                    .then_some(Target::Palette { format, seed })
+                lowbit_quant::rtn::quantized_cols(name, shape).map(|_| Target::Palette { format, seed })
             };
             Some(calibrated_native(&source, &target, args, plan)?)
         }

@@ -453,8 +453,11 @@ fn a_profile_build_matches_its_prediction() {
     );
 }
 
-/// Mixture-of-experts models are quantized expert by expert by rtn, gptq and nf4; AWQ and GGUF types, which do not
-/// handle experts one by one yet, refuse them rather than quantize them half.
+/// Mixture-of-experts models are quantized expert by expert by rtn, nf4, the palettes (GPTQ onto them too) and the
+/// ternary methods (ptbitnet without its AWQ stage); AWQ and GGUF types, which do not handle experts one by one
+/// yet, refuse them rather than quantize them half. (The tiny fixture has no tokenizer, so the calibrated methods
+/// stop at reading the calibration text: past the refusal. `gptq_onto_palettes_and_ternary_per_expert` in the
+/// quantizer's tests runs them.)
 #[test]
 fn quantize_refuses_awq_and_gguf_for_a_mixture_of_experts_model() {
     let scratch = Scratch::new("moe-refused");
@@ -463,10 +466,18 @@ fn quantize_refuses_awq_and_gguf_for_a_mixture_of_experts_model() {
     let out_arg = out.to_str().unwrap();
     refuses(&["quantize", model, "--method", "awq", "--bits", "4", "-o", out_arg], &out, "mixture-of-experts");
     refuses(&["quantize", model, "--type", "Q4_K_M", "-o", out_arg], &out, "mixture-of-experts");
-    for method in [&["--method", "rtn", "--bits", "8", "--group", "32"][..], &["--method", "nf4"]] {
+    let methods: [&[&str]; 3] = [
+        &["--method", "rtn", "--bits", "8", "--group", "32"],
+        &["--method", "nf4"],
+        &["--method", "ternary", "--group", "32"],
+    ];
+    for method in methods {
         lowbit(&[&["quantize", model, "-o", out_arg], method].concat());
         assert!(out.join("quantization_config.json").is_file());
         std::fs::remove_dir_all(&out).unwrap();
+    }
+    for method in [&["--method", "palette-gptq", "--bits", "2"][..], &["--method", "ptbitnet"]] {
+        refuses(&[&["quantize", model, "--calib", CALIB, "-o", out_arg], method].concat(), &out, "tokenizer");
     }
 }
 

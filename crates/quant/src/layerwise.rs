@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use lowbit_formats::experts::ExpertStack;
-use lowbit_formats::native::GroupMatrix;
 use lowbit_formats::source::ModelSource;
 use lowbit_model::{DenseF32, ExpertMatrix, KvCache, Model, Observer, Proj, Site};
 
@@ -485,22 +484,29 @@ impl Observer for ExpertHessians {
     }
 }
 
-/// The experts' matrices of a stack as one, their rows one after another (how a native directory stores it).
+/// The experts' matrices of a stack as one, their rows one after another (how a native directory stores it; a
+/// palettized stack's palettes, one per group of rows, follow each other the same way).
 fn stacked(parts: Vec<Quantized>) -> Result<Quantized, String> {
-    let mut out: Option<GroupMatrix> = None;
+    let mut parts = parts.into_iter();
+    let mut out = parts.next().ok_or_else(|| "a stack without experts".to_string())?;
     for part in parts {
-        let Quantized::Group(m) = part else { return Err("GGUF types for expert stacks are not built".into()) };
-        match &mut out {
-            None => out = Some(m),
-            Some(o) => {
+        match (&mut out, part) {
+            (Quantized::Group(o), Quantized::Group(m)) => {
                 o.rows += m.rows;
                 o.codes.extend_from_slice(&m.codes);
                 o.scales.extend_from_slice(&m.scales);
                 o.zeros.extend_from_slice(&m.zeros);
             }
+            (Quantized::Palette(o), Quantized::Palette(m)) if o.format.group_rows.is_some_and(|g| m.rows % g == 0) => {
+                o.rows += m.rows;
+                o.codes.extend_from_slice(&m.codes);
+                o.lut.extend_from_slice(&m.lut);
+                o.scales.extend_from_slice(&m.scales);
+            }
+            _ => return Err("expert stacks are stored as group formats or palettes per group of rows".into()),
         }
     }
-    out.map(Quantized::Group).ok_or_else(|| "a stack without experts".to_string())
+    Ok(out)
 }
 
 /// `tr(ΔW·H·ΔWᵀ)/rows`: the mean over output rows of the rounding's squared output error on the calibration inputs

@@ -321,3 +321,88 @@ fn gptq_rounds_each_expert_on_its_routed_tokens() {
     }
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+/// GPTQ onto a palette per row and onto the ternary grid, expert by expert: each stack comes back as one matrix of
+/// its experts' rows (palettes per row, or 2-bit codes 1..3 only) with less output error on the calibration inputs
+/// than rounding each expert to nearest on the same grid, is written as it is, and the model runs from the
+/// directory.
+#[test]
+fn gptq_onto_palettes_and_ternary_per_expert() {
+    use lowbit_formats::native::PaletteFormat;
+    use lowbit_quant::gptq::GptqOptions;
+    use lowbit_quant::grid::{Quantized, Target};
+    use lowbit_quant::layerwise::{quantize_model, Plan};
+    use lowbit_quant::native_export::Prepared;
+    use lowbit_quant::ternary::{TernaryRule, TernaryScheme};
+    use std::collections::BTreeMap;
+
+    let source = ModelSource::open(&fixture("tiny_mxfp4")).unwrap();
+    let chunks: Vec<Vec<u32>> = (0..6).map(|c| (0..24).map(|i| (i * 97 + c * 31 + 7) % 512).collect()).collect();
+    let palette = PaletteFormat::new(4, Some(1), false).unwrap();
+    let ternary = TernaryScheme { rule: TernaryRule::Exact, group: 32, packed: false };
+    let reference = logits(&Model::load(&source, &F32Factory).unwrap());
+    for (target, scheme) in [
+        (Target::Palette { format: palette, seed: 0 }, NativeScheme::Palette { format: palette, seed: 0 }),
+        (Target::Ternary { group: 32 }, NativeScheme::Ternary(ternary)),
+    ] {
+        let experts_only = |_: &str, shape: &[usize]| (shape.len() == 3).then_some(target);
+        let run = |plan: Plan| {
+            let mut model = Model::load(&source, &F32Factory).unwrap();
+            quantize_model(&mut model, &source, &chunks, &experts_only, plan, &|_| {}).unwrap()
+        };
+        let result = run(Plan { awq: None, gptq: Some(GptqOptions::default()) });
+        // Block 0's gate/up experts that GPTQ rounded: the same inputs in both runs.
+        let rtn = run(Plan::default());
+        let by_gptq: Vec<&str> = result
+            .reports
+            .iter()
+            .filter(|t| t.gptq.is_some() && t.name.starts_with("blk.0.ffn_gate_up_exps"))
+            .map(|t| t.name.as_str())
+            .collect();
+        assert!(!by_gptq.is_empty());
+        let error = |r: &lowbit_quant::layerwise::LayerwiseResult| -> f64 {
+            r.reports.iter().filter(|t| by_gptq.contains(&t.name.as_str())).map(|t| t.output_error).sum()
+        };
+        let (gptq_error, rtn_error) = (error(&result), error(&rtn));
+        println!("{}: block 0 gate/up output error {gptq_error:.6} (round to nearest {rtn_error:.6})", target.name());
+        assert!(gptq_error < 0.9 * rtn_error, "{}: GPTQ {gptq_error} against {rtn_error}", target.name());
+        let (mut tensors, mut palettes) = (BTreeMap::new(), BTreeMap::new());
+        for (name, q) in result.tensors {
+            let src = ExpertStack::named(&source, &name).unwrap();
+            match q {
+                Quantized::Palette(m) => {
+                    assert_eq!((m.rows, m.lut.len()), (src.experts * src.rows, src.experts * src.rows * 16 * 2));
+                    palettes.insert(name, m);
+                }
+                Quantized::Group(m) => {
+                    assert_eq!(m.rows, src.experts * src.rows, "{name}");
+                    assert!(m.codes.iter().all(|&b| (0..4).all(|i| b >> (2 * i) & 3 != 0)), "{name}: not ternary");
+                    tensors.insert(name, m);
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        assert_eq!(tensors.len() + palettes.len(), 4, "every stack of both blocks");
+        let prepared = Prepared {
+            method: "gptq".into(),
+            tensors,
+            palettes,
+            values: BTreeMap::new(),
+            act_scales: BTreeMap::new(),
+            details: serde_json::json!({}),
+        };
+        let out = std::env::temp_dir().join(format!("lowbit-native-moe-gptq-grid-{}", std::process::id()));
+        export(&source, &out, &scheme, Some(&prepared), None, &|_, _| {}).unwrap();
+        let native = ModelSource::open(&out).unwrap();
+        for (name, m) in &prepared.palettes {
+            assert_eq!(native.tensor_f32(name).unwrap().1, m.view().dequantize(), "{name}");
+        }
+        for (name, m) in &prepared.tensors {
+            assert_eq!(native.tensor_f32(name).unwrap().1, m.view().dequantize(), "{name}");
+        }
+        let quantized = logits(&Model::load(&native, &GroupFactory::new(&native)).unwrap());
+        std::fs::remove_dir_all(&out).unwrap();
+        let errors = position_errors(&scheme.name(), &reference, &quantized);
+        assert!(errors.iter().all(|e| e.is_finite()), "{errors:?}");
+    }
+}
