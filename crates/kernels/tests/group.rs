@@ -12,13 +12,10 @@
 
 use lowbit_kernels::group::{self, scalar, Codebook, GroupKernels, GroupLayout, GroupParams};
 use lowbit_kernels::quant::{BlockQ8, QuantizedActs, QK};
-use lowbit_testdata::Rng;
+use lowbit_testdata::{gamma, Rng};
 
-const U: f64 = 1.0 / (1u64 << 24) as f64;
-
-fn gamma(n: usize) -> f64 {
-    n as f64 * U / (1.0 - n as f64 * U)
-}
+mod common;
+use common::random_acts;
 
 /// What codes stand for: their integer values, [`TABLE`] for every row, or a random table per run of rows.
 #[derive(Clone, Copy, Debug)]
@@ -77,16 +74,6 @@ fn random_case(bits: u8, group: usize, codes_kind: Codes, k: usize, m: usize, se
         })
         .collect();
     Case { bits, group, codes_kind, tables, k, m, codes, params }
-}
-
-fn random_acts(n: usize, k: usize, seed: u64) -> QuantizedActs {
-    let mut r = Rng::new(seed);
-    let x: Vec<f32> = (0..n * k)
-        .map(|i| r.unit() * 2f32.powi((i / QK % 7) as i32 - 3) * if r.below(40) == 0 { 30.0 } else { 1.0 })
-        .collect();
-    let mut acts = QuantizedActs::new();
-    acts.quantize(&x, n, k);
-    acts
 }
 
 /// mag of the module documentation, for output (t, o), and the exact f64 value of dequantized weights

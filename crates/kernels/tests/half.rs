@@ -4,13 +4,7 @@
 //! terms differ by at most 2·γ_k·Σ|terms|, and small-integer inputs make every path exact.
 
 use lowbit_kernels::half::{self, matmul_half, HalfType};
-use lowbit_testdata::Rng;
-
-const U: f64 = 1.0 / (1u64 << 24) as f64;
-
-fn gamma(k: usize) -> f64 {
-    k as f64 * U / (1.0 - k as f64 * U)
-}
+use lowbit_testdata::{gamma, Rng};
 
 /// Weights whose values are finite and of moderate size: sign, exponent near 1, random mantissa.
 fn weights(ty: HalfType, len: usize, seed: u64) -> Vec<u16> {

@@ -10,14 +10,10 @@
 
 use lowbit_kernels::dispatch::{self, Kernels};
 use lowbit_kernels::scalar;
-use lowbit_testdata::Rng;
+use lowbit_testdata::{gamma, Rng};
 use proptest::prelude::*;
 
 const U: f64 = 1.0 / (1u64 << 24) as f64;
-
-fn gamma(k: usize) -> f64 {
-    k as f64 * U / (1.0 - k as f64 * U)
-}
 
 /// The bound on |a − b| for two f32 dot products of the same vectors.
 fn dot_tol(a: &[f32], b: &[f32]) -> f64 {

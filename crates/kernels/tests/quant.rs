@@ -22,14 +22,10 @@
 use lowbit_formats::dequant::dequantize;
 use lowbit_formats::DType;
 use lowbit_kernels::quant::{self, scalar, ActRounding, BlockQ8, QuantKernels, QuantType, QuantizedActs, QK, QK_K};
-use lowbit_testdata::Rng;
+use lowbit_testdata::{gamma, Rng};
 use proptest::prelude::*;
 
 const U: f64 = 1.0 / (1u64 << 24) as f64;
-
-fn gamma(n: usize) -> f64 {
-    n as f64 * U / (1.0 - n as f64 * U)
-}
 
 fn simd_paths() -> impl Iterator<Item = &'static QuantKernels> {
     quant::paths().into_iter().skip(1)

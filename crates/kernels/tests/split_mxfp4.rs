@@ -7,13 +7,7 @@
 use lowbit_formats::dequant::dequantize_split_mxfp4;
 use lowbit_kernels::quant::split_mxfp4::{matmul_split_mxfp4, CODE_BYTES};
 use lowbit_kernels::quant::{self, scalar, BlockQ8, QuantizedActs, QK};
-use lowbit_testdata::Rng;
-
-const U: f64 = 1.0 / (1u64 << 24) as f64;
-
-fn gamma(n: usize) -> f64 {
-    n as f64 * U / (1.0 - n as f64 * U)
-}
+use lowbit_testdata::{gamma, Rng};
 
 /// m rows of k: random codes, exponents around 2^0 (2^-8..2^8) or exactly 2^0 when `unit`.
 fn random_matrix(m: usize, k: usize, seed: u64, unit: bool) -> (Vec<u8>, Vec<u8>) {

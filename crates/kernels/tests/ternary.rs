@@ -9,13 +9,10 @@
 
 use lowbit_kernels::quant::{QuantizedActs, QK};
 use lowbit_kernels::ternary::{self, TernaryKernels, TernaryMatrix, TABLE_BYTES, TILE_ROWS};
-use lowbit_testdata::Rng;
+use lowbit_testdata::{gamma, Rng};
 
-const U: f64 = 1.0 / (1u64 << 24) as f64;
-
-fn gamma(n: usize) -> f64 {
-    n as f64 * U / (1.0 - n as f64 * U)
-}
+mod common;
+use common::random_acts;
 
 struct Case {
     rows: usize,
@@ -58,17 +55,6 @@ impl Case {
         }
         (exact, mag)
     }
-}
-
-fn random_acts(n: usize, k: usize, seed: u64) -> QuantizedActs {
-    let mut r = Rng::new(seed);
-    // Outliers now and then, so blocks of very different scales (and codes of ±127) occur.
-    let x: Vec<f32> = (0..n * k)
-        .map(|i| r.unit() * 2f32.powi((i / QK % 7) as i32 - 3) * if r.below(40) == 0 { 30.0 } else { 1.0 })
-        .collect();
-    let mut acts = QuantizedActs::new();
-    acts.quantize(&x, n, k);
-    acts
 }
 
 /// One call of `kern` per activation row, single-threaded.

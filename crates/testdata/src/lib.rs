@@ -14,6 +14,14 @@ mod timing;
 pub use rng::Rng;
 pub use timing::seconds_per_call;
 
+/// Higham's γ_n = n·u/(1 − n·u) for f32 (u = 2⁻²⁴): a sum or product chain of n roundings is within γ_n of its
+/// exact value, relative to the sum of its terms' magnitudes (Accuracy and Stability of Numerical Algorithms, §3.1).
+/// The kernels' tests bound their paths' differences with it.
+pub fn gamma(n: usize) -> f64 {
+    let u = 1.0 / (1u64 << 24) as f64;
+    n as f64 * u / (1.0 - n as f64 * u)
+}
+
 pub const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 pub const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
 

@@ -12,7 +12,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{TernaryKernels, TernaryMatrix, TABLE_BYTES, TILE_ROWS};
+use super::{each_tile, TernaryKernels, TernaryMatrix, TABLE_BYTES, TILE_ROWS};
 use crate::quant::{BlockQ8, QK};
 
 /// The AVX2 table, if this CPU has AVX2 and FMA.
@@ -51,30 +51,14 @@ unsafe fn build_tables(acts: &[BlockQ8], tables: &mut [u8]) {
 }
 
 fn tiles(w: &TernaryMatrix, tables: &[u8], acts: &[BlockQ8], t0: usize, out: &mut [f32]) {
-    assert_eq!(tables.len(), w.cols / 2 * TABLE_BYTES, "ternary tiles: tables of another width");
-    assert_eq!(acts.len(), w.cols / QK, "ternary tiles: activations of another width");
-    assert!(t0 * TILE_ROWS + out.len() <= w.rows, "ternary tiles: rows past the matrix");
-    // SAFETY: as in `tables`; the tiles t0.. that `out` covers exist, and their indices and scales with them.
-    unsafe { run_tiles(w, tables, acts, t0, out) }
+    // SAFETY: as in `tables`; each_tile checked the tables and activations against the matrix, and hands over one
+    // tile's index bytes (16 per pair) and scales (32 per group).
+    each_tile(w, tables, acts, t0, out, |idx, scales| unsafe {
+        tile(w, idx.as_ptr(), scales.as_ptr(), tables.as_ptr(), acts)
+    })
 }
 
-#[target_feature(enable = "avx2,fma")]
-unsafe fn run_tiles(w: &TernaryMatrix, tables: &[u8], acts: &[BlockQ8], t0: usize, out: &mut [f32]) {
-    let (pairs, ng) = (w.cols / 2, w.n_groups());
-    let mut row = [0.0f32; TILE_ROWS];
-    for (t, out) in (t0..).zip(out.chunks_mut(TILE_ROWS)) {
-        let idx = w.indices.as_ptr().add(t * pairs * 16);
-        let scales = w.scales.as_ptr().add(t * ng * TILE_ROWS);
-        let acc = tile(w, idx, scales, tables.as_ptr(), acts);
-        for (i, a) in acc.iter().enumerate() {
-            _mm256_storeu_ps(row.as_mut_ptr().add(8 * i), *a);
-        }
-        out.copy_from_slice(&row[..out.len()]);
-    }
-}
-
-/// The 32 rows of one tile, in four vectors of 8 rows.
-#[inline]
+/// The 32 rows of one tile.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile(
     w: &TernaryMatrix,
@@ -82,7 +66,7 @@ unsafe fn tile(
     scales: *const f32,
     tables: *const u8,
     acts: &[BlockQ8],
-) -> [__m256; 4] {
+) -> [f32; TILE_ROWS] {
     let nibble = _mm256_set1_epi8(0x0F);
     let upper = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
     let mut acc = [_mm256_setzero_ps(); 4];
@@ -118,5 +102,9 @@ unsafe fn tile(
             *acc = _mm256_fmadd_ps(_mm256_loadu_ps(s.add(8 * i)), part, *acc);
         }
     }
-    acc
+    let mut rows = [0.0f32; TILE_ROWS];
+    for (i, a) in acc.iter().enumerate() {
+        _mm256_storeu_ps(rows.as_mut_ptr().add(8 * i), *a);
+    }
+    rows
 }

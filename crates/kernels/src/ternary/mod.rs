@@ -128,6 +128,27 @@ impl TernaryMatrix {
     }
 }
 
+/// Checks the lengths of a `TernaryKernels::tiles` call (its contract: tables and activations of the matrix's
+/// width, rows inside the matrix), then writes each tile's rows that `out` covers from `tile(indices, scales)`:
+/// the tile's index bytes and scales in, its 32 outputs back.
+pub(crate) fn each_tile(
+    w: &TernaryMatrix,
+    tables: &[u8],
+    acts: &[BlockQ8],
+    t0: usize,
+    out: &mut [f32],
+    mut tile: impl FnMut(&[u8], &[f32]) -> [f32; TILE_ROWS],
+) {
+    assert_eq!(tables.len(), w.cols / 2 * TABLE_BYTES, "ternary tiles: tables of another width");
+    assert_eq!(acts.len(), w.cols / QK, "ternary tiles: activations of another width");
+    assert!(t0 * TILE_ROWS + out.len() <= w.rows, "ternary tiles: rows past the matrix");
+    let (tile_indices, tile_scales) = (w.cols / 2 * 16, w.n_groups() * TILE_ROWS);
+    for (t, out) in (t0..).zip(out.chunks_mut(TILE_ROWS)) {
+        let rows = tile(&w.indices[t * tile_indices..][..tile_indices], &w.scales[t * tile_scales..][..tile_scales]);
+        out.copy_from_slice(&rows[..out.len()]);
+    }
+}
+
 /// One instruction-set path.
 #[derive(Clone, Copy)]
 pub struct TernaryKernels {

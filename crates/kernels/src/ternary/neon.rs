@@ -11,7 +11,7 @@
 use std::arch::aarch64::*;
 use std::arch::is_aarch64_feature_detected;
 
-use super::{TernaryKernels, TernaryMatrix, TABLE_BYTES, TILE_ROWS};
+use super::{each_tile, TernaryKernels, TernaryMatrix, TABLE_BYTES, TILE_ROWS};
 use crate::quant::{BlockQ8, QK};
 
 /// The NEON table, if this CPU has NEON.
@@ -54,37 +54,22 @@ unsafe fn build_tables(acts: &[BlockQ8], tables: &mut [u8]) {
 }
 
 fn tiles(w: &TernaryMatrix, tables: &[u8], acts: &[BlockQ8], t0: usize, out: &mut [f32]) {
-    assert_eq!(tables.len(), w.cols / 2 * TABLE_BYTES, "ternary tiles: tables of another width");
-    assert_eq!(acts.len(), w.cols / QK, "ternary tiles: activations of another width");
-    assert!(t0 * TILE_ROWS + out.len() <= w.rows, "ternary tiles: rows past the matrix");
-    // SAFETY: as in `tables`; the tiles t0.. that `out` covers exist, and their indices and scales with them.
-    unsafe { run_tiles(w, tables, acts, t0, out) }
+    // SAFETY: as in `tables`; each_tile checked the tables and activations against the matrix, and hands over one
+    // tile's index bytes (16 per pair) and scales (32 per group).
+    each_tile(w, tables, acts, t0, out, |idx, scales| unsafe {
+        tile(w, idx.as_ptr(), scales.as_ptr(), tables.as_ptr(), acts)
+    })
 }
 
+/// The 32 rows of one tile.
 #[target_feature(enable = "neon")]
-unsafe fn run_tiles(w: &TernaryMatrix, tables: &[u8], acts: &[BlockQ8], t0: usize, out: &mut [f32]) {
-    let (pairs, ng) = (w.cols / 2, w.n_groups());
-    let mut row = [0.0f32; TILE_ROWS];
-    for (t, out) in (t0..).zip(out.chunks_mut(TILE_ROWS)) {
-        let idx = w.indices.as_ptr().add(t * pairs * 16);
-        let scales = w.scales.as_ptr().add(t * ng * TILE_ROWS);
-        let acc = tile(w, idx, scales, tables.as_ptr(), acts);
-        for (i, a) in acc.iter().enumerate() {
-            vst1q_f32(row.as_mut_ptr().add(4 * i), *a);
-        }
-        out.copy_from_slice(&row[..out.len()]);
-    }
-}
-
-/// The 32 rows of one tile, in eight vectors of 4 rows.
-#[inline(always)]
 unsafe fn tile(
     w: &TernaryMatrix,
     idx: *const u8,
     scales: *const f32,
     tables: *const u8,
     acts: &[BlockQ8],
-) -> [float32x4_t; 8] {
+) -> [f32; TILE_ROWS] {
     let nibble = vdupq_n_u8(0x0F);
     let mut acc = [vdupq_n_f32(0.0); 8];
     let gsb = w.group / QK;
@@ -116,5 +101,9 @@ unsafe fn tile(
             *acc = vfmaq_f32(*acc, vld1q_f32(s.add(4 * i)), part);
         }
     }
-    acc
+    let mut rows = [0.0f32; TILE_ROWS];
+    for (i, a) in acc.iter().enumerate() {
+        vst1q_f32(rows.as_mut_ptr().add(4 * i), *a);
+    }
+    rows
 }
