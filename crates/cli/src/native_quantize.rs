@@ -372,10 +372,6 @@ pub fn build(
     let scheme = scheme(args)?;
     let source = ModelSource::open(model)?;
     let config = source.config()?;
-    anyhow::ensure!(
-        config.moe.is_none() || !args.static_acts,
-        "--static-acts: mixture-of-experts models quantize their activations at run time so far"
-    );
     let blocks = config.n_layers;
     if let Some(b) = args.wide_blocks.iter().find(|&&b| b >= blocks) {
         anyhow::bail!("--wide-blocks {b}: the model has blocks 0 to {}", blocks.saturating_sub(1));

@@ -16,10 +16,16 @@
 //! Some inputs have massive activations on other tokens too, and no step serves both: in SmolLM2-135M
 //! the inputs of the down projections of blocks 11 and 28 (|x| up to about 1700, most values below 1)
 //! get a step that rounds over 99% of their values to zero.
+//!
+//! A mixture of experts gets one step per stack, as it stores one per tensor: gate/up's from the MLP norm's
+//! output (every token's, which is what its experts share out), down's from the hidden rows of all experts
+//! together. The observer sees an expert's rows without their positions, so down's keep the window's first
+//! token; GPT-OSS, the mixture of experts lowbit runs, has learned attention sinks in place of a first token
+//! with massive activations.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use lowbit_model::{Logits, Model, ModelError, Observer, Proj, Site};
+use lowbit_model::{ExpertMatrix, Logits, Model, ModelError, Observer, Proj, Site};
 
 /// Mantissa bits kept in a histogram bin: bins are 2⁻⁵ of an octave wide (3% of the value), fine enough
 /// that the error estimated from the bins' midpoints varies smoothly with the step.
@@ -109,6 +115,13 @@ impl Observer for Magnitudes {
         let x = if self.seen.insert((block, site)) { &x[x.len() / n..] } else { x };
         self.histograms.entry((block, site)).or_insert_with(Histogram::new).add(x);
     }
+
+    fn observe_expert(&mut self, block: usize, site: Site, _expert: usize, _experts: usize, x: &[f32], _n: usize) {
+        // Gate/up's input is the MLP norm's output, observed whole above.
+        if site == Site::MlpOut {
+            self.histograms.entry((block, site)).or_insert_with(Histogram::new).add(x);
+        }
+    }
 }
 
 /// The static step of every projection's input, by weight tensor name, from running the model over the
@@ -131,8 +144,12 @@ pub fn calibrate(
     let mut steps = BTreeMap::new();
     for ((block, site), histogram) in magnitudes.histograms {
         let Some(step) = histogram.step() else { continue };
+        let experts = model.n_experts(block) > 0;
         let names: Vec<String> = match site {
             Site::Head => vec![head.to_string()],
+            Site::MlpIn | Site::MlpOut if experts => {
+                ExpertMatrix::ALL.iter().filter(|m| m.site() == site).map(|m| m.tensor_name(block)).collect()
+            }
             _ => site.projections().iter().map(|p: &Proj| p.tensor_name(block)).collect(),
         };
         for name in names {
