@@ -1,6 +1,5 @@
 //! `lowbit generate`: one prompt, text streamed to stdout as it is produced.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use lowbit_runtime::chat_template::{ChatMessage, ChatTemplate};
@@ -15,7 +14,8 @@ pub struct Args {
     /// The prompt.
     #[arg(long, short = 'p')]
     prompt: String,
-    /// Wrap the prompt as a user message in the model's chat template.
+    /// Wrap the prompt as a user message in the model's chat template (a harmony model's answer is then its final
+    /// channel, as `lowbit chat` shows it).
     #[arg(long)]
     chat: bool,
     /// System message (with --chat).
@@ -110,14 +110,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let tok = &loaded.tokenizer;
     let prompt = encode_prompt(tok, &args.model, &args.prompt, args.chat.then_some(args.system.as_deref()))?;
     let opts = args.sampling.options(loaded.model.config.context_length);
-    let mut stdout = std::io::stdout();
+    let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
     if !args.chat && !args.json {
         print!("{}", args.prompt);
     }
-    let out = generate(&loaded.model, tok, &prompt, &opts, &mut |piece| {
-        let _ = write!(stdout, "{piece}");
-        let _ = stdout.flush();
-    })?;
+    let harmony = args.chat && tok.token_id("<|channel|>").is_some();
+    let mut printer = crate::chat_cmd::AnswerPrinter::new(harmony, false);
+    let out = generate(&loaded.model, tok, &prompt, &opts, &mut |piece| printer.push(piece, &mut stdout, &mut stderr))?;
     println!();
     if args.json {
         println!(
