@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use lowbit_formats::source::ModelSource;
-use lowbit_model::{F32Factory, Model};
+use lowbit_model::{CalibrationFactory, Model};
 use lowbit_quant::imatrix::Importance;
 
 use crate::calibration::CalibArgs;
@@ -42,7 +42,7 @@ pub fn prepare(args: &ImportanceArgs, model: &Path, calib: &CalibArgs) -> anyhow
     let Some(out) = &args.save_imatrix else { return Ok(None) };
     let source = ModelSource::open(model)?;
     let chunks = crate::calibration::load_chunks(&source, calib)?;
-    let net = Model::load(&source, &F32Factory)?;
+    let net = Model::load(&source, &CalibrationFactory)?;
     let bar = ProgressBar::new(chunks.samples.len() as u64).with_style(ProgressStyle::with_template(
         "{bar:30} {pos}/{len} chunks  importance matrix  [{elapsed} < {eta}]",
     )?);

@@ -10,7 +10,7 @@ use lowbit_formats::native::group::GroupMatrix;
 use lowbit_formats::native::nf4;
 use lowbit_formats::native::PaletteFormat;
 use lowbit_formats::source::ModelSource;
-use lowbit_model::{F32Factory, Model};
+use lowbit_model::{CalibrationFactory, Model};
 use lowbit_quant::act_scales;
 use lowbit_quant::awq::AwqOptions;
 use lowbit_quant::gptq::GptqOptions;
@@ -271,7 +271,7 @@ pub fn calibrated(
     target_for: &dyn Fn(&str, &[usize]) -> Option<Target>,
 ) -> anyhow::Result<(layerwise::LayerwiseResult, serde_json::Value)> {
     let calib = crate::calibration::load(source, &args.calib)?;
-    let mut model = Model::load(source, &F32Factory)?;
+    let mut model = Model::load(source, &CalibrationFactory)?;
     let bar = ProgressBar::new(1)
         .with_style(ProgressStyle::with_template("{bar:30} {percent:>3}%  {msg}  [{elapsed} < {eta}]")?);
     let result = layerwise::quantize_model(&mut model, source, &calib.samples, target_for, plan, &|p| {
@@ -333,7 +333,7 @@ fn reused(source: &ModelSource, base: &Path, rtn: RtnScheme, args: &NativeArgs) 
 /// Calibrates static activation steps and adds them to `prepared` (or to a plain RTN export).
 fn static_acts(source: &ModelSource, args: &NativeArgs, prepared: Option<Prepared>) -> anyhow::Result<Prepared> {
     let calib = crate::calibration::load(source, &args.calib)?;
-    let model = Model::load(source, &F32Factory)?;
+    let model = Model::load(source, &CalibrationFactory)?;
     let bar = ProgressBar::new(calib.samples.len() as u64).with_style(ProgressStyle::with_template(
         "{bar:30} {pos}/{len} windows  activation ranges  [{elapsed} < {eta}]",
     )?);

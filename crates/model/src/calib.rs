@@ -242,14 +242,14 @@ impl Model {
     }
 
     /// Replaces matrix `m` of expert `expert` of block `block` (with a quantized one); its shape must be the old
-    /// one's.
+    /// one's. Returns the old one.
     pub fn set_expert(
         &mut self,
         block: usize,
         m: ExpertMatrix,
         expert: usize,
         linear: Box<dyn Linear>,
-    ) -> Result<(), ModelError> {
+    ) -> Result<Box<dyn Linear>, ModelError> {
         self.check_block(block)?;
         let slot = self.blocks[block]
             .expert_mut(m, expert)
@@ -288,8 +288,13 @@ impl Model {
         self.blocks.get(block)?.projection(p)
     }
 
-    /// Replaces a projection (with a quantized or re-scaled one); its shape must be the old one's.
-    pub fn set_projection(&mut self, block: usize, p: Proj, linear: Box<dyn Linear>) -> Result<(), ModelError> {
+    /// Replaces a projection (with a quantized or re-scaled one); its shape must be the old one's. Returns the old one.
+    pub fn set_projection(
+        &mut self,
+        block: usize,
+        p: Proj,
+        linear: Box<dyn Linear>,
+    ) -> Result<Box<dyn Linear>, ModelError> {
         self.check_block(block)?;
         let slot = self.blocks[block]
             .projection_mut(p)
@@ -323,7 +328,11 @@ impl Model {
     }
 }
 
-fn replace_same_shape(slot: &mut Box<dyn Linear>, linear: Box<dyn Linear>, tensor: &str) -> Result<(), ModelError> {
+fn replace_same_shape(
+    slot: &mut Box<dyn Linear>,
+    linear: Box<dyn Linear>,
+    tensor: &str,
+) -> Result<Box<dyn Linear>, ModelError> {
     let (rows, cols) = (slot.out_features(), slot.in_features());
     if (linear.out_features(), linear.in_features()) != (rows, cols) {
         return Err(ModelError::Shape {
@@ -332,8 +341,7 @@ fn replace_same_shape(slot: &mut Box<dyn Linear>, linear: Box<dyn Linear>, tenso
             found: vec![linear.out_features(), linear.in_features()],
         });
     }
-    *slot = linear;
-    Ok(())
+    Ok(std::mem::replace(slot, linear))
 }
 
 /// A unit of the model that mixed precision keeps wider or not.

@@ -19,7 +19,7 @@ pub use error::ModelError;
 pub use group_linear::{GroupFactory, GroupLinear};
 pub use half_linear::{F16Factory, HalfLinear};
 pub use kv_cache::KvCache;
-pub use linear::{DenseF32, F32Factory, Linear, LinearFactory};
+pub use linear::{CalibrationFactory, DenseF32, F32Factory, Linear, LinearFactory};
 pub use mxfp4_linear::{Mxfp4Linear, WeightBytes};
 pub use quant_linear::{NativeFactory, QuantLinear};
 pub use transformer::{Logits, Model};

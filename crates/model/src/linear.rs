@@ -113,6 +113,20 @@ impl LinearFactory for F32Factory {
     }
 }
 
+/// The runtime of calibration (the layer-by-layer driver, importance matrices, activation ranges): f32 weights as
+/// [`F32Factory`], except split MXFP4 expert stacks (GPT-OSS's), which stay MXFP4 on the integer kernels, memory-
+/// mapped: in f32 they would take 76 GB for GPT-OSS-20B. The layer-by-layer driver never takes a result from them:
+/// it rounds each expert from the source's values and runs the expert's block on the rounded copies. The
+/// importance matrix and activation ranges see later blocks' inputs as the MXFP4 kernels compute them (int8
+/// activations, as the runtime does).
+pub struct CalibrationFactory;
+
+impl LinearFactory for CalibrationFactory {
+    fn build(&self, tensor: &TensorRef<'_>) -> Result<Box<dyn Linear>, FormatError> {
+        F32Factory.build(tensor)
+    }
+}
+
 /// `[rows, cols]` of a 2-D tensor, or a typed error naming it.
 pub fn matrix_shape(tensor: &TensorRef<'_>) -> Result<(usize, usize), FormatError> {
     match tensor.shape[..] {

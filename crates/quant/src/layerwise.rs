@@ -119,7 +119,7 @@ pub struct Timings {
 /// target (a native group format or a GGUF block type) as `plan` says, on the calibration windows `samples`; also
 /// the output projection (the tied embedding when the model ties them) when `format_for` gives it one (GPTQ or
 /// round to nearest, without AWQ: nothing before it could take a scale). The model is left holding the rounded
-/// weights.
+/// weights, except for expert stacks, which go back to what they were loaded as once their block is done.
 pub fn quantize_model(
     model: &mut Model,
     source: &ModelSource,
@@ -298,9 +298,12 @@ impl Driver<'_> {
 
     /// The experts of block `li`, stack by stack (gate/up, then down under the rounded gate/up): each expert's
     /// Hessian from the rows routed to it, then GPTQ (or round to nearest when the plan has no GPTQ or the expert
-    /// saw too few tokens). `rows` leave as the block's output.
+    /// saw too few tokens). `rows` leave as the block's output. The block then gets its experts back as they were
+    /// loaded (MXFP4 stays mapped under `CalibrationFactory`), so the f32 copies of one block's rounded experts are
+    /// all the driver holds of them: 3.2 GB for a block of GPT-OSS-20B, against 76 GB for the model.
     fn experts(&mut self, li: usize, rows: &mut [(Vec<f32>, usize)]) -> Result<(), QuantError> {
         let (experts, total) = (self.model.n_experts(li), rows.len());
+        let mut loaded = Vec::new();
         for m in ExpertMatrix::ALL {
             let name = m.tensor_name(li);
             let stack = ExpertStack::named(self.source, &name)?;
@@ -334,7 +337,8 @@ impl Driver<'_> {
                 let w = stack.expert_f32(self.source, e)?;
                 let gptq = self.plan.gptq.filter(|_| !thin);
                 let (values, q) = self.round(&expert, target, stack.rows, stack.cols, &w, h, None, gptq)?;
-                self.model.set_expert(li, m, e, Box::new(DenseF32::new(values.into(), stack.rows, stack.cols)))?;
+                let rounded = Box::new(DenseF32::new(values.into(), stack.rows, stack.cols));
+                loaded.push((m, e, self.model.set_expert(li, m, e, rounded)?));
                 parts.push(q);
             }
             let stacked = stacked(parts).map_err(|what| QuantError::Tensor { tensor: name.clone(), what })?;
@@ -345,6 +349,9 @@ impl Driver<'_> {
             self.step(&format!("block {li}: block output {}/{total}", i + 1), 1);
             let out = self.timed(|m, _| m.ffn_output_of(li, &m.site_input(li, Site::MlpIn, x, *n)?, *n, &mut ()))?;
             add_rows(x, &out);
+        }
+        for (m, e, linear) in loaded {
+            self.model.set_expert(li, m, e, linear)?;
         }
         Ok(())
     }

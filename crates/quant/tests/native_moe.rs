@@ -455,3 +455,32 @@ fn experts_take_static_activation_steps() {
     // Different (the steps are used), and within twice dynamic's error (0.049 against 0.036 when written).
     assert!(mean_error[1] != mean_error[0] && mean_error[1] < 2.0 * mean_error[0], "{mean_error:?}");
 }
+
+/// Calibration keeps MXFP4 experts mapped (`CalibrationFactory`): the driver rounds exactly as on the all-f32 model,
+/// and leaves each block's experts as they were loaded once it is done, so the f32 copies of one block's rounded
+/// experts are all it holds of them.
+#[test]
+fn calibration_keeps_mxfp4_experts_packed_and_rounds_the_same() {
+    use lowbit_model::CalibrationFactory;
+    use lowbit_quant::gptq::GptqOptions;
+    use lowbit_quant::grid::Target;
+    use lowbit_quant::layerwise::{quantize_model, Plan};
+
+    let source = ModelSource::open(&fixture("tiny_mxfp4")).unwrap();
+    let chunks: Vec<Vec<u32>> = (0..6).map(|c| (0..24).map(|i| (i * 97 + c * 31 + 7) % 512).collect()).collect();
+    let scheme = RtnScheme::new(4, Some(32), true).unwrap();
+    let target = |name: &str, shape: &[usize]| scheme.format_for(name, shape).map(Target::Group);
+    let plan = Plan { awq: None, gptq: Some(GptqOptions::default()) };
+    let mut f32_model = Model::load(&source, &F32Factory).unwrap();
+    let mut packed = Model::load(&source, &CalibrationFactory).unwrap();
+    let loaded = packed.weight_bytes();
+    assert!(loaded < f32_model.weight_bytes(), "{loaded} bytes with MXFP4 experts");
+    let want = quantize_model(&mut f32_model, &source, &chunks, &target, plan, &|_| {}).unwrap();
+    let got = quantize_model(&mut packed, &source, &chunks, &target, plan, &|_| {}).unwrap();
+    assert_eq!(got.tensors.keys().collect::<Vec<_>>(), want.tensors.keys().collect::<Vec<_>>());
+    for (name, q) in &got.tensors {
+        assert_eq!(format!("{q:?}"), format!("{:?}", want.tensors[name]), "{name}");
+    }
+    // The projections hold their rounded values in f32 as they held the loaded ones; the experts are MXFP4 again.
+    assert_eq!(packed.weight_bytes(), loaded);
+}
