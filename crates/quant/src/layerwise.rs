@@ -102,8 +102,8 @@ pub struct LayerwiseResult {
     pub seconds: Timings,
 }
 
-/// Wall seconds per phase of the run.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+/// Wall seconds per phase of the run, and per block.
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Timings {
     /// Forward passes over the calibration set (the sites' inputs, the blocks' outputs).
     pub forward: f64,
@@ -113,6 +113,8 @@ pub struct Timings {
     pub awq: f64,
     /// Rounding (GPTQ sweeps with their Cholesky factors, or round to nearest with AWQ's clip search).
     pub rounding: f64,
+    /// Each block from start to end (the output projection's rounding is in none of them).
+    pub blocks: Vec<f64>,
 }
 
 /// Rounds every block projection of `model` (built from `source` with f32 weights) that `format_for` gives a
@@ -165,7 +167,9 @@ pub fn quantize_model(
     let mut rows: Vec<(Vec<f32>, usize)> =
         samples.iter().map(|s| Ok((d.model.embed(s)?, s.len()))).collect::<Result<_, lowbit_model::ModelError>>()?;
     for li in 0..blocks {
+        let start = Instant::now();
         d.block(li, &mut rows)?;
+        d.result.seconds.blocks.push(start.elapsed().as_secs_f64());
     }
 
     let head = d.model.head_tensor_name();
