@@ -6,6 +6,7 @@
 //! tensors in its own format: a GGUF source's key-value metadata as a tensor-less metadata.gguf, a
 //! Hugging Face source's config.json and tokenizer files as copies.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
@@ -272,7 +273,6 @@ pub fn export(
                 let (rows, cols) = (shape[..shape.len() - 1].iter().product::<usize>(), shape[shape.len() - 1]);
                 let ng = f.n_groups(cols);
                 let row_bytes = if packed { trits::row_bytes(cols) } else { f.row_bytes(cols) };
-                let codes = move |m: &GroupMatrix| if packed { trits::pack(&m.view()) } else { Ok(m.codes.clone()) };
                 let mut parts = vec![
                     (codes_name(&name), DType::U8, vec![rows, row_bytes]),
                     (scales_name(&name), DType::F16, vec![rows, ng]),
@@ -301,7 +301,7 @@ pub fn export(
                         progress(i, &name);
                         let path = Path::new(SINGLE_FILE);
                         if let Some(m) = ready {
-                            w.write_all(&codes(m)?).map_err(io(path))?;
+                            w.write_all(&written_codes(m, packed)?).map_err(io(path))?;
                             w.write_all(&m.scales).map_err(io(path))?;
                             return w.write_all(&m.zeros).map_err(io(path));
                         }
@@ -345,7 +345,7 @@ pub fn export(
                                 }
                                 (None, _) => quantize_tensor(&what, f, &values, part_rows, cols, part_weights)?,
                             };
-                            w.write_all(&codes(&m)?).map_err(io(path))?;
+                            w.write_all(&written_codes(&m, packed)?).map_err(io(path))?;
                             scales.extend_from_slice(&m.scales);
                             zeros.extend_from_slice(&m.zeros);
                         }
@@ -569,6 +569,11 @@ pub fn export(
     std::fs::write(&qpath, qconfig.to_json()).map_err(io(&qpath))?;
     staged.commit()?;
     Ok(summary)
+}
+
+/// A group matrix's codes as written: as they are, or packed five trits per byte.
+fn written_codes(m: &GroupMatrix, packed: bool) -> Result<Cow<'_, [u8]>> {
+    Ok(if packed { Cow::Owned(trits::pack(&m.view())?) } else { Cow::Borrowed(&m.codes) })
 }
 
 /// Writes the source's metadata into `dir`; returns the name the quantization config records.
