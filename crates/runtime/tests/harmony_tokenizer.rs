@@ -49,7 +49,10 @@ fn special_tokens_are_the_releases() {
         assert_eq!(tok.token_text(id).as_deref(), token["content"].as_str(), "id {id}");
         assert!(tok.is_special(id));
     }
-    assert_eq!(tok.vocab_size(), 200_019);
+    // The harmony encoding's reserved ids fill the vocabulary up to the embedding's 201088 rows.
+    assert_eq!(tok.vocab_size(), 201_088);
+    assert_eq!(tok.token_text(201_087).as_deref(), Some("<|reserved_201087|>"));
+    assert!(tok.is_special(201_087));
     assert_eq!(tok.bos_id(), Some(199_998));
     assert_eq!(tok.eos_id(), Some(200_002));
     assert!(tok.eos_ids().contains(&200_012), "<|call|> ends a turn");

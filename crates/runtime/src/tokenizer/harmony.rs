@@ -33,8 +33,8 @@ const O200K_PATTERN: &str = concat!(
 /// Ranks of o200k_base: ids 0..BASE_TOKENS.
 const BASE_TOKENS: u32 = 199_998;
 
-/// The harmony special tokens by id (the rest of 199998..=200018 are `<|reserved_N|>`), as the released
-/// tokenizer_config.json lists them.
+/// The harmony special tokens by id, as the released tokenizer_config.json lists them; the rest of
+/// 199998..=LAST_SPECIAL are `<|reserved_N|>`.
 const SPECIAL: [(u32, &str); 10] = [
     (199_998, "<|startoftext|>"),
     (199_999, "<|endoftext|>"),
@@ -47,9 +47,11 @@ const SPECIAL: [(u32, &str); 10] = [
     (200_012, "<|call|>"),
     (200_018, "<|endofprompt|>"),
 ];
-const LAST_SPECIAL: u32 = 200_018;
+/// The harmony encoding reserves every id up to 201087, so the vocabulary covers the embedding's 201088 rows and
+/// any id the model emits decodes (the released tokenizer_config.json names only those up to 200018).
+const LAST_SPECIAL: u32 = 201_087;
 
-/// The text of special token `id` (199998..=200018).
+/// The text of special token `id` (199998..=LAST_SPECIAL).
 pub(super) fn special_text(id: u32) -> String {
     SPECIAL.iter().find(|(i, _)| *i == id).map_or_else(|| format!("<|reserved_{id}|>"), |(_, t)| t.to_string())
 }
