@@ -72,15 +72,6 @@ impl Site {
     /// The sites of a block, in the order a block reaches them.
     pub const BLOCK: [Site; 4] = [Site::AttnIn, Site::AttnOut, Site::MlpIn, Site::MlpOut];
 
-    /// The canonical name of the norm whose output the site is (`AttnIn`, `MlpIn`).
-    pub fn norm_tensor_name(self, block: usize) -> Option<String> {
-        match self {
-            Site::AttnIn => Some(format!("blk.{block}.attn_norm.weight")),
-            Site::MlpIn => Some(format!("blk.{block}.ffn_norm.weight")),
-            _ => None,
-        }
-    }
-
     /// The block projections that read this site.
     pub fn projections(self) -> &'static [Proj] {
         match self {
@@ -262,6 +253,24 @@ impl Model {
         self.check_block(block)?;
         self.check_rows("MLP input", h, n, self.config.hidden_size)?;
         self.router_logits(block, h, n).ok_or_else(|| ModelError::Unsupported(format!("block {block} has no router")))
+    }
+
+    /// Multiplies the input columns of block `block`'s router by `s` (`[hidden]`), as AWQ does when it divides
+    /// the MLP norm by `s`: the routing stays the same. Returns the router's new weight, `[experts, hidden]`;
+    /// `None` for a dense block or a scale of the wrong width.
+    pub fn scale_router_inputs(&mut self, block: usize, s: &[f32]) -> Option<Vec<f32>> {
+        let hidden = self.config.hidden_size;
+        let moe = self.blocks.get_mut(block)?.moe_mut()?;
+        (s.len() == hidden).then(|| moe.scale_router_inputs(s))
+    }
+
+    /// The canonical name of the norm whose output is `site` (`AttnIn`, `MlpIn`) in block `block`.
+    pub fn site_norm_name(&self, block: usize, site: Site) -> Option<String> {
+        match site {
+            Site::AttnIn => Some(format!("blk.{block}.attn_norm.weight")),
+            Site::MlpIn => Some(format!("blk.{block}.{}", crate::transformer::mlp_norm_name(self.config.arch))),
+            _ => None,
+        }
     }
 
     /// The weight vector of the norm whose output is `site` (`AttnIn`, `MlpIn`), for folding scales into it.

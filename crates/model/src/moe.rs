@@ -119,6 +119,15 @@ impl Moe {
         self.gate_up.len()
     }
 
+    /// Multiplies the router's input columns by `s` (the inverse of a scale divided out of the MLP norm) and
+    /// returns its new weight, `[experts, hidden]`.
+    pub(crate) fn scale_router_inputs(&mut self, s: &[f32]) -> Vec<f32> {
+        let (rows, cols) = (self.router.out_features(), self.router.in_features());
+        let w: Vec<f32> = self.router.weight().iter().enumerate().map(|(i, &v)| v * s[i % cols]).collect();
+        self.router = DenseF32::new(w.clone().into(), rows, cols);
+        w
+    }
+
     pub(crate) fn expert_mut(&mut self, m: ExpertMatrix, expert: usize) -> Option<&mut Box<dyn Linear>> {
         match m {
             ExpertMatrix::GateUp => self.gate_up.get_mut(expert),

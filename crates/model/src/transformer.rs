@@ -124,9 +124,7 @@ impl Model {
 
         let full_rope = Arc::new(Rope::new(&config, config.rope_theta));
         let sliding_rope = Arc::new(Rope::new(&config, config.rope_theta_sliding.unwrap_or(config.rope_theta)));
-        // llama.cpp names GPT-OSS's norm in front of the MLP after where it sits (`post_attention_norm`); in
-        // Gemma 3 that name is a norm of the attention's output.
-        let mlp_norm_is_post_attention = config.arch == Arch::GptOss;
+        let mlp_norm_is_post_attention = mlp_norm_name(config.arch) == "post_attention_norm.weight";
         let mut blocks = Vec::with_capacity(config.n_layers);
         for i in 0..config.n_layers {
             let n = |s: &str| format!("blk.{i}.{s}");
@@ -152,10 +150,7 @@ impl Model {
                     true => Some(l.vector(&n("attn_sinks.weight"), config.n_heads)?),
                     false => None,
                 },
-                ffn_norm: l.vector(
-                    &n(if mlp_norm_is_post_attention { "post_attention_norm.weight" } else { "ffn_norm.weight" }),
-                    d,
-                )?,
+                ffn_norm: l.vector(&n(mlp_norm_name(config.arch)), d)?,
                 ffn: match config.moe {
                     Some(_) => Ffn::Moe(Box::new(Moe::load(&l, i, &config)?)),
                     None => Ffn::Dense {
@@ -459,8 +454,12 @@ impl Block {
     }
 
     pub(crate) fn expert_mut(&mut self, m: ExpertMatrix, expert: usize) -> Option<&mut Box<dyn Linear>> {
+        self.moe_mut()?.expert_mut(m, expert)
+    }
+
+    pub(crate) fn moe_mut(&mut self) -> Option<&mut Moe> {
         match &mut self.ffn {
-            Ffn::Moe(moe) => moe.expert_mut(m, expert),
+            Ffn::Moe(moe) => Some(moe),
             Ffn::Dense { .. } => None,
         }
     }
@@ -498,6 +497,15 @@ impl Block {
 }
 
 /// Gemma's norm of a branch's output before it joins the residual, where the block has one.
+/// The canonical name (after `blk.N.`) of the norm in front of the MLP. llama.cpp names GPT-OSS's after where it
+/// sits (`post_attention_norm`); in Gemma 3 that name is a norm of the attention's output.
+pub(crate) fn mlp_norm_name(arch: Arch) -> &'static str {
+    match arch {
+        Arch::GptOss => "post_attention_norm.weight",
+        _ => "ffn_norm.weight",
+    }
+}
+
 fn post_norm(cfg: &ModelConfig, norm: &Option<Vec<f32>>, raw: Vec<f32>) -> Vec<f32> {
     match norm {
         Some(w) => {

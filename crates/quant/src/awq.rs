@@ -11,11 +11,19 @@
 //! attention branch's output for q/k/v (the heads' softmax is not linear in q and k), the MLP branch's output for
 //! gate/up, the projection's own output for o and down. All four are searched on the original block, then applied
 //! together, as the reference implementation does. Rounding in the search is the target's round to nearest.
+//!
+//! In a mixture-of-experts block (GPT-OSS) the MLP norm feeds the router and every expert's gate/up, so they take
+//! one scale: the experts' gate/up columns and the router's columns multiplied by `s`, the norm divided by it (the
+//! routing stays exactly the same, the router being kept wide), searched for the least error of the whole mixture's
+//! output. Down gets no scale: GPT-OSS's SwiGLU clamps its linear half and adds one to it, so a scale on up's rows
+//! would not pass through to down's input.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use lowbit_model::{DenseF32, KvCache, Model, Proj, Site};
+use lowbit_formats::experts::ExpertStack;
+use lowbit_formats::source::ModelSource;
+use lowbit_model::{DenseF32, ExpertMatrix, KvCache, Linear, Model, Proj, Site};
 use serde::Serialize;
 
 use crate::error::QuantError;
@@ -68,6 +76,19 @@ fn folds_into(site: Site) -> Option<Proj> {
     }
 }
 
+/// A mixture-of-experts block's gate/up stack and its target; the search reads its experts from `source` one at a
+/// time, so no f32 copy of the stack is held beside the rounded one.
+pub struct ExpertGateUp<'a> {
+    pub source: &'a ModelSource,
+    pub stack: ExpertStack,
+    pub target: Target,
+}
+
+/// The name of a mixture-of-experts block's router weight, which takes the gate/up scale with the experts.
+fn router_tensor_name(block: usize) -> String {
+    format!("blk.{block}.ffn_gate_inp.weight")
+}
+
 /// The original block's activations on the search windows: each site's input and each branch's output.
 struct Activations {
     tokens: usize,
@@ -93,11 +114,23 @@ fn activations(
         let attn = model.attention_output_of(block, &heads, n)?;
         x.iter_mut().zip(&attn).for_each(|(v, d)| *v += d);
         let m = model.site_input(block, Site::MlpIn, &x, n)?;
-        let act = model.mlp_hidden_of(block, &m, n)?;
-        a.mlp.extend(model.mlp_output_of(block, &act, n)?);
+        // A mixture of experts has no one hidden row per token for down: its MLP runs whole.
+        let act = match model.n_experts(block) {
+            0 => Some(model.mlp_hidden_of(block, &m, n)?),
+            _ => None,
+        };
+        a.mlp.extend(match &act {
+            Some(act) => model.mlp_output_of(block, act, n)?,
+            None => model.ffn_output_of(block, &m, n, &mut ())?,
+        });
         a.attention.extend(attn);
-        for (site, v) in [(Site::AttnIn, &h), (Site::AttnOut, &heads), (Site::MlpIn, &m), (Site::MlpOut, &act)] {
-            a.input.entry(site).or_default().extend_from_slice(v);
+        for (site, v) in [(Site::AttnIn, Some(&h)), (Site::AttnOut, Some(&heads)), (Site::MlpIn, Some(&m))]
+            .into_iter()
+            .chain([(Site::MlpOut, act.as_ref())])
+        {
+            if let Some(v) = v {
+                a.input.entry(site).or_default().extend_from_slice(v);
+            }
         }
         a.windows.push((n, h, m));
         a.tokens += n;
@@ -147,35 +180,41 @@ fn scales_for(m: &[f32], alpha: f32) -> Vec<f32> {
 }
 
 /// `round(W·diag(s))·diag(1/s)`: the projection as the model computes it with scale `s` folded in and rounded.
-fn scaled_rounded(
-    target: Target,
-    (_, cols, w): &(usize, usize, Arc<[f32]>),
-    s: &[f32],
-    name: &str,
-) -> Result<Vec<f32>, QuantError> {
+fn scaled_rounded(target: Target, w: &[f32], cols: usize, s: &[f32], name: &str) -> Result<Vec<f32>, QuantError> {
     let scaled: Vec<f32> = w.iter().enumerate().map(|(i, &v)| v * s[i % cols]).collect();
     let mut values =
-        target.round_values(&scaled, *cols).map_err(|what| QuantError::Tensor { tensor: name.into(), what })?;
+        target.round_values(&scaled, cols).map_err(|what| QuantError::Tensor { tensor: name.into(), what })?;
     values.iter_mut().enumerate().for_each(|(i, v)| *v /= s[i % cols]);
     Ok(values)
 }
 
 /// Searches the scales of every site of block `block` whose projections (and the projection the scale folds into)
-/// all have targets, on `windows` (residual rows and token counts) through the model's original block.
+/// all have targets, on `windows` (residual rows and token counts) through the model's original block; in a
+/// mixture-of-experts block the MLP norm's scale when `experts` gives the gate/up stack a target.
+#[allow(clippy::too_many_arguments)]
 pub fn search_block(
     model: &mut Model,
     block: usize,
     windows: &[(&[f32], usize)],
     weights: &BlockWeights,
     targets: &BTreeMap<Proj, Target>,
+    experts: Option<&ExpertGateUp>,
     opts: &AwqOptions,
     cache: &mut KvCache,
 ) -> Result<Vec<SiteScales>, QuantError> {
     let acts = activations(model, block, windows, cache)?;
+    let moe = model.n_experts(block) > 0;
     let mut found = Vec::new();
     for site in Site::BLOCK {
         let projs = site.projections();
-        if !projs.iter().copied().chain(folds_into(site)).all(|p| targets.contains_key(&p)) {
+        let gate_up = match (site, moe) {
+            (Site::MlpIn, true) => match experts {
+                Some(x) => Some(x),
+                None => continue,
+            },
+            _ => None,
+        };
+        if gate_up.is_none() && !projs.iter().copied().chain(folds_into(site)).all(|p| targets.contains_key(&p)) {
             continue;
         }
         let x = &acts.input[&site];
@@ -184,10 +223,15 @@ pub fn search_block(
         let m = if site == Site::AttnOut { shared_over_heads(&m, model) } else { m };
         let mut best: Option<(f32, f64, Vec<f32>)> = None;
         let mut rtn_error = 0.0;
+        // The experts as loaded, kept from the first time the search replaces them.
+        let mut loaded: Vec<Option<Box<dyn Linear>>> = Vec::new();
         for k in 0..opts.grid.max(1) {
             let alpha = k as f32 / opts.grid.max(1) as f32;
             let s = scales_for(&m, alpha);
-            let error = site_error(model, block, site, &acts, weights, targets, &s)?;
+            let error = match gate_up {
+                Some(x) => experts_error(model, block, &acts, x, &s, &mut loaded)?,
+                None => site_error(model, block, site, &acts, weights, targets, &s)?,
+            };
             if k == 0 {
                 rtn_error = error;
             }
@@ -195,9 +239,21 @@ pub fn search_block(
                 best = Some((alpha, error, s));
             }
         }
-        restore(model, block, projs, weights)?;
+        let tensors = match gate_up {
+            Some(_) => {
+                for (e, linear) in loaded.into_iter().enumerate() {
+                    if let Some(linear) = linear {
+                        model.set_expert(block, ExpertMatrix::GateUp, e, linear)?;
+                    }
+                }
+                vec![ExpertMatrix::GateUp.tensor_name(block), router_tensor_name(block)]
+            }
+            None => {
+                restore(model, block, projs, weights)?;
+                projs.iter().map(|p| p.tensor_name(block)).collect()
+            }
+        };
         let (alpha, error, scales) = best.expect("the grid has a point");
-        let tensors = projs.iter().map(|p| p.tensor_name(block)).collect();
         found.push(SiteScales { site, tensors, alpha, rtn_error, error, scales });
     }
     Ok(found)
@@ -215,8 +271,8 @@ fn site_error(
 ) -> Result<f64, QuantError> {
     let mut rounded = Vec::new();
     for &p in site.projections() {
-        let name = p.tensor_name(block);
-        rounded.push((p, scaled_rounded(targets[&p], &weights[&p], s, &name)?));
+        let (_, cols, w) = &weights[&p];
+        rounded.push((p, scaled_rounded(targets[&p], w, *cols, s, &p.tensor_name(block))?));
     }
     match site {
         Site::AttnOut | Site::MlpOut => {
@@ -251,6 +307,33 @@ fn site_error(
     }
 }
 
+/// The error of a mixture of experts' output with scale `s` folded into every expert's gate/up and rounded (the
+/// router unchanged: folded, it would see the same products). `loaded` keeps the experts the model held first.
+fn experts_error(
+    model: &mut Model,
+    block: usize,
+    acts: &Activations,
+    x: &ExpertGateUp,
+    s: &[f32],
+    loaded: &mut Vec<Option<Box<dyn Linear>>>,
+) -> Result<f64, QuantError> {
+    let (rows, cols) = (x.stack.rows, x.stack.cols);
+    let name = ExpertMatrix::GateUp.tensor_name(block);
+    loaded.resize_with(x.stack.experts, || None);
+    for (e, slot) in loaded.iter_mut().enumerate() {
+        let w = x.stack.expert_f32(x.source, e)?;
+        let values = scaled_rounded(x.target, &w, cols, s, &format!("{name}[{e}]"))?;
+        let old =
+            model.set_expert(block, ExpertMatrix::GateUp, e, Box::new(DenseF32::new(values.into(), rows, cols)))?;
+        slot.get_or_insert(old);
+    }
+    let mut out = Vec::new();
+    for (n, _, m) in &acts.windows {
+        out.extend(model.ffn_output_of(block, m, *n, &mut ())?);
+    }
+    Ok(mse(&out, &acts.mlp))
+}
+
 /// Puts the original weights of `projs` back into the model after the search.
 fn restore(model: &mut Model, block: usize, projs: &[Proj], weights: &BlockWeights) -> Result<(), QuantError> {
     for p in projs {
@@ -261,8 +344,9 @@ fn restore(model: &mut Model, block: usize, projs: &[Proj], weights: &BlockWeigh
 }
 
 /// Folds the scales into the model and the block's weights: the site's projections' columns multiplied by `s`, the
-/// norm or the output rows (and bias) of the projection feeding the site divided by it. Returns the 1-D tensors
-/// changed (norms, biases), by name, to be written in place of the source's.
+/// norm or the output rows (and bias) of the projection feeding the site divided by it. A mixture of experts'
+/// router takes the MLP norm's scale here; its experts take it as they are rounded, read from the source. Returns
+/// the unquantized tensors changed (norms, biases, routers), by name, to be written in place of the source's.
 pub fn apply(
     model: &mut Model,
     block: usize,
@@ -273,14 +357,20 @@ pub fn apply(
     let mut changed = BTreeMap::new();
     for f in found {
         let s = &f.scales;
+        // A mixture of experts' block weights hold no gate and up.
         for p in f.site.projections() {
-            let (rows, cols, w) = &weights[p];
+            let Some((rows, cols, w)) = weights.get(p) else { continue };
             let scaled: Vec<f32> = w.iter().enumerate().map(|(i, &v)| v * s[i % cols]).collect();
             weights.insert(*p, (*rows, *cols, scaled.into()));
         }
+        if f.site == Site::MlpIn {
+            if let Some(router) = model.scale_router_inputs(block, s) {
+                changed.insert(router_tensor_name(block), router);
+            }
+        }
         match folds_into(f.site) {
             None => {
-                let name = f.site.norm_tensor_name(block).expect("a norm feeds the site");
+                let name = model.site_norm_name(block, f.site).expect("a norm feeds the site");
                 let norm = model.site_norm_mut(block, f.site).expect("a norm feeds the site");
                 // The norm multiplies by (offset + w) (Gemma stores w − 1): the stored value becomes (offset + w)/s − offset.
                 norm.iter_mut().zip(s).for_each(|(w, s)| *w = (offset + *w) / s - offset);

@@ -132,17 +132,14 @@ pub fn quantize_model(
 ) -> Result<LayerwiseResult, QuantError> {
     let seq_len = samples.iter().map(Vec::len).max().unwrap_or(0);
     let blocks = model.n_blocks();
-    if plan.awq.is_some() && model.has_experts() {
-        return Err(QuantError::Tensor {
-            tensor: model.head_tensor_name().into(),
-            what: "AWQ for a mixture of experts: its MLP scales would have to pass the router and the clamped SwiGLU"
-                .into(),
-        });
-    }
-    // Per block: five passes over the set (a sixth for experts, one per stack) and a rounding per matrix.
-    let units = |li: usize| match model.n_experts(li) {
-        0 => 5 * samples.len() + Proj::ALL.len() + usize::from(plan.awq.is_some()),
-        e => 6 * samples.len() + 4 + 2 * e,
+    // Per block: five passes over the set (a sixth for experts, one per stack), a rounding per matrix and AWQ's
+    // search.
+    let units = |li: usize| {
+        usize::from(plan.awq.is_some())
+            + match model.n_experts(li) {
+                0 => 5 * samples.len() + Proj::ALL.len(),
+                e => 6 * samples.len() + 4 + 2 * e,
+            }
     };
     let total = (0..blocks).map(units).sum::<usize>() + samples.len() + 1;
     let cache = model.new_cache(seq_len.max(1))?;
@@ -240,13 +237,36 @@ impl Driver<'_> {
                 weights.insert(p, (shape[0], shape[1], Arc::from(w)));
             }
         }
+        let moe = self.model.n_experts(li) > 0;
+        // The scale AWQ gives a mixture of experts' gate/up stack, applied as its experts are read for rounding.
+        let mut gate_up_scales = None;
         if let Some(opts) = self.plan.awq {
             self.step(&format!("block {li}: AWQ scale search"), 1);
             let start = Instant::now();
             let windows: Vec<(&[f32], usize)> =
                 rows.iter().take(opts.samples.max(1)).map(|(x, n)| (&x[..], *n)).collect();
-            let found = awq::search_block(self.model, li, &windows, &weights, &targets, &opts, &mut self.cache)?;
+            let experts = match moe {
+                true => self.expert_target(li, ExpertMatrix::GateUp)?.map(|(stack, target)| awq::ExpertGateUp {
+                    source: self.source,
+                    stack,
+                    target,
+                }),
+                false => None,
+            };
+            let found = awq::search_block(
+                self.model,
+                li,
+                &windows,
+                &weights,
+                &targets,
+                experts.as_ref(),
+                &opts,
+                &mut self.cache,
+            )?;
             let changed = awq::apply(self.model, li, &found, &mut weights)?;
+            if moe {
+                gate_up_scales = found.iter().find(|f| f.site == Site::MlpIn).map(|f| f.scales.clone());
+            }
             self.result.values.extend(changed);
             self.result.awq.extend(found);
             self.result.seconds.awq += start.elapsed().as_secs_f64();
@@ -272,13 +292,13 @@ impl Driver<'_> {
             heads.push(out);
         }
         self.round_site(li, Site::AttnOut, &h, &weights, &targets)?;
-        if self.model.n_experts(li) > 0 {
+        if moe {
             for (i, ((x, n), heads)) in rows.iter_mut().zip(heads).enumerate() {
                 self.step(&format!("block {li}: attention output {}/{total}", i + 1), 1);
                 let out = self.timed(|m, _| m.attention_output_of(li, &heads, *n))?;
                 add_rows(x, &out);
             }
-            return self.experts(li, rows);
+            return self.experts(li, rows, gate_up_scales.as_deref());
         }
         // gate, up: the MLP norm's output, after attention joins the residual.
         let mut h = self.hessian(Site::MlpIn);
@@ -309,18 +329,31 @@ impl Driver<'_> {
         Ok(())
     }
 
+    /// Stack `m` of block `li`'s experts and its target, if the format gives it one.
+    fn expert_target(&self, li: usize, m: ExpertMatrix) -> Result<Option<(ExpertStack, Target)>, QuantError> {
+        let name = m.tensor_name(li);
+        let stack = ExpertStack::named(self.source, &name)?;
+        Ok((self.format_for)(&name, &[stack.experts, stack.rows, stack.cols]).map(|t| (stack, t)))
+    }
+
     /// The experts of block `li`, stack by stack (gate/up, then down under the rounded gate/up): each expert's
     /// Hessian from the rows routed to it, then GPTQ (or round to nearest when the plan has no GPTQ or the expert
-    /// saw too few tokens). `rows` leave as the block's output. The block then gets its experts back as they were
-    /// loaded (MXFP4 stays mapped under `CalibrationFactory`), so the f32 copies of one block's rounded experts are
-    /// all the driver holds of them: 3.2 GB for a block of GPT-OSS-20B, against 76 GB for the model.
-    fn experts(&mut self, li: usize, rows: &mut [(Vec<f32>, usize)]) -> Result<(), QuantError> {
+    /// saw too few tokens; with AWQ's clip search when the plan has one). Gate/up's columns are first multiplied
+    /// by AWQ's `gate_up_scales` when given. `rows` leave as the block's output. The block then gets its experts
+    /// back as they were loaded (MXFP4 stays mapped under `CalibrationFactory`), so the f32 copies of one block's
+    /// rounded experts are all the driver holds of them: 3.2 GB for a block of GPT-OSS-20B, against 76 GB for the
+    /// model. (With AWQ those experts then sit under the scaled norm and router: the model is done with.)
+    fn experts(
+        &mut self,
+        li: usize,
+        rows: &mut [(Vec<f32>, usize)],
+        gate_up_scales: Option<&[f32]>,
+    ) -> Result<(), QuantError> {
         let (experts, total) = (self.model.n_experts(li), rows.len());
         let mut loaded = Vec::new();
         for m in ExpertMatrix::ALL {
             let name = m.tensor_name(li);
-            let stack = ExpertStack::named(self.source, &name)?;
-            let Some(target) = (self.format_for)(&name, &[stack.experts, stack.rows, stack.cols]) else {
+            let Some((stack, target)) = self.expert_target(li, m)? else {
                 self.done += total + experts;
                 continue;
             };
@@ -347,9 +380,13 @@ impl Driver<'_> {
                 if thin {
                     coverage.rounded_to_nearest.push(e);
                 }
-                let w = stack.expert_f32(self.source, e)?;
+                let mut w = stack.expert_f32(self.source, e)?;
+                if let (ExpertMatrix::GateUp, Some(s)) = (m, gate_up_scales) {
+                    w.chunks_exact_mut(stack.cols).for_each(|row| row.iter_mut().zip(s).for_each(|(v, s)| *v *= s));
+                }
                 let gptq = self.plan.gptq.filter(|_| !thin);
-                let (values, q) = self.round(&expert, target, stack.rows, stack.cols, &w, h, None, gptq)?;
+                let clip = self.plan.awq.filter(|o| o.clip && !thin).map(|o| o.grid / 2);
+                let (values, q) = self.round(&expert, target, stack.rows, stack.cols, &w, h, clip, gptq)?;
                 let rounded = Box::new(DenseF32::new(values.into(), stack.rows, stack.cols));
                 loaded.push((m, e, self.model.set_expert(li, m, e, rounded)?));
                 parts.push(q);

@@ -106,7 +106,7 @@ fn the_search_protects_an_outlying_channel() {
     let x = model.embed(&tokens(model.config.vocab_size, 48)).unwrap();
     let mut cache = model.new_cache(48).unwrap();
     let opts = AwqOptions::default();
-    let found = awq::search_block(&mut model, 0, &[(&x, 48)], &weights, &targets, &opts, &mut cache).unwrap();
+    let found = awq::search_block(&mut model, 0, &[(&x, 48)], &weights, &targets, None, &opts, &mut cache).unwrap();
     assert_eq!(found.len(), 4);
     let mlp = found.iter().find(|f| f.site == Site::MlpIn).unwrap();
     assert!(mlp.alpha > 0.0, "α = 0: {mlp:?}");

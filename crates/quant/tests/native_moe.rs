@@ -484,3 +484,155 @@ fn calibration_keeps_mxfp4_experts_packed_and_rounds_the_same() {
     // The projections hold their rounded values in f32 as they held the loaded ones; the experts are MXFP4 again.
     assert_eq!(packed.weight_bytes(), loaded);
 }
+
+/// AWQ's fold in a mixture of experts: the MLP norm divided by `s`, the router's and every expert's gate/up columns
+/// multiplied by it, the block computes what it did, routing included (a router left unscaled would see `x/s` and
+/// pick other experts).
+#[test]
+fn awq_folds_the_mlp_scale_through_the_router() {
+    use lowbit_model::{DenseF32, ExpertMatrix, Site};
+    use lowbit_quant::awq::{apply, BlockWeights, SiteScales};
+
+    let source = ModelSource::open(&fixture("tiny_mxfp4")).unwrap();
+    let mut model = Model::load(&source, &F32Factory).unwrap();
+    let d = model.config.hidden_size;
+    let mut r = lowbit_testdata::Rng::new(3);
+    let (n, x) = (16, r.units(16 * d));
+    let output = |m: &Model| m.ffn_output_of(0, &m.site_input(0, Site::MlpIn, &x, n).unwrap(), n, &mut ()).unwrap();
+    let before = output(&model);
+    let scales: Vec<f32> = r.units(d).iter().map(|u| 2f32.powf(2.0 * u)).collect();
+    let found = SiteScales {
+        site: Site::MlpIn,
+        tensors: Vec::new(),
+        alpha: 0.5,
+        rtn_error: 0.0,
+        error: 0.0,
+        scales: scales.clone(),
+    };
+    let changed = apply(&mut model, 0, &[found], &mut BlockWeights::new()).unwrap();
+    let names: Vec<&str> = changed.keys().map(String::as_str).collect();
+    assert_eq!(names, ["blk.0.ffn_gate_inp.weight", "blk.0.post_attention_norm.weight"]);
+    let stack = ExpertStack::named(&source, "blk.0.ffn_gate_up_exps.weight").unwrap();
+    for e in 0..stack.experts {
+        let mut w = stack.expert_f32(&source, e).unwrap();
+        w.chunks_exact_mut(d).for_each(|row| row.iter_mut().zip(&scales).for_each(|(v, s)| *v *= s));
+        let scaled = Box::new(DenseF32::new(w.into(), stack.rows, stack.cols));
+        model.set_expert(0, ExpertMatrix::GateUp, e, scaled).unwrap();
+    }
+    let after = output(&model);
+    let mag = before.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = before.iter().zip(&after).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(worst < 1e-4 * mag, "largest change {worst} of {mag}");
+}
+
+/// AWQ on GPT-OSS blocks: attention's sites as in a dense block, and one scale for the router and every expert's
+/// gate/up, searched on the mixture's output; the scaled norm and router are written with the rounded experts. The
+/// fixture's random weights give every channel alike activations, where AWQ has nothing to work with; real models
+/// have a few channels far larger than the rest, so the MLP norm is made to give three channels 8 times the others'.
+/// The AWQ directory then runs with less logit error than rounding to nearest.
+#[test]
+fn awq_searches_one_scale_for_the_experts_gate_up() {
+    use lowbit_model::Site;
+    use lowbit_quant::awq::AwqOptions;
+    use lowbit_quant::grid::{Quantized, Target};
+    use lowbit_quant::layerwise::{quantize_model, LayerwiseResult, Plan};
+    use lowbit_quant::native_export::Prepared;
+    use std::collections::BTreeMap;
+
+    let source = ModelSource::open(&fixture("tiny_mxfp4")).unwrap();
+    let scheme = RtnScheme::new(3, Some(32), true).unwrap();
+    let chunks: Vec<Vec<u32>> = (0..6).map(|c| (0..24).map(|i| (i * 97 + c * 31 + 7) % 512).collect()).collect();
+    let target = |name: &str, shape: &[usize]| scheme.format_for(name, shape).map(Target::Group);
+    let with_outliers = |model: &mut Model| -> BTreeMap<String, Vec<f32>> {
+        (0..2)
+            .map(|block| {
+                let name = model.site_norm_name(block, Site::MlpIn).unwrap();
+                let norm = model.site_norm_mut(block, Site::MlpIn).unwrap();
+                [3, 17, 40].into_iter().for_each(|c| norm[c] *= 8.0);
+                (name, norm.clone())
+            })
+            .collect()
+    };
+    let run = |plan: Plan| -> LayerwiseResult {
+        let mut model = Model::load(&source, &F32Factory).unwrap();
+        with_outliers(&mut model);
+        quantize_model(&mut model, &source, &chunks, &target, plan, &|_| {}).unwrap()
+    };
+    let awq = run(Plan { awq: Some(AwqOptions { grid: 10, samples: 3, clip: false }), gptq: None });
+    let rtn = run(Plan::default());
+    for block in 0..2 {
+        let sites: Vec<Site> =
+            awq.awq.iter().filter(|f| f.tensors[0].starts_with(&format!("blk.{block}."))).map(|f| f.site).collect();
+        assert_eq!(sites, [Site::AttnIn, Site::AttnOut, Site::MlpIn], "block {block}: down takes no scale");
+        for f in awq.awq.iter().filter(|f| f.tensors[0].starts_with(&format!("blk.{block}."))) {
+            println!(
+                "block {block} {:?}: α {} error {:.3e} (round to nearest {:.3e})",
+                f.site, f.alpha, f.error, f.rtn_error
+            );
+            assert!(f.error <= f.rtn_error);
+        }
+        let gate_up = awq
+            .awq
+            .iter()
+            .find(|f| f.site == Site::MlpIn && f.tensors[0].starts_with(&format!("blk.{block}.")))
+            .unwrap();
+        assert_eq!(
+            gate_up.tensors,
+            [format!("blk.{block}.ffn_gate_up_exps.weight"), format!("blk.{block}.ffn_gate_inp.weight")]
+        );
+        for changed in ["post_attention_norm.weight", "ffn_gate_inp.weight", "attn_norm.weight", "attn_v.bias"] {
+            assert!(awq.values.contains_key(&format!("blk.{block}.{changed}")), "{changed}");
+        }
+    }
+    assert!(awq.awq.iter().any(|f| f.site == Site::MlpIn && f.error < f.rtn_error), "a gate/up scale lowers the error");
+
+    let mut reference = Model::load(&source, &F32Factory).unwrap();
+    let outliers = with_outliers(&mut reference);
+    // Judged on sequences the calibration did not see.
+    let held_out = |model: &Model| -> Vec<f32> {
+        let mut all = Vec::new();
+        for c in 0..8 {
+            let tokens: Vec<u32> = (0..24).map(|i| (i * 53 + c * 29 + 3) % 512).collect();
+            let mut cache = model.new_cache(tokens.len()).unwrap();
+            all.extend(model.forward(&tokens, &mut cache, Logits::From(0)).unwrap());
+        }
+        all
+    };
+    let reference = held_out(&reference);
+    let build = |r: &LayerwiseResult, tag: &str| -> Vec<f32> {
+        // Rounding to nearest leaves the norms as the source has them: the outliers go in as changed values.
+        let mut values = outliers.clone();
+        values.extend(r.values.clone());
+        let tensors: BTreeMap<String, _> = r
+            .tensors
+            .iter()
+            .map(|(name, q)| match q {
+                Quantized::Group(m) => (name.clone(), m.clone()),
+                other => panic!("{name}: {other:?}"),
+            })
+            .collect();
+        let prepared = Prepared {
+            method: tag.into(),
+            tensors,
+            palettes: BTreeMap::new(),
+            values,
+            act_scales: BTreeMap::new(),
+            details: serde_json::json!({}),
+        };
+        let out = std::env::temp_dir().join(format!("lowbit-native-moe-{tag}-{}", std::process::id()));
+        export(&source, &out, &NativeScheme::Rtn(scheme), Some(&prepared), None, &|_, _| {}).unwrap();
+        let native = ModelSource::open(&out).unwrap();
+        let back = native.tensor_f32("blk.0.ffn_gate_inp.weight").unwrap().1;
+        if let Some(router) = r.values.get("blk.0.ffn_gate_inp.weight") {
+            // The router is written in f16, as the export writes every wide matrix.
+            assert!(back.iter().zip(router).all(|(a, b)| (a - b).abs() <= 1e-3 * b.abs().max(1e-2)), "{tag}: router");
+        }
+        let l = held_out(&Model::load(&native, &GroupFactory::new(&native)).unwrap());
+        std::fs::remove_dir_all(&out).unwrap();
+        l
+    };
+    let mse = |l: Vec<f32>| reference.iter().zip(&l).map(|(a, b)| (a - b).powi(2)).sum::<f32>() / l.len() as f32;
+    let (awq_error, rtn_error) = (mse(build(&awq, "awq")), mse(build(&rtn, "rtn")));
+    println!("mean squared logit error: AWQ {awq_error:.4}, round to nearest {rtn_error:.4}");
+    assert!(awq_error <= rtn_error, "AWQ {awq_error} against round to nearest {rtn_error}");
+}
