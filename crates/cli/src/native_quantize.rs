@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
+use lowbit_formats::experts::{is_mxfp4_scales, ExpertStack};
 use lowbit_formats::native::group::GroupMatrix;
 use lowbit_formats::native::nf4;
 use lowbit_formats::native::PaletteFormat;
@@ -307,12 +308,20 @@ fn reused(source: &ModelSource, base: &Path, rtn: RtnScheme, args: &NativeArgs) 
     );
     let base_source = ModelSource::open(base)?;
     let mut tensors = BTreeMap::new();
-    for name in source.tensor_names() {
-        let shape = source.tensor(name)?.shape.clone();
-        let (Some(format), Some(v)) = (rtn.format_for(name, &shape), base_source.group_view(name)) else { continue };
-        if v.format == format && [v.rows, v.cols] == shape[..] {
+    for source_name in source.tensor_names().into_iter().filter(|n| !is_mxfp4_scales(source, n)) {
+        // An expert stack by its canonical weight name and `[experts, rows, cols]`; the base holds its experts'
+        // rows one after another.
+        let (name, shape) = match ExpertStack::of(source, source_name)? {
+            Some(stack) => (stack.name, vec![stack.experts, stack.rows, stack.cols]),
+            None => (source_name.to_string(), source.tensor(source_name)?.shape.clone()),
+        };
+        let (Some(format), Some(v)) = (rtn.format_for(&name, &shape), base_source.group_view(&name)) else {
+            continue;
+        };
+        let (rows, cols) = (shape[..shape.len() - 1].iter().product::<usize>(), shape[shape.len() - 1]);
+        if v.format == format && (v.rows, v.cols) == (rows, cols) {
             let (codes, scales, zeros) = (v.codes.to_vec(), v.scales.to_vec(), v.zeros.to_vec());
-            tensors.insert(name.to_string(), GroupMatrix { format, rows: v.rows, cols: v.cols, codes, scales, zeros });
+            tensors.insert(name, GroupMatrix { format, rows: v.rows, cols: v.cols, codes, scales, zeros });
         }
     }
     let details = serde_json::json!({
@@ -376,9 +385,7 @@ pub fn build(
     if let Some(b) = args.wide_blocks.iter().find(|&&b| b >= blocks) {
         anyhow::bail!("--wide-blocks {b}: the model has blocks 0 to {}", blocks.saturating_sub(1));
     }
-    // PT-BitNet-style on a mixture of experts: stage 2 only (AWQ's scales would have to pass the router and the
-    // clamped SwiGLU; docs/ternary.md).
-    let plan = plan(args)?.map(|p| if config.moe.is_some() { Plan { awq: None, ..p } } else { p });
+    let plan = plan(args)?;
     let mut prepared = match (reuse, plan, scheme) {
         (Some(base), _, NativeScheme::Rtn(rtn)) => Some(reused(&source, base, rtn, args)?),
         (None, Some(plan), NativeScheme::Rtn(rtn)) => {

@@ -46,13 +46,13 @@ fn parse_type(s: &str) -> anyhow::Result<FileType> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    // Mixture-of-experts weights are quantized expert by expert into native directories; AWQ's scales for them
-    // (ptbitnet runs its second stage only) and GGUF output for them are not built.
-    let per_expert = ["rtn", "gptq", "nf4", "palette", "palette-gptq", "absmean", "ternary", "ptbitnet"];
+    // Mixture-of-experts weights are quantized expert by expert into native directories; GGUF output for them is
+    // not built.
+    let per_expert =
+        ["rtn", "gptq", "awq", "awq-gptq", "nf4", "palette", "palette-gptq", "absmean", "ternary", "ptbitnet"];
     let native_moe = (args.native.method.as_deref().is_some_and(|m| per_expert.contains(&m))
         || args.native.target.is_some())
-        && args.ftype.is_none()
-        && !args.accept.accept;
+        && args.ftype.is_none();
     if !native_moe && ModelSource::open(&args.model)?.config()?.moe.is_some() {
         anyhow::bail!(
             "{}: mixture-of-experts models (GPT-OSS) are quantized with --method {} or a --target into a native directory so far",

@@ -453,18 +453,16 @@ fn a_profile_build_matches_its_prediction() {
     );
 }
 
-/// Mixture-of-experts models are quantized expert by expert by rtn, nf4, the palettes (GPTQ onto them too) and the
-/// ternary methods (ptbitnet without its AWQ stage); AWQ and GGUF types, which do not handle experts one by one
-/// yet, refuse them rather than quantize them half. (The tiny fixture has no tokenizer, so the calibrated methods
-/// stop at reading the calibration text: past the refusal. `gptq_onto_palettes_and_ternary_per_expert` in the
-/// quantizer's tests runs them.)
+/// Mixture-of-experts models are quantized expert by expert by rtn, nf4, AWQ, the palettes (GPTQ onto them too) and
+/// the ternary methods; GGUF types, which do not handle experts one by one yet, refuse them rather than quantize
+/// them half. (The tiny fixture has no tokenizer, so the calibrated methods stop at reading the calibration text:
+/// past the refusal. The quantizer's tests run them, and `accept_builds_and_validates_a_mixture_of_experts` below.)
 #[test]
-fn quantize_refuses_awq_and_gguf_for_a_mixture_of_experts_model() {
+fn quantize_refuses_gguf_types_for_a_mixture_of_experts_model() {
     let scratch = Scratch::new("moe-refused");
     let out = scratch.0.join("out");
     let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/gpt-oss-tiny/tiny_f32");
     let out_arg = out.to_str().unwrap();
-    refuses(&["quantize", model, "--method", "awq", "--bits", "4", "-o", out_arg], &out, "mixture-of-experts");
     refuses(&["quantize", model, "--type", "Q4_K_M", "-o", out_arg], &out, "mixture-of-experts");
     let methods: [&[&str]; 3] = [
         &["--method", "rtn", "--bits", "8", "--group", "32"],
@@ -476,9 +474,75 @@ fn quantize_refuses_awq_and_gguf_for_a_mixture_of_experts_model() {
         assert!(out.join("quantization_config.json").is_file());
         std::fs::remove_dir_all(&out).unwrap();
     }
-    for method in [&["--method", "palette-gptq", "--bits", "2"][..], &["--method", "ptbitnet"]] {
+    let calibrated: [&[&str]; 3] =
+        [&["--method", "awq", "--bits", "4"], &["--method", "palette-gptq", "--bits", "2"], &["--method", "ptbitnet"]];
+    for method in calibrated {
         refuses(&[&["quantize", model, "--calib", CALIB, "-o", out_arg], method].concat(), &out, "tokenizer");
     }
+}
+
+/// `--accept` on a GPT-OSS-shaped mixture of experts (`lowbit synth` of the released config made small: 2 layers of
+/// 4 experts, hidden size 128, the real vocabulary and tokenizer): every attempt is built expert by expert with
+/// AWQ (one scale for each block's router and experts' gate/up), validated against the original, and recorded.
+#[test]
+fn accept_builds_and_validates_a_mixture_of_experts() {
+    let dir = Scratch::new("accept-moe");
+    let reference = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/reference/gpt-oss-20b/config.json");
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(reference).unwrap()).unwrap();
+    for (key, value) in [
+        ("hidden_size", 128),
+        ("intermediate_size", 128),
+        ("num_attention_heads", 2),
+        ("num_key_value_heads", 1),
+        ("num_local_experts", 4),
+        ("num_experts_per_tok", 2),
+        ("experts_per_token", 2),
+    ] {
+        config[key] = value.into();
+    }
+    std::fs::create_dir_all(dir.path("config")).unwrap();
+    let config_path = dir.path("config/config.json");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let model = dir.path("small-gpt-oss");
+    lowbit(&["synth", &config_path, "--layers", "2", "-o", &model]);
+
+    let out = dir.path("builds");
+    let prompts = dir.path("prompts.txt");
+    std::fs::write(&prompts, "The capital of France is\nWater boils at a temperature of\n").unwrap();
+    let args = [
+        &["quantize", &model, "-o", &out, "--method", "awq", "--bits", "4", "--accept"][..],
+        &["--calib", CALIB, "--samples", "2", "--seq-len", "64", "--more-samples", "1", "--prompts", &prompts],
+        &QUICK_VALIDATION,
+    ]
+    .concat();
+    // Exit status 1 is a verdict (a random model's answers, or this machine's speed, may fail the rule).
+    let run = Command::new(env!("CARGO_BIN_EXE_lowbit")).args(&args).output().unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success() || err.contains("no attempt passes"), "{err}");
+
+    let read = |path: String| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))).unwrap()
+    };
+    let summary = read(format!("{out}/quantization_summary.json"));
+    let attempts = summary["attempts"].as_array().unwrap();
+    assert_eq!(attempts[0]["fallback"], "requested");
+    for a in attempts {
+        let path = a["path"].as_str().unwrap();
+        let report = read(format!("{path}/validation_report.json"));
+        assert!(report["quality"]["mean_kld"].as_f64().unwrap().is_finite(), "{path}");
+        // Mixed precision's size budget is the only criterion outside the report.
+        let over_budget = a["failed"].as_array().unwrap().contains(&"max_size".into());
+        assert_eq!(report["pass"].as_bool().unwrap() && !over_budget, a["pass"].as_bool().unwrap(), "{path}");
+    }
+    let config = read(format!("{}/quantization_config.json", attempts[0]["path"].as_str().unwrap()));
+    let awq = config["calibration"]["awq"].as_array().unwrap();
+    for block in 0..2 {
+        let gate_up = format!("blk.{block}.ffn_gate_up_exps.weight");
+        assert!(awq.iter().any(|s| s["tensors"][0] == gate_up.as_str()), "{gate_up}: no AWQ scale in {awq:?}");
+    }
+    assert!(config["calibration"]["expert_coverage"]["tensors"].as_object().unwrap().len() == 4);
+    let chosen = attempts.iter().find(|a| a["name"] == summary["chosen"]).unwrap();
+    assert_eq!(summary["pass"], chosen["pass"]);
 }
 
 /// `chat` answers each line of stdin in turn, the conversation so far in the template each time.
