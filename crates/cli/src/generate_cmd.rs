@@ -74,6 +74,7 @@ impl SamplingArgs {
                 repetition_penalty: self.repeat_penalty,
                 penalty_last_n: self.repeat_last_n,
                 seed: self.seed,
+                ..SamplingParams::default()
             },
             stop: self.stop.clone(),
             ctx: self.ctx.min(context_length),

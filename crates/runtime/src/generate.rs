@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use lowbit_model::{Logits, Model, ModelError};
+use lowbit_model::{KvCache, Logits, Model, ModelError};
 use serde::Serialize;
 
 use crate::sampler::{Sampler, SamplingParams};
@@ -60,13 +60,13 @@ pub enum GenerateError {
 }
 
 /// Text held back from the stream because it might be the start of a stop string.
-struct StopFilter<'a> {
-    stops: &'a [String],
+struct StopFilter {
+    stops: Vec<String>,
     text: String,
     emitted: usize,
 }
 
-impl<'a> StopFilter<'a> {
+impl StopFilter {
     /// Adds `piece`; returns the text now safe to show and whether a stop string was hit.
     fn push(&mut self, piece: &str) -> (String, bool) {
         let search_from = self.emitted.saturating_sub(self.stops.iter().map(|s| s.len()).max().unwrap_or(0));
@@ -114,6 +114,161 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     i
 }
 
+/// What one step of a [`Sequence`] produced: the text now final (possibly empty) and, on its last step, why it
+/// ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    pub text: String,
+    pub finish: Option<FinishReason>,
+}
+
+/// One generation, a token at a time: sampling ([`Sequence::sample`]) and running the model on the sampled token
+/// ([`Sequence::advance`]) are separate steps, so a server can interleave many sequences, each with its own KV
+/// cache. [`generate`] is the loop of one.
+pub struct Sequence {
+    opts: GenerateOptions,
+    cache: KvCache,
+    sampler: Sampler,
+    decoder: StreamDecoder,
+    filter: StopFilter,
+    history: Vec<u32>,
+    generated: Vec<u32>,
+    prompt_tokens: usize,
+    logits: Vec<f32>,
+    start: Instant,
+    prefill_seconds: f64,
+    first_token_at: Option<Instant>,
+    finish: Option<FinishReason>,
+}
+
+impl Sequence {
+    /// Checks the prompt (token ids, BOS already applied) and the options, and runs the prompt through the model.
+    pub fn new(
+        model: &Model,
+        tokenizer: &Tokenizer,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+    ) -> Result<Sequence, GenerateError> {
+        if prompt.is_empty() {
+            return Err(GenerateError::EmptyPrompt);
+        }
+        opts.sampling.validate().map_err(GenerateError::Sampling)?;
+        let ctx = opts.ctx.min(model.config.context_length);
+        if prompt.len() >= ctx {
+            return Err(GenerateError::PromptTooLong { prompt: prompt.len(), ctx });
+        }
+        let mut cache = model.new_cache(ctx)?;
+        let start = Instant::now();
+        let logits = model.forward(prompt, &mut cache, Logits::Last)?;
+        Ok(Sequence {
+            opts: opts.clone(),
+            cache,
+            sampler: Sampler::new(opts.sampling.clone()),
+            decoder: StreamDecoder::with_context(tokenizer, prompt)?,
+            filter: StopFilter { stops: opts.stop.clone(), text: String::new(), emitted: 0 },
+            history: prompt.to_vec(),
+            generated: Vec::new(),
+            prompt_tokens: prompt.len(),
+            logits,
+            start,
+            prefill_seconds: start.elapsed().as_secs_f64(),
+            first_token_at: None,
+            finish: None,
+        })
+    }
+
+    /// Samples the next token from the model's last logits and returns the text it makes final; on the step that
+    /// ends the sequence, also whatever was held back, and the reason.
+    pub fn sample(&mut self, tokenizer: &Tokenizer) -> Result<Step, GenerateError> {
+        if let Some(finish) = self.finish {
+            return Ok(Step { text: String::new(), finish: Some(finish) });
+        }
+        let (mut text, finish) = self.next_piece(tokenizer)?;
+        if let Some(finish) = finish {
+            self.finish = Some(finish);
+            if finish != FinishReason::Stop {
+                let rest = self.decoder.flush(tokenizer)?.map(|p| self.filter.push(&p).0).unwrap_or_default();
+                text.push_str(&rest);
+                text.push_str(&self.filter.flush());
+            }
+        }
+        Ok(Step { text, finish })
+    }
+
+    fn next_piece(&mut self, tokenizer: &Tokenizer) -> Result<(String, Option<FinishReason>), GenerateError> {
+        if self.generated.len() >= self.opts.max_tokens {
+            return Ok((String::new(), Some(FinishReason::Length)));
+        }
+        let next = self.sampler.sample(&self.logits, &self.history);
+        if self.first_token_at.is_none() {
+            self.first_token_at = Some(Instant::now());
+        }
+        if tokenizer.eos_ids().contains(&next) {
+            return Ok((String::new(), Some(FinishReason::Eos)));
+        }
+        self.generated.push(next);
+        self.history.push(next);
+        let mut shown = String::new();
+        if let Some(piece) = self.decoder.push(tokenizer, next)? {
+            let (text, stopped) = self.filter.push(&piece);
+            if stopped {
+                return Ok((text, Some(FinishReason::Stop)));
+            }
+            shown = text;
+        }
+        if self.generated.len() >= self.opts.max_tokens {
+            return Ok((shown, Some(FinishReason::Length)));
+        }
+        if self.cache.len() + 1 > self.cache.capacity() {
+            return Ok((shown, Some(FinishReason::ContextFull)));
+        }
+        Ok((shown, None))
+    }
+
+    /// Runs the model on the token the last [`Sequence::sample`] chose, for the next one's logits.
+    pub fn advance(&mut self, model: &Model) -> Result<(), GenerateError> {
+        let Some(&last) = self.generated.last().filter(|_| self.finish.is_none()) else {
+            return Err(GenerateError::Sampling("advance after the sequence ended or before it sampled".into()));
+        };
+        self.logits = model.forward(&[last], &mut self.cache, Logits::Last)?;
+        Ok(())
+    }
+
+    /// Why the sequence ended, once it has.
+    pub fn finish(&self) -> Option<FinishReason> {
+        self.finish
+    }
+
+    pub fn prompt_tokens(&self) -> usize {
+        self.prompt_tokens
+    }
+
+    /// Tokens generated so far.
+    pub fn tokens(&self) -> &[u32] {
+        &self.generated
+    }
+
+    /// The record of the generation (its figures so far, if it has not ended).
+    pub fn into_generation(self) -> Generation {
+        let first_token_at = self.first_token_at.unwrap_or(self.start);
+        let decode_seconds = first_token_at.elapsed().as_secs_f64();
+        let decoded_after_first = self.generated.len().saturating_sub(1);
+        Generation {
+            tokens: self.generated,
+            text: self.filter.text,
+            finish: self.finish.unwrap_or(FinishReason::Length),
+            prompt_tokens: self.prompt_tokens,
+            time_to_first_token: (first_token_at - self.start).as_secs_f64(),
+            prefill_tokens_per_second: self.prompt_tokens as f64 / self.prefill_seconds.max(1e-9),
+            decode_tokens_per_second: if decoded_after_first > 0 {
+                decoded_after_first as f64 / decode_seconds.max(1e-9)
+            } else {
+                0.0
+            },
+        }
+    }
+}
+
 /// Generates from `prompt` (token ids, BOS already applied), calling `on_text` with each piece
 /// of text as soon as it is final.
 pub fn generate(
@@ -123,79 +278,17 @@ pub fn generate(
     opts: &GenerateOptions,
     on_text: &mut dyn FnMut(&str),
 ) -> Result<Generation, GenerateError> {
-    if prompt.is_empty() {
-        return Err(GenerateError::EmptyPrompt);
+    let mut seq = Sequence::new(model, tokenizer, prompt, opts)?;
+    loop {
+        let step = seq.sample(tokenizer)?;
+        if !step.text.is_empty() {
+            on_text(&step.text);
+        }
+        if step.finish.is_some() {
+            return Ok(seq.into_generation());
+        }
+        seq.advance(model)?;
     }
-    opts.sampling.validate().map_err(GenerateError::Sampling)?;
-    let ctx = opts.ctx.min(model.config.context_length);
-    if prompt.len() >= ctx {
-        return Err(GenerateError::PromptTooLong { prompt: prompt.len(), ctx });
-    }
-    let mut cache = model.new_cache(ctx)?;
-    let mut sampler = Sampler::new(opts.sampling.clone());
-    let mut decoder = StreamDecoder::with_context(tokenizer, prompt)?;
-    let mut filter = StopFilter { stops: &opts.stop, text: String::new(), emitted: 0 };
-    let mut history = prompt.to_vec();
-    let mut generated = Vec::new();
-
-    let start = Instant::now();
-    let mut logits = model.forward(prompt, &mut cache, Logits::Last)?;
-    let prefill_seconds = start.elapsed().as_secs_f64();
-    let mut ttft = 0.0;
-    let mut first_token_at = start;
-    let finish = loop {
-        if generated.len() >= opts.max_tokens {
-            break FinishReason::Length;
-        }
-        let next = sampler.sample(&logits, &history);
-        if generated.is_empty() {
-            first_token_at = Instant::now();
-            ttft = (first_token_at - start).as_secs_f64();
-        }
-        if tokenizer.eos_ids().contains(&next) {
-            break FinishReason::Eos;
-        }
-        generated.push(next);
-        history.push(next);
-        if let Some(piece) = decoder.push(tokenizer, next)? {
-            let (shown, stopped) = filter.push(&piece);
-            if !shown.is_empty() {
-                on_text(&shown);
-            }
-            if stopped {
-                break FinishReason::Stop;
-            }
-        }
-        if generated.len() >= opts.max_tokens {
-            break FinishReason::Length;
-        }
-        if cache.len() + 1 > cache.capacity() {
-            break FinishReason::ContextFull;
-        }
-        logits = model.forward(&[next], &mut cache, Logits::Last)?;
-    };
-    if finish != FinishReason::Stop {
-        let mut rest = decoder.flush(tokenizer)?.map(|p| filter.push(&p).0).unwrap_or_default();
-        rest.push_str(&filter.flush());
-        if !rest.is_empty() {
-            on_text(&rest);
-        }
-    }
-    let decode_seconds = first_token_at.elapsed().as_secs_f64();
-    let decoded_after_first = generated.len().saturating_sub(1);
-    Ok(Generation {
-        tokens: generated,
-        text: filter.text,
-        finish,
-        prompt_tokens: prompt.len(),
-        time_to_first_token: ttft,
-        prefill_tokens_per_second: prompt.len() as f64 / prefill_seconds.max(1e-9),
-        decode_tokens_per_second: if decoded_after_first > 0 {
-            decoded_after_first as f64 / decode_seconds.max(1e-9)
-        } else {
-            0.0
-        },
-    })
 }
 
 #[cfg(test)]
@@ -204,7 +297,7 @@ mod tests {
 
     fn run(stops: &[&str], pieces: &[&str]) -> (Vec<String>, bool, String) {
         let stops: Vec<String> = stops.iter().map(|s| s.to_string()).collect();
-        let mut f = StopFilter { stops: &stops, text: String::new(), emitted: 0 };
+        let mut f = StopFilter { stops, text: String::new(), emitted: 0 };
         let mut shown = Vec::new();
         for p in pieces {
             let (s, hit) = f.push(p);

@@ -14,8 +14,12 @@ pub struct SamplingParams {
     /// 1.0 disables: logits of recently seen tokens are divided (positive) or multiplied
     /// (negative) by this, as in llama.cpp and Hugging Face.
     pub repetition_penalty: f32,
-    /// How many of the latest tokens the penalty looks at.
+    /// How many of the latest tokens the penalties look at.
     pub penalty_last_n: usize,
+    /// OpenAI's presence penalty (0 disables): subtracted from the logit of every token among the latest ones.
+    pub presence_penalty: f32,
+    /// OpenAI's frequency penalty (0 disables): subtracted once per occurrence among the latest tokens.
+    pub frequency_penalty: f32,
     pub seed: u64,
 }
 
@@ -28,6 +32,8 @@ impl Default for SamplingParams {
             min_p: 0.05,
             repetition_penalty: 1.0,
             penalty_last_n: 64,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
             seed: 0x5EED,
         }
     }
@@ -39,13 +45,15 @@ impl SamplingParams {
             && (0.0..=1.0).contains(&self.top_p)
             && (0.0..=1.0).contains(&self.min_p)
             && self.repetition_penalty.is_finite()
-            && self.repetition_penalty > 0.0;
+            && self.repetition_penalty > 0.0
+            && (-2.0..=2.0).contains(&self.presence_penalty)
+            && (-2.0..=2.0).contains(&self.frequency_penalty);
         if ok {
             Ok(())
         } else {
             Err(format!(
-                "invalid sampling parameters: temperature {} (finite), top_p {} and min_p {} (0..=1), repetition penalty {} (> 0)",
-                self.temperature, self.top_p, self.min_p, self.repetition_penalty
+                "invalid sampling parameters: temperature {} (finite), top_p {} and min_p {} (0..=1), repetition penalty {} (> 0), presence penalty {} and frequency penalty {} (-2..=2)",
+                self.temperature, self.top_p, self.min_p, self.repetition_penalty, self.presence_penalty, self.frequency_penalty
             ))
         }
     }
@@ -103,12 +111,15 @@ impl Sampler {
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
         let p = &self.params;
         let mut cand: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l)).collect();
-        if p.repetition_penalty != 1.0 {
+        if p.repetition_penalty != 1.0 || p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {
+            // llama.cpp's penalties sampler: all three over the same latest tokens.
             let recent = &history[history.len().saturating_sub(p.penalty_last_n)..];
-            let mut seen = std::collections::HashSet::new();
-            for &t in recent {
-                if let Some(c) = cand.get_mut(t as usize).filter(|_| seen.insert(t)) {
+            let mut counts = std::collections::HashMap::new();
+            recent.iter().for_each(|&t| *counts.entry(t).or_insert(0u32) += 1);
+            for (&t, &n) in &counts {
+                if let Some(c) = cand.get_mut(t as usize) {
                     c.1 = if c.1 > 0.0 { c.1 / p.repetition_penalty } else { c.1 * p.repetition_penalty };
+                    c.1 -= n as f32 * p.frequency_penalty + p.presence_penalty;
                 }
             }
         }
@@ -183,6 +194,19 @@ mod tests {
         let mut s = Sampler::new(params);
         // 2.0 / 1.5 < 1.9: the repeated token loses.
         assert_eq!(s.sample(&[0.1, 2.0, -1.0, 1.9], &[1]), 3);
+    }
+
+    #[test]
+    fn presence_and_frequency_penalties_count_recent_tokens() {
+        let logits = [0.0, 2.0, 1.5, 1.2];
+        let params = SamplingParams { frequency_penalty: 0.3, presence_penalty: 0.1, ..Default::default() };
+        assert_eq!(Sampler::new(params.clone()).sample(&logits, &[1, 1]), 2, "2.0 − 2·0.3 − 0.1 = 1.3 < 1.5");
+        assert_eq!(Sampler::new(params.clone()).sample(&logits, &[1]), 1, "2.0 − 0.3 − 0.1 = 1.6 still wins");
+        // Only the latest `penalty_last_n` tokens count.
+        let params = SamplingParams { penalty_last_n: 1, ..params };
+        assert_eq!(Sampler::new(params).sample(&logits, &[1, 1, 3]), 1);
+        let bad = SamplingParams { presence_penalty: 2.5, ..Default::default() };
+        assert!(bad.validate().is_err());
     }
 
     #[test]
