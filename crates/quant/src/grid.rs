@@ -109,13 +109,23 @@ pub fn round_rows<G: RowGrid>(
     w: &[f32],
     cols: usize,
 ) -> std::result::Result<(Vec<f32>, Vec<G::Params>), String> {
-    let mut values = Vec::with_capacity(w.len());
-    let mut params = Vec::with_capacity(w.len() / cols.max(1));
-    for (r, row) in w.chunks_exact(cols).enumerate() {
-        let p = grid.fit(row).map_err(|e| format!("row {r}: {e}"))?;
-        values.extend(row.iter().enumerate().map(|(c, &v)| grid.round(&p, c, v)));
-        params.push(p);
-    }
+    // Rows round independently: spread over the kernel threads (AWQ's search rounds whole expert stacks per α).
+    let rows: Vec<&[f32]> = w.chunks_exact(cols.max(1)).collect();
+    let mut values = vec![0f32; rows.len() * cols];
+    let mut params: Vec<Option<std::result::Result<G::Params, String>>> = (0..rows.len()).map(|_| None).collect();
+    let mut slots: Vec<(&mut [f32], &mut Option<_>)> = values.chunks_exact_mut(cols.max(1)).zip(&mut params).collect();
+    lowbit_kernels::parallel_chunks_mut(&mut slots, 1, &|r, slot| {
+        let (out, fitted) = &mut slot[0];
+        let row = rows[r];
+        **fitted = Some(grid.fit(row).inspect(|p| {
+            out.iter_mut().zip(row).enumerate().for_each(|(c, (o, &v))| *o = grid.round(p, c, v));
+        }));
+    });
+    let params = params
+        .into_iter()
+        .enumerate()
+        .map(|(r, p)| p.expect("every row is fitted").map_err(|e| format!("row {r}: {e}")))
+        .collect::<std::result::Result<_, _>>()?;
     Ok((values, params))
 }
 
