@@ -15,6 +15,7 @@ mod native_quantize;
 mod quantize_cmd;
 mod report_cmd;
 mod report_page;
+mod serve_cmd;
 mod synth_cmd;
 mod table;
 mod validate_cmd;
@@ -57,6 +58,9 @@ enum Command {
     /// A synthetic checkpoint with a release's exact tensor names, shapes and dtypes and random weights
     /// (GPT-OSS-20B from its config.json), for measuring memory and speed without the weights.
     Synth(synth_cmd::Args),
+    /// An OpenAI-compatible HTTP API: /v1/chat/completions, /v1/completions (streaming too), /v1/models,
+    /// /health, /generate.
+    Serve(serve_cmd::Args),
 }
 
 fn main() {
@@ -75,6 +79,7 @@ fn main() {
         Command::Compare(a) => compare_cmd::run(a),
         Command::Report(a) => report_cmd::run(a),
         Command::Synth(a) => synth_cmd::run(a),
+        Command::Serve(a) => serve_cmd::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {}", describe(&e));

@@ -1,0 +1,121 @@
+//! The engine thread: owns the model, takes jobs from a bounded queue and generates up to `max_batch` sequences
+//! at once, one token of each per round (each with its own KV cache), sending each job's text back as it is
+//! final. A job whose receiver is gone (its client disconnected) is dropped at its next token.
+
+use std::sync::Arc;
+
+use lowbit_model::Model;
+use lowbit_runtime::generate::{FinishReason, GenerateOptions, Sequence};
+use lowbit_runtime::harmony::HarmonyReader;
+use lowbit_runtime::tokenizer::Tokenizer;
+use tokio::sync::mpsc;
+
+/// One request as the engine runs it.
+pub struct Job {
+    /// Token ids, BOS and chat template already applied.
+    pub prompt: Vec<u32>,
+    pub opts: GenerateOptions,
+    /// Pass only a harmony reply's answer (its final channel) back, not its analysis or headers.
+    pub harmony: bool,
+    pub events: mpsc::UnboundedSender<Event>,
+}
+
+/// What a job hears back.
+#[derive(Debug)]
+pub enum Event {
+    /// Text now final.
+    Text(String),
+    /// The end: why, and the token counts.
+    Done { finish: FinishReason, prompt_tokens: usize, completion_tokens: usize },
+    /// The model or tokenizer failed on this job (the server goes on).
+    Failed(String),
+}
+
+struct Running {
+    seq: Sequence,
+    reader: Option<HarmonyReader>,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl Running {
+    /// The part of `text` the client sees: all of it, or a harmony reply's answer.
+    fn visible(&mut self, text: &str, last: bool) -> String {
+        let Some(reader) = &mut self.reader else { return text.to_string() };
+        let mut parts = reader.push(text);
+        if last {
+            parts.extend(reader.finish());
+        }
+        parts.into_iter().filter(|p| p.channel != "analysis" && p.channel != "commentary").map(|p| p.text).collect()
+    }
+
+    /// One token: sample it, send its text, and run the model on it. Returns whether the job goes on.
+    fn step(&mut self, model: &Model, tokenizer: &Tokenizer) -> bool {
+        let step = match self.seq.sample(tokenizer) {
+            Ok(step) => step,
+            Err(e) => return self.fail(e.to_string()),
+        };
+        let text = self.visible(&step.text, step.finish.is_some());
+        if !text.is_empty() && self.events.send(Event::Text(text)).is_err() {
+            return false;
+        }
+        if let Some(finish) = step.finish {
+            let (prompt_tokens, completion_tokens) = (self.seq.prompt_tokens(), self.seq.tokens().len());
+            let _ = self.events.send(Event::Done { finish, prompt_tokens, completion_tokens });
+            return false;
+        }
+        match self.seq.advance(model) {
+            Ok(()) => true,
+            Err(e) => self.fail(e.to_string()),
+        }
+    }
+
+    fn fail(&self, why: String) -> bool {
+        let _ = self.events.send(Event::Failed(why));
+        false
+    }
+}
+
+/// Starts the engine thread; returns the queue's sending end (`try_send` failing with `Full` means: answer 429).
+pub fn start(
+    model: Model,
+    tokenizer: Arc<Tokenizer>,
+    max_batch: usize,
+    queue: usize,
+) -> std::io::Result<mpsc::Sender<Job>> {
+    let (send, receive) = mpsc::channel(queue.max(1));
+    std::thread::Builder::new()
+        .name("lowbit-engine".into())
+        .spawn(move || run(&model, &tokenizer, receive, max_batch.max(1)))?;
+    Ok(send)
+}
+
+fn run(model: &Model, tokenizer: &Tokenizer, mut jobs: mpsc::Receiver<Job>, max_batch: usize) {
+    let mut running: Vec<Running> = Vec::new();
+    loop {
+        while running.len() < max_batch {
+            // Idle: wait for work; busy: take only what is already queued.
+            let job = match running.is_empty() {
+                true => match jobs.blocking_recv() {
+                    Some(job) => job,
+                    None => return,
+                },
+                false => match jobs.try_recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                },
+            };
+            if job.events.is_closed() {
+                continue;
+            }
+            match Sequence::new(model, tokenizer, &job.prompt, &job.opts) {
+                Ok(seq) => {
+                    running.push(Running { seq, reader: job.harmony.then(HarmonyReader::new), events: job.events })
+                }
+                Err(e) => {
+                    let _ = job.events.send(Event::Failed(e.to_string()));
+                }
+            }
+        }
+        running.retain_mut(|r| r.step(model, tokenizer));
+    }
+}
