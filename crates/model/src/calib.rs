@@ -189,7 +189,7 @@ impl Model {
         if n > cache.capacity() {
             return Err(ModelError::ContextFull { needed: n, capacity: cache.capacity() });
         }
-        Ok(self.attention_heads(block, h, n, 0, cache))
+        Ok(self.attention_heads(block, h, &mut [crate::transformer::Span { cache, pos0: 0, n }]))
     }
 
     /// The attention branch's contribution to the residual (output projection, bias, post-norm) from its heads.

@@ -224,9 +224,9 @@ impl Model {
         for (c, chunk) in tokens.chunks(MAX_BATCH).enumerate() {
             let start = c * MAX_BATCH;
             let mut x = self.embed(chunk)?;
-            let pos0 = cache.len();
+            let mut spans = [Span { pos0: cache.len(), n: chunk.len(), cache: &mut *cache }];
             for li in 0..self.blocks.len() {
-                self.run_block(li, &mut x, chunk.len(), pos0, cache, observer);
+                self.run_block(li, &mut x, &mut spans, observer);
             }
             cache.advance(chunk.len());
             let from = first_wanted.saturating_sub(start).min(chunk.len());
@@ -237,6 +237,25 @@ impl Model {
             }
         }
         Ok(logits)
+    }
+
+    /// One decode step of several sequences at once: token `tokens[i]` after what `caches[i]` holds, for each
+    /// `i`. The projections multiply all the sequences' rows together (one pass over the weights for the batch);
+    /// attention reads each sequence's own cache. Returns the logits `[sequences, vocab]`.
+    pub fn decode_batch(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Vec<f32>, ModelError> {
+        if tokens.len() != caches.len() {
+            return Err(ModelError::Unsupported(format!("{} tokens for {} caches", tokens.len(), caches.len())));
+        }
+        if let Some(c) = caches.iter().find(|c| c.len() + 1 > c.capacity()) {
+            return Err(ModelError::ContextFull { needed: c.len() + 1, capacity: c.capacity() });
+        }
+        let mut x = self.embed(tokens)?;
+        let mut spans: Vec<Span> = caches.iter_mut().map(|c| Span { pos0: c.len(), n: 1, cache: &mut **c }).collect();
+        for li in 0..self.blocks.len() {
+            self.run_block(li, &mut x, &mut spans, &mut ());
+        }
+        caches.iter_mut().for_each(|c| c.advance(1));
+        Ok(self.head(&self.head_input(&x), tokens.len()))
     }
 
     /// The embeddings of `tokens`, `[n, hidden]` (scaled where the architecture scales them).
@@ -255,19 +274,12 @@ impl Model {
         Ok(x)
     }
 
-    /// Block `li` applied to the residual stream `x` (`n` tokens at positions `pos0..`), in place.
-    pub(crate) fn run_block(
-        &self,
-        li: usize,
-        x: &mut [f32],
-        n: usize,
-        pos0: usize,
-        cache: &mut KvCache,
-        observer: &mut dyn Observer,
-    ) {
+    /// Block `li` applied to the residual stream `x` in place: the rows of `spans`, one after another.
+    pub(crate) fn run_block(&self, li: usize, x: &mut [f32], spans: &mut [Span], observer: &mut dyn Observer) {
+        let n: usize = spans.iter().map(|s| s.n).sum();
         let h = self.norm_input(li, Site::AttnIn, x);
         observer.observe(li, Site::AttnIn, &h, n);
-        let heads = self.attention_heads(li, &h, n, pos0, cache);
+        let heads = self.attention_heads(li, &h, spans);
         observer.observe(li, Site::AttnOut, &heads, n);
         add_assign(x, &self.attention_output(li, &heads, n));
 
@@ -292,9 +304,13 @@ impl Model {
         h
     }
 
-    /// The attention heads of block `li` for `n` normed rows `h` at positions `pos0..pos0+n`, before the output
-    /// projection (`[n, q_dim]`); writes their keys and values into the cache.
-    pub(crate) fn attention_heads(&self, li: usize, h: &[f32], n: usize, pos0: usize, cache: &mut KvCache) -> Vec<f32> {
+    /// The attention heads of block `li` for normed rows `h` (the rows of `spans`, one after another), before the
+    /// output projection (`[n, q_dim]`); writes each span's keys and values into its cache.
+    pub(crate) fn attention_heads(&self, li: usize, h: &[f32], spans: &mut [Span]) -> Vec<f32> {
+        // Each row's span and position.
+        let rows: Vec<(usize, usize)> =
+            spans.iter().enumerate().flat_map(|(i, s)| (s.pos0..s.pos0 + s.n).map(move |p| (i, p))).collect();
+        let n = rows.len();
         let cfg = &self.config;
         let b = &self.blocks[li];
         let (hd, nh, nkv) = (cfg.head_dim, cfg.n_heads, cfg.n_kv_heads);
@@ -316,11 +332,17 @@ impl Model {
                 k::rmsnorm(&raw, w, cfg.rms_eps, cfg.norm_weight_offset, buf);
             }
         }
-        for t in 0..n {
-            b.rope.apply(&mut q[t * qd..(t + 1) * qd], pos0 + t);
-            b.rope.apply(&mut kk[t * kvd..(t + 1) * kvd], pos0 + t);
+        for (t, &(_, pos)) in rows.iter().enumerate() {
+            b.rope.apply(&mut q[t * qd..(t + 1) * qd], pos);
+            b.rope.apply(&mut kk[t * kvd..(t + 1) * kvd], pos);
         }
-        cache.write(li, pos0, &kk, &v);
+        let mut first_row = 0;
+        for s in spans.iter_mut() {
+            let rows = first_row * kvd..(first_row + s.n) * kvd;
+            s.cache.write(li, s.pos0, &kk[rows.clone()], &v[rows]);
+            first_row += s.n;
+        }
+        let caches: Vec<&KvCache> = spans.iter().map(|s| &*s.cache).collect();
 
         let group = nh / nkv;
         let scale = cfg.attention_scale;
@@ -331,10 +353,10 @@ impl Model {
         let mut out = vec![0f32; n * qd];
         k::parallel_chunks_mut(&mut out, hd, &|idx, o| {
             let (t, head) = (idx / nh, idx % nh);
-            let pos = pos0 + t;
+            let (span, pos) = rows[t];
             let first = (pos + 1).saturating_sub(window);
             let qv = &q[t * qd + head * hd..t * qd + (head + 1) * hd];
-            let (keys, values) = cache.head(li, head / group, first, pos + 1);
+            let (keys, values) = caches[span].head(li, head / group, first, pos + 1);
             let positions = pos + 1 - first;
             let mut scores = vec![0f32; positions];
             k::matmul_f32(qv, keys, &mut scores, 1, hd, positions);
@@ -527,6 +549,13 @@ fn softmax_with_sink(scores: &mut [f32], sink: f32) {
         sum += *s;
     }
     scores.iter_mut().for_each(|s| *s /= sum);
+}
+
+/// Consecutive rows of one sequence in a forward pass: `n` tokens at positions `pos0..pos0 + n` of `cache`.
+pub(crate) struct Span<'a> {
+    pub(crate) cache: &'a mut KvCache,
+    pub(crate) pos0: usize,
+    pub(crate) n: usize,
 }
 
 pub(crate) fn add_assign(x: &mut [f32], y: &[f32]) {

@@ -227,11 +227,15 @@ impl Sequence {
 
     /// Runs the model on the token the last [`Sequence::sample`] chose, for the next one's logits.
     pub fn advance(&mut self, model: &Model) -> Result<(), GenerateError> {
-        let Some(&last) = self.generated.last().filter(|_| self.finish.is_none()) else {
-            return Err(GenerateError::Sampling("advance after the sequence ended or before it sampled".into()));
-        };
-        self.logits = model.forward(&[last], &mut self.cache, Logits::Last)?;
-        Ok(())
+        advance_together(model, &mut [self])
+    }
+
+    /// The token the last [`Sequence::sample`] chose, which the model has not seen yet.
+    fn pending(&self) -> Result<u32, GenerateError> {
+        match (self.generated.last(), self.finish) {
+            (Some(&last), None) => Ok(last),
+            _ => Err(GenerateError::Sampling("advance after the sequence ended or before it sampled".into())),
+        }
     }
 
     /// Why the sequence ended, once it has.
@@ -267,6 +271,19 @@ impl Sequence {
             },
         }
     }
+}
+
+/// [`Sequence::advance`] for several sequences in one decode step ([`Model::decode_batch`]): the weights are
+/// read once for all of them.
+pub fn advance_together(model: &Model, seqs: &mut [&mut Sequence]) -> Result<(), GenerateError> {
+    let tokens = seqs.iter().map(|s| s.pending()).collect::<Result<Vec<u32>, _>>()?;
+    let mut caches: Vec<&mut KvCache> = seqs.iter_mut().map(|s| &mut s.cache).collect();
+    let logits = model.decode_batch(&tokens, &mut caches)?;
+    let vocab = model.config.vocab_size;
+    for (s, l) in seqs.iter_mut().zip(logits.chunks_exact(vocab)) {
+        s.logits = l.to_vec();
+    }
+    Ok(())
 }
 
 /// Generates from `prompt` (token ids, BOS already applied), calling `on_text` with each piece

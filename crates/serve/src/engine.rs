@@ -1,11 +1,12 @@
 //! The engine thread: owns the model, takes jobs from a bounded queue and generates up to `max_batch` sequences
-//! at once, one token of each per round (each with its own KV cache), sending each job's text back as it is
-//! final. A job whose receiver is gone (its client disconnected) is dropped at its next token.
+//! at once, one token of each per round in one batched decode step (each with its own KV cache), sending each
+//! job's text back as it is final. A job whose receiver is gone (its client disconnected) is dropped at its next
+//! token.
 
 use std::sync::Arc;
 
 use lowbit_model::Model;
-use lowbit_runtime::generate::{FinishReason, GenerateOptions, Sequence};
+use lowbit_runtime::generate::{advance_together, FinishReason, GenerateOptions, Sequence};
 use lowbit_runtime::harmony::HarmonyReader;
 use lowbit_runtime::tokenizer::Tokenizer;
 use tokio::sync::mpsc;
@@ -48,8 +49,8 @@ impl Running {
         parts.into_iter().filter(|p| p.channel != "analysis" && p.channel != "commentary").map(|p| p.text).collect()
     }
 
-    /// One token: sample it, send its text, and run the model on it. Returns whether the job goes on.
-    fn step(&mut self, model: &Model, tokenizer: &Tokenizer) -> bool {
+    /// Samples a token and sends its text. Returns whether the job goes on.
+    fn sample(&mut self, tokenizer: &Tokenizer) -> bool {
         let step = match self.seq.sample(tokenizer) {
             Ok(step) => step,
             Err(e) => return self.fail(e.to_string()),
@@ -63,10 +64,7 @@ impl Running {
             let _ = self.events.send(Event::Done { finish, prompt_tokens, completion_tokens });
             return false;
         }
-        match self.seq.advance(model) {
-            Ok(()) => true,
-            Err(e) => self.fail(e.to_string()),
-        }
+        true
     }
 
     fn fail(&self, why: String) -> bool {
@@ -116,6 +114,16 @@ fn run(model: &Model, tokenizer: &Tokenizer, mut jobs: mpsc::Receiver<Job>, max_
                 }
             }
         }
-        running.retain_mut(|r| r.step(model, tokenizer));
+        running.retain_mut(|r| r.sample(tokenizer));
+        // One decode step for every sequence still going: the weights are read once for the batch.
+        let mut seqs: Vec<&mut Sequence> = running.iter_mut().map(|r| &mut r.seq).collect();
+        if seqs.is_empty() {
+            continue;
+        }
+        if let Err(e) = advance_together(model, &mut seqs) {
+            running.drain(..).for_each(|r| {
+                r.fail(e.to_string());
+            });
+        }
     }
 }
