@@ -250,7 +250,7 @@ impl Model {
             return Err(ModelError::ContextFull { needed: c.len() + 1, capacity: c.capacity() });
         }
         let mut x = self.embed(tokens)?;
-        let mut spans: Vec<Span> = caches.iter_mut().map(|c| Span { pos0: c.len(), n: 1, cache: &mut **c }).collect();
+        let mut spans: Vec<Span> = caches.iter_mut().map(|c| Span { pos0: c.len(), n: 1, cache: c }).collect();
         for li in 0..self.blocks.len() {
             self.run_block(li, &mut x, &mut spans, &mut ());
         }

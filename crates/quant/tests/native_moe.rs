@@ -231,7 +231,6 @@ fn gptq_rounds_each_expert_on_its_routed_tokens() {
     use lowbit_quant::grid::{Quantized, Target};
     use lowbit_quant::imatrix::MIN_EXPERT_TOKENS;
     use lowbit_quant::layerwise::{quantize_model, LayerwiseResult, Plan};
-    use lowbit_quant::native_export::Prepared;
     use std::collections::BTreeMap;
 
     let source = ModelSource::open(&fixture("tiny_mxfp4")).unwrap();
@@ -293,22 +292,7 @@ fn gptq_rounds_each_expert_on_its_routed_tokens() {
     assert!(gptq_error < 0.8 * rtn_error, "GPTQ {gptq_error} against round to nearest {rtn_error}");
 
     let out = std::env::temp_dir().join(format!("lowbit-native-moe-gptq-{}", std::process::id()));
-    let tensors: BTreeMap<String, _> = gptq
-        .tensors
-        .iter()
-        .map(|(name, q)| match q {
-            Quantized::Group(m) => (name.clone(), m.clone()),
-            other => panic!("{name}: {other:?}"),
-        })
-        .collect();
-    let prepared = Prepared {
-        method: "gptq".into(),
-        tensors,
-        palettes: BTreeMap::new(),
-        values: BTreeMap::new(),
-        act_scales: BTreeMap::new(),
-        details: serde_json::json!({}),
-    };
+    let prepared = group_prepared("gptq", &gptq, BTreeMap::new());
     export(&source, &out, &NativeScheme::Rtn(scheme), Some(&prepared), None, &|_, _| {}).unwrap();
     let native = ModelSource::open(&out).unwrap();
     for (name, m) in &prepared.tensors {
@@ -534,9 +518,8 @@ fn awq_folds_the_mlp_scale_through_the_router() {
 fn awq_searches_one_scale_for_the_experts_gate_up() {
     use lowbit_model::Site;
     use lowbit_quant::awq::AwqOptions;
-    use lowbit_quant::grid::{Quantized, Target};
+    use lowbit_quant::grid::Target;
     use lowbit_quant::layerwise::{quantize_model, LayerwiseResult, Plan};
-    use lowbit_quant::native_export::Prepared;
     use std::collections::BTreeMap;
 
     let source = ModelSource::open(&fixture("tiny_mxfp4")).unwrap();
@@ -603,22 +586,7 @@ fn awq_searches_one_scale_for_the_experts_gate_up() {
         // Rounding to nearest leaves the norms as the source has them: the outliers go in as changed values.
         let mut values = outliers.clone();
         values.extend(r.values.clone());
-        let tensors: BTreeMap<String, _> = r
-            .tensors
-            .iter()
-            .map(|(name, q)| match q {
-                Quantized::Group(m) => (name.clone(), m.clone()),
-                other => panic!("{name}: {other:?}"),
-            })
-            .collect();
-        let prepared = Prepared {
-            method: tag.into(),
-            tensors,
-            palettes: BTreeMap::new(),
-            values,
-            act_scales: BTreeMap::new(),
-            details: serde_json::json!({}),
-        };
+        let prepared = group_prepared(tag, r, values);
         let out = std::env::temp_dir().join(format!("lowbit-native-moe-{tag}-{}", std::process::id()));
         export(&source, &out, &NativeScheme::Rtn(scheme), Some(&prepared), None, &|_, _| {}).unwrap();
         let native = ModelSource::open(&out).unwrap();
@@ -635,4 +603,30 @@ fn awq_searches_one_scale_for_the_experts_gate_up() {
     let (awq_error, rtn_error) = (mse(build(&awq, "awq")), mse(build(&rtn, "rtn")));
     println!("mean squared logit error: AWQ {awq_error:.4}, round to nearest {rtn_error:.4}");
     assert!(awq_error <= rtn_error, "AWQ {awq_error} against round to nearest {rtn_error}");
+}
+
+/// What the export writes from a calibrated run whose every tensor is a group matrix, with `values` for the wide
+/// tensors it changed.
+fn group_prepared(
+    method: &str,
+    r: &lowbit_quant::layerwise::LayerwiseResult,
+    values: std::collections::BTreeMap<String, Vec<f32>>,
+) -> lowbit_quant::native_export::Prepared {
+    use lowbit_quant::grid::Quantized;
+    let tensors = r
+        .tensors
+        .iter()
+        .map(|(name, q)| match q {
+            Quantized::Group(m) => (name.clone(), m.clone()),
+            other => panic!("{name}: {other:?}"),
+        })
+        .collect();
+    lowbit_quant::native_export::Prepared {
+        method: method.into(),
+        tensors,
+        palettes: Default::default(),
+        values,
+        act_scales: Default::default(),
+        details: serde_json::json!({}),
+    }
 }

@@ -185,10 +185,11 @@ pub fn completion_text(prompt: &Prompt) -> Result<&str, ApiError> {
     }
 }
 
-/// Checks the sampling fields against the server's limits and the prompt's length.
-pub fn check(prompt: Vec<u32>, s: &Sampling, opts: &ServeOptions) -> Result<Checked, ApiError> {
+/// Checks the sampling fields against the server's limits and the prompt's length; `source` names the field the
+/// prompt came from (`messages`, `prompt`).
+pub fn check(prompt: Vec<u32>, source: &'static str, s: &Sampling, opts: &ServeOptions) -> Result<Checked, ApiError> {
     if prompt.is_empty() {
-        return Err(ApiError::invalid(Some("prompt"), "the prompt is empty"));
+        return Err(ApiError::invalid(Some(source), "the prompt is empty"));
     }
     if s.n.is_some_and(|n| n != 1) {
         return Err(ApiError::invalid(Some("n"), "this server generates one choice per request (n = 1)"));
@@ -196,7 +197,7 @@ pub fn check(prompt: Vec<u32>, s: &Sampling, opts: &ServeOptions) -> Result<Chec
     let ctx = opts.ctx;
     if prompt.len() >= ctx {
         return Err(ApiError::invalid(
-            Some("messages"),
+            Some(source),
             format!("the prompt has {} tokens; this model's context holds {ctx}", prompt.len()),
         )
         .with_code("context_length_exceeded"));

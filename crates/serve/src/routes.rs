@@ -268,7 +268,7 @@ async fn chat(State(app): Shared, raw: Result<Bytes, BytesRejection>) -> Result<
     let request: api::ChatRequest = api::parse(&body(raw)?)?;
     api::check_model(&request.model, &app.opts)?;
     let prompt = api::chat_prompt(&request.messages, app.template.as_ref(), &app.tokenizer)?;
-    let job = api::check(prompt, &request.sampling, &app.opts)?;
+    let job = api::check(prompt, "messages", &request.sampling, &app.opts)?;
     // A harmony model (GPT-OSS) answers in channels: the client gets the final one.
     let harmony = app.tokenizer.token_id("<|channel|>").is_some();
     answer(&app, Shape::new(&app, Kind::Chat), job, harmony).await
@@ -279,14 +279,14 @@ async fn completions(State(app): Shared, raw: Result<Bytes, BytesRejection>) -> 
     api::check_model(&request.model, &app.opts)?;
     let text = api::completion_text(&request.prompt)?;
     let prompt = api::encode(&app.tokenizer, text, app.tokenizer.adds_bos())?;
-    let job = api::check(prompt, &request.sampling, &app.opts)?;
+    let job = api::check(prompt, "prompt", &request.sampling, &app.opts)?;
     answer(&app, Shape::new(&app, Kind::Completion), job, false).await
 }
 
 async fn generate(State(app): Shared, raw: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let request: api::GenerateRequest = api::parse(&body(raw)?)?;
     let prompt = api::encode(&app.tokenizer, &request.prompt, app.tokenizer.adds_bos())?;
-    let job = api::check(prompt, &request.sampling, &app.opts)?;
+    let job = api::check(prompt, "prompt", &request.sampling, &app.opts)?;
     if job.stream {
         return Err(ApiError::invalid(Some("stream"), "/generate answers whole: stream with /v1/completions"));
     }
