@@ -126,6 +126,20 @@ impl Sampler {
         if p.temperature <= 0.0 {
             return argmax(&cand);
         }
+        if p.top_k == 0 && p.top_p >= 1.0 && p.min_p <= 0.0 {
+            // No cut: draw from every token in id order, without sorting the vocabulary (a few ms per token).
+            let max = cand.iter().fold(f32::NEG_INFINITY, |m, c| m.max(c.1));
+            let weights: Vec<f64> = cand.iter().map(|c| ((c.1 - max) as f64 / p.temperature as f64).exp()).collect();
+            let r = self.rng.next_f64() * weights.iter().sum::<f64>();
+            let mut acc = 0.0;
+            for (c, w) in cand.iter().zip(&weights) {
+                acc += w;
+                if r < acc {
+                    return c.0;
+                }
+            }
+            return cand.last().map_or(0, |c| c.0);
+        }
         // Descending by logit, ties by id, so the draw is reproducible.
         let by_logit = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         if p.top_k > 0 && p.top_k < cand.len() {
@@ -207,6 +221,23 @@ mod tests {
         assert_eq!(Sampler::new(params).sample(&logits, &[1, 1, 3]), 1);
         let bad = SamplingParams { presence_penalty: 2.5, ..Default::default() };
         assert!(bad.validate().is_err());
+    }
+
+    /// Without top-k, top-p or min-p the draw skips sorting; its frequencies still follow the softmax.
+    #[test]
+    fn an_uncut_draw_follows_the_softmax() {
+        let logits = [1.0f32, 0.0, 2.0, -1.0];
+        let params = SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, ..Default::default() };
+        let mut s = Sampler::new(params);
+        let mut counts = [0usize; 4];
+        let draws = 40_000;
+        (0..draws).for_each(|_| counts[s.sample(&logits, &[]) as usize] += 1);
+        let z: f64 = logits.iter().map(|&l| (l as f64).exp()).sum();
+        for (i, &c) in counts.iter().enumerate() {
+            let want = (logits[i] as f64).exp() / z;
+            let got = c as f64 / draws as f64;
+            assert!((got - want).abs() < 0.01, "token {i}: {got} against {want}");
+        }
     }
 
     #[test]

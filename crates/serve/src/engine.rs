@@ -41,12 +41,10 @@ struct Running {
 impl Running {
     /// The part of `text` the client sees: all of it, or a harmony reply's answer.
     fn visible(&mut self, text: &str, last: bool) -> String {
-        let Some(reader) = &mut self.reader else { return text.to_string() };
-        let mut parts = reader.push(text);
-        if last {
-            parts.extend(reader.finish());
+        match &mut self.reader {
+            Some(reader) => answer_text(reader, text, last),
+            None => text.to_string(),
         }
-        parts.into_iter().filter(|p| p.channel != "analysis" && p.channel != "commentary").map(|p| p.text).collect()
     }
 
     /// Samples a token and sends its text. Returns whether the job goes on.
@@ -71,6 +69,16 @@ impl Running {
         let _ = self.events.send(Event::Failed(why));
         false
     }
+}
+
+/// The answer's share of a piece of a harmony reply: its final channel's text (not the analysis, not tool calls);
+/// `last` flushes what the reader held back.
+fn answer_text(reader: &mut HarmonyReader, text: &str, last: bool) -> String {
+    let mut parts = reader.push(text);
+    if last {
+        parts.extend(reader.finish());
+    }
+    parts.into_iter().filter(|p| p.channel != "analysis" && p.channel != "commentary").map(|p| p.text).collect()
 }
 
 /// Starts the engine thread; returns the queue's sending end (`try_send` failing with `Full` means: answer 429).
@@ -125,5 +133,27 @@ fn run(model: &Model, tokenizer: &Tokenizer, mut jobs: mpsc::Receiver<Job>, max_
                 r.fail(e.to_string());
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reply streamed in pieces that split its markers: the client sees the final channel's text only.
+    #[test]
+    fn a_harmony_reply_gives_its_final_channel() {
+        let reply = "<|channel|>analysis<|message|>The user greets.<|end|><|start|>assistant<|channel|>commentary \
+                     to=functions.f<|message|>{}<|call|>";
+        let final_reply = "<|channel|>analysis<|message|>Greet back.<|end|><|start|>assistant<|channel|>final<|message|>Hello there!<|return|>";
+        let stream = |text: &str| -> String {
+            let mut reader = HarmonyReader::new();
+            let pieces: Vec<String> =
+                text.as_bytes().chunks(5).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+            let n = pieces.len();
+            pieces.iter().enumerate().map(|(i, p)| answer_text(&mut reader, p, i + 1 == n)).collect()
+        };
+        assert_eq!(stream(final_reply), "Hello there!");
+        assert_eq!(stream(reply), "", "analysis and a tool call are not the answer");
     }
 }

@@ -143,20 +143,54 @@ fn a_full_queue_answers_429() {
             .to_string()
     };
     // The first request is running once its first chunk arrives.
-    let mut running = TcpStream::connect(addr).unwrap();
-    running.write_all(&http("POST", "/v1/completions", &long(true))).unwrap();
-    let mut reader = BufReader::new(running.try_clone().unwrap());
-    let mut line = String::new();
-    while !line.starts_with("data: ") {
-        line.clear();
-        reader.read_line(&mut line).unwrap();
-    }
+    let _running = first_chunk(addr, &long(true));
     let mut waiting = TcpStream::connect(addr).unwrap();
     waiting.write_all(&http("POST", "/v1/completions", &long(false))).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let (status, body) = exchange(addr, &http("POST", "/v1/completions", &long(false)));
     assert_eq!(status, 429, "{body}");
     assert!(body.contains("rate_limit_error"), "{body}");
+}
+
+/// A streaming request that gets its first chunk: the stream to read on.
+fn first_chunk(addr: SocketAddr, body: &str) -> BufReader<TcpStream> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(&http("POST", "/v1/completions", body)).unwrap();
+    let mut reader = BufReader::new(s);
+    let mut line = String::new();
+    while !line.starts_with("data: ") {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+    }
+    reader
+}
+
+/// The status line of a request's answer, read as soon as it comes (a stream's comes once it is queued), and the
+/// connection, kept open.
+fn status_of(addr: SocketAddr, body: &str) -> (String, BufReader<TcpStream>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(&http("POST", "/v1/completions", body)).unwrap();
+    let mut line = String::new();
+    let mut reader = BufReader::new(s);
+    reader.read_line(&mut line).unwrap();
+    (line, reader)
+}
+
+/// One place to run and one to wait: a client that disconnects mid-stream gives its place up at its next token,
+/// so of the two requests sent after it, one runs and one waits, and neither is refused (had the first gone on,
+/// the third would get 429, as in `a_full_queue_answers_429`).
+#[test]
+fn a_client_that_leaves_frees_its_place() {
+    let Some(addr) = start(ServeOptions { max_batch: 1, queue: 1, ..options() }) else { return };
+    let long = serde_json::json!({ "model": MODEL, "prompt": "Once upon a time", "max_tokens": 400, "stream": true })
+        .to_string();
+    drop(first_chunk(addr, &long));
+    std::thread::sleep(Duration::from_millis(300));
+    let (second, _running) = status_of(addr, &long);
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+    std::thread::sleep(Duration::from_millis(300));
+    let (third, _waiting) = status_of(addr, &long);
+    assert!(third.starts_with("HTTP/1.1 200"), "{third}");
 }
 
 #[test]
