@@ -157,7 +157,8 @@ impl Sequence {
         if prompt.len() >= ctx {
             return Err(GenerateError::PromptTooLong { prompt: prompt.len(), ctx });
         }
-        let mut cache = model.new_cache(ctx)?;
+        // Room for the prompt and the answer, not the whole context: a server holds one cache per sequence.
+        let mut cache = model.new_cache(ctx.min(prompt.len().saturating_add(opts.max_tokens).saturating_add(1)))?;
         let start = Instant::now();
         let logits = model.forward(prompt, &mut cache, Logits::Last)?;
         Ok(Sequence {
