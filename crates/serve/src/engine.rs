@@ -49,6 +49,10 @@ impl Running {
 
     /// Samples a token and sends its text. Returns whether the job goes on.
     fn sample(&mut self, tokenizer: &Tokenizer) -> bool {
+        // A client gone shows here even while its tokens show nothing (a harmony model's analysis).
+        if self.events.is_closed() {
+            return false;
+        }
         let step = match self.seq.sample(tokenizer) {
             Ok(step) => step,
             Err(e) => return self.fail(e.to_string()),
