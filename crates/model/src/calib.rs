@@ -114,6 +114,12 @@ impl ExpertMatrix {
     }
 }
 
+/// Multiplies each input column `c` of the row-major matrix `w` (rows of `s.len()`) by `s[c]`: how a scale
+/// divided out of a projection's input is folded into its weight (AWQ).
+pub fn scale_columns(w: &mut [f32], s: &[f32]) {
+    w.chunks_exact_mut(s.len().max(1)).for_each(|row| row.iter_mut().zip(s).for_each(|(v, s)| *v *= s));
+}
+
 /// Sees the input of projections as the model runs: `x` is `[n, width]`, row per token.
 pub trait Observer {
     fn observe(&mut self, block: usize, site: Site, x: &[f32], n: usize);

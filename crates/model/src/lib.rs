@@ -13,7 +13,7 @@ pub mod quant_linear;
 pub mod rope;
 pub mod transformer;
 
-pub use calib::{ExpertMatrix, Observer, Part, Proj, Site};
+pub use calib::{scale_columns, ExpertMatrix, Observer, Part, Proj, Site};
 pub use embedding::Embedding;
 pub use error::ModelError;
 pub use group_linear::{GroupFactory, GroupLinear};

@@ -123,7 +123,8 @@ impl Moe {
     /// returns its new weight, `[experts, hidden]`.
     pub(crate) fn scale_router_inputs(&mut self, s: &[f32]) -> Vec<f32> {
         let (rows, cols) = (self.router.out_features(), self.router.in_features());
-        let w: Vec<f32> = self.router.weight().iter().enumerate().map(|(i, &v)| v * s[i % cols]).collect();
+        let mut w = self.router.weight().to_vec();
+        crate::calib::scale_columns(&mut w, s);
         self.router = DenseF32::new(w.clone().into(), rows, cols);
         w
     }

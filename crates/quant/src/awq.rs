@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use lowbit_formats::experts::ExpertStack;
 use lowbit_formats::source::ModelSource;
-use lowbit_model::{DenseF32, ExpertMatrix, KvCache, Linear, Model, Proj, Site};
+use lowbit_model::{scale_columns, DenseF32, ExpertMatrix, KvCache, Linear, Model, Proj, Site};
 use serde::Serialize;
 
 use crate::error::QuantError;
@@ -181,7 +181,8 @@ fn scales_for(m: &[f32], alpha: f32) -> Vec<f32> {
 
 /// `round(W·diag(s))·diag(1/s)`: the projection as the model computes it with scale `s` folded in and rounded.
 fn scaled_rounded(target: Target, w: &[f32], cols: usize, s: &[f32], name: &str) -> Result<Vec<f32>, QuantError> {
-    let scaled: Vec<f32> = w.iter().enumerate().map(|(i, &v)| v * s[i % cols]).collect();
+    let mut scaled = w.to_vec();
+    scale_columns(&mut scaled, s);
     let mut values =
         target.round_values(&scaled, cols).map_err(|what| QuantError::Tensor { tensor: name.into(), what })?;
     values.iter_mut().enumerate().for_each(|(i, v)| *v /= s[i % cols]);
@@ -360,7 +361,8 @@ pub fn apply(
         // A mixture of experts' block weights hold no gate and up.
         for p in f.site.projections() {
             let Some((rows, cols, w)) = weights.get(p) else { continue };
-            let scaled: Vec<f32> = w.iter().enumerate().map(|(i, &v)| v * s[i % cols]).collect();
+            let mut scaled = w.to_vec();
+            scale_columns(&mut scaled, s);
             weights.insert(*p, (*rows, *cols, scaled.into()));
         }
         if f.site == Site::MlpIn {

@@ -382,7 +382,7 @@ impl Driver<'_> {
                 }
                 let mut w = stack.expert_f32(self.source, e)?;
                 if let (ExpertMatrix::GateUp, Some(s)) = (m, gate_up_scales) {
-                    w.chunks_exact_mut(stack.cols).for_each(|row| row.iter_mut().zip(s).for_each(|(v, s)| *v *= s));
+                    lowbit_model::scale_columns(&mut w, s);
                 }
                 let gptq = self.plan.gptq.filter(|_| !thin);
                 let clip = self.plan.awq.filter(|o| o.clip && !thin).map(|o| o.grid / 2);

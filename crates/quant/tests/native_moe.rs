@@ -499,7 +499,7 @@ fn awq_folds_the_mlp_scale_through_the_router() {
     let stack = ExpertStack::named(&source, "blk.0.ffn_gate_up_exps.weight").unwrap();
     for e in 0..stack.experts {
         let mut w = stack.expert_f32(&source, e).unwrap();
-        w.chunks_exact_mut(d).for_each(|row| row.iter_mut().zip(&scales).for_each(|(v, s)| *v *= s));
+        lowbit_model::scale_columns(&mut w, &scales);
         let scaled = Box::new(DenseF32::new(w.into(), stack.rows, stack.cols));
         model.set_expert(0, ExpertMatrix::GateUp, e, scaled).unwrap();
     }

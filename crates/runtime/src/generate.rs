@@ -126,7 +126,7 @@ pub struct Step {
 /// ([`Sequence::advance`]) are separate steps, so a server can interleave many sequences, each with its own KV
 /// cache. [`generate`] is the loop of one.
 pub struct Sequence {
-    opts: GenerateOptions,
+    max_tokens: usize,
     cache: KvCache,
     sampler: Sampler,
     decoder: StreamDecoder,
@@ -162,7 +162,7 @@ impl Sequence {
         let start = Instant::now();
         let logits = model.forward(prompt, &mut cache, Logits::Last)?;
         Ok(Sequence {
-            opts: opts.clone(),
+            max_tokens: opts.max_tokens,
             cache,
             sampler: Sampler::new(opts.sampling.clone()),
             decoder: StreamDecoder::with_context(tokenizer, prompt)?,
@@ -197,7 +197,7 @@ impl Sequence {
     }
 
     fn next_piece(&mut self, tokenizer: &Tokenizer) -> Result<(String, Option<FinishReason>), GenerateError> {
-        if self.generated.len() >= self.opts.max_tokens {
+        if self.generated.len() >= self.max_tokens {
             return Ok((String::new(), Some(FinishReason::Length)));
         }
         let next = self.sampler.sample(&self.logits, &self.history);
@@ -217,7 +217,7 @@ impl Sequence {
             }
             shown = text;
         }
-        if self.generated.len() >= self.opts.max_tokens {
+        if self.generated.len() >= self.max_tokens {
             return Ok((shown, Some(FinishReason::Length)));
         }
         if self.cache.len() + 1 > self.cache.capacity() {
@@ -237,11 +237,6 @@ impl Sequence {
             (Some(&last), None) => Ok(last),
             _ => Err(GenerateError::Sampling("advance after the sequence ended or before it sampled".into())),
         }
-    }
-
-    /// Why the sequence ended, once it has.
-    pub fn finish(&self) -> Option<FinishReason> {
-        self.finish
     }
 
     pub fn prompt_tokens(&self) -> usize {

@@ -126,40 +126,29 @@ impl Sampler {
         if p.temperature <= 0.0 {
             return argmax(&cand);
         }
-        if p.top_k == 0 && p.top_p >= 1.0 && p.min_p <= 0.0 {
-            // No cut: draw from every token in id order, without sorting the vocabulary (a few ms per token).
-            let max = cand.iter().fold(f32::NEG_INFINITY, |m, c| m.max(c.1));
-            let weights: Vec<f64> = cand.iter().map(|c| ((c.1 - max) as f64 / p.temperature as f64).exp()).collect();
-            let r = self.rng.next_f64() * weights.iter().sum::<f64>();
-            let mut acc = 0.0;
-            for (c, w) in cand.iter().zip(&weights) {
-                acc += w;
-                if r < acc {
-                    return c.0;
-                }
+        // Only a cut needs the vocabulary sorted (a few ms a token); without one the draw runs in id order.
+        if p.top_k > 0 || p.top_p < 1.0 || p.min_p > 0.0 {
+            // Descending by logit, ties by id, so the draw is reproducible.
+            let by_logit = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+            if p.top_k > 0 && p.top_k < cand.len() {
+                cand.select_nth_unstable_by(p.top_k - 1, by_logit);
+                cand.truncate(p.top_k);
             }
-            return cand.last().map_or(0, |c| c.0);
-        }
-        // Descending by logit, ties by id, so the draw is reproducible.
-        let by_logit = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-        if p.top_k > 0 && p.top_k < cand.len() {
-            cand.select_nth_unstable_by(p.top_k - 1, by_logit);
-            cand.truncate(p.top_k);
-        }
-        cand.sort_unstable_by(by_logit);
-        let probs = softmax(&cand, 1.0);
-        if p.top_p < 1.0 {
-            let mut acc = 0.0;
-            let keep = probs.iter().position(|&q| {
-                acc += q;
-                acc >= p.top_p as f64
-            });
-            cand.truncate(keep.map_or(cand.len(), |i| i + 1));
-        }
-        if p.min_p > 0.0 {
-            let floor = probs[0] * p.min_p as f64;
-            let keep = probs.iter().take(cand.len()).take_while(|&&q| q >= floor).count().max(1);
-            cand.truncate(keep);
+            cand.sort_unstable_by(by_logit);
+            let probs = softmax(&cand, 1.0);
+            if p.top_p < 1.0 {
+                let mut acc = 0.0;
+                let keep = probs.iter().position(|&q| {
+                    acc += q;
+                    acc >= p.top_p as f64
+                });
+                cand.truncate(keep.map_or(cand.len(), |i| i + 1));
+            }
+            if p.min_p > 0.0 {
+                let floor = probs[0] * p.min_p as f64;
+                let keep = probs.iter().take(cand.len()).take_while(|&&q| q >= floor).count().max(1);
+                cand.truncate(keep);
+            }
         }
         let probs = softmax(&cand, p.temperature);
         let r = self.rng.next_f64();
@@ -184,9 +173,9 @@ fn argmax(cand: &[(u32, f32)]) -> u32 {
     best.0
 }
 
-/// Probabilities of `cand` (sorted best first) at temperature `t`, in f64.
+/// Probabilities of `cand` at temperature `t`, in f64.
 fn softmax(cand: &[(u32, f32)], t: f32) -> Vec<f64> {
-    let max = cand.first().map_or(0.0, |c| c.1 as f64);
+    let max = cand.iter().fold(f64::NEG_INFINITY, |m, c| m.max(c.1 as f64));
     let e: Vec<f64> = cand.iter().map(|c| ((c.1 as f64 - max) / t as f64).exp()).collect();
     let sum: f64 = e.iter().sum();
     e.iter().map(|v| v / sum).collect()
