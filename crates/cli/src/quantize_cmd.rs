@@ -1,18 +1,22 @@
 //! `lowbit quantize`: write a model in another storage format.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
+use lowbit_formats::config::Arch;
+use lowbit_formats::gguf::GgufFile;
+use lowbit_formats::gguf_convert::convert_gpt_oss;
 use lowbit_formats::source::ModelSource;
 use lowbit_quant::gguf_export::ImatrixInput;
 use lowbit_quant::FileType;
+use lowbit_runtime::tokenizer::Tokenizer;
 
 use crate::table::{thousands, Table};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A GGUF model (any model with --method and no --type).
+    /// A GGUF model, or a Hugging Face GPT-OSS directory with --type (any model with --method and no --type).
     model: PathBuf,
     /// Output file (a directory with --method and no --type).
     #[arg(long, short = 'o')]
@@ -53,9 +57,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let native_moe = (args.native.method.as_deref().is_some_and(|m| per_expert.contains(&m))
         || args.native.target.is_some())
         && args.ftype.is_none();
-    if !native_moe && ModelSource::open(&args.model)?.config()?.moe.is_some() {
+    let gguf_types = args.ftype.is_some() && args.native.method.is_none();
+    if !native_moe && !gguf_types && ModelSource::open(&args.model)?.config()?.moe.is_some() {
         anyhow::bail!(
-            "{}: mixture-of-experts models (GPT-OSS) are quantized with --method {} or a --target into a native directory so far",
+            "{}: mixture-of-experts models (GPT-OSS) are quantized with --method {} or a --target into a native directory, or with --type alone into GGUF",
             args.model.display(),
             per_expert.join(", ")
         );
@@ -93,8 +98,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return crate::native_quantize::run(&args.model, &args.out, &args.native, imatrix.map(|i| i.matrix).as_ref());
     };
     let source = ModelSource::open(&args.model)?;
-    let Some(gguf) = source.gguf() else {
-        anyhow::bail!("{}: GGUF output is made from a GGUF model so far", args.model.display());
+    let converted = match source.gguf() {
+        Some(_) => None,
+        None => Some(Converted::new(&source, &args.out)?),
+    };
+    let Some(gguf) = converted.as_ref().map(|c| &c.file).or(source.gguf()) else {
+        anyhow::bail!("{}: no GGUF to export", args.model.display());
     };
     let bar = ProgressBar::new(gguf.tensors().len() as u64)
         .with_style(ProgressStyle::with_template("{bar:30} {pos}/{len} tensors  {msg}  [{elapsed} < {eta}]")?);
@@ -116,4 +125,58 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     t.row(vec!["total".into(), summary.tensors.to_string(), thousands(summary.bytes)]);
     print!("{}", t.render());
     Ok(())
+}
+
+/// A Hugging Face GPT-OSS directory converted to GGUF as llama.cpp's converter would (every float kept, MXFP4 experts
+/// repacked), beside the output while the export re-quantizes it, as llama-quantize follows the converter; removed
+/// when dropped.
+struct Converted {
+    file: GgufFile,
+    path: PathBuf,
+}
+
+impl Converted {
+    fn new(source: &ModelSource, out: &Path) -> anyhow::Result<Converted> {
+        let model = source.path();
+        if source.config()?.arch != Arch::GptOss || !matches!(source, ModelSource::Hf(_)) {
+            anyhow::bail!(
+                "{}: GGUF output is made from a GGUF model or a Hugging Face GPT-OSS directory so far",
+                model.display()
+            );
+        }
+        let template = crate::load::tokenizer_for(source).ok().and_then(|t| t.chat_template().map(str::to_string));
+        let vocab = Tokenizer::o200k_harmony_gguf(template)?;
+        let file_name = out.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let path = out.with_file_name(format!(".{file_name}.converted.gguf"));
+        let name = model.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let n = source.tensor_names().len() as u64;
+        let bar = ProgressBar::new(n).with_style(ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} tensors  converting {msg}  [{elapsed} < {eta}]",
+        )?);
+        let done = convert_gpt_oss(source, &vocab, &name, &path, &|i, t| {
+            bar.set_position(i as u64);
+            bar.set_message(t.to_string());
+        })
+        .with_context(|| format!("converting {} to GGUF", model.display()))?;
+        bar.finish_and_clear();
+        println!(
+            "{} -> GGUF as llama.cpp converts it: {} tensors, {} bytes",
+            model.display(),
+            done.tensors,
+            thousands(done.bytes)
+        );
+        match GgufFile::open(&path) {
+            Ok(file) => Ok(Converted { file, path }),
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                Err(e.into())
+            }
+        }
+    }
+}
+
+impl Drop for Converted {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }

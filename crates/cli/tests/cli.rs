@@ -458,12 +458,19 @@ fn a_profile_build_matches_its_prediction() {
 /// them half. (The tiny fixture has no tokenizer, so the calibrated methods stop at reading the calibration text:
 /// past the refusal. The quantizer's tests run them, and `accept_builds_and_validates_a_mixture_of_experts` below.)
 #[test]
-fn quantize_refuses_gguf_types_for_a_mixture_of_experts_model() {
+fn quantize_writes_a_mixture_of_experts_per_expert_and_to_gguf() {
     let scratch = Scratch::new("moe-refused");
     let out = scratch.0.join("out");
     let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/gpt-oss-tiny/tiny_f32");
     let out_arg = out.to_str().unwrap();
-    refuses(&["quantize", model, "--type", "Q4_K_M", "-o", out_arg], &out, "mixture-of-experts");
+    refuses(&["quantize", model, "--method", "gptq", "--type", "Q4_K_M", "-o", out_arg], &out, "mixture-of-experts");
+    // GGUF: converted as llama.cpp converts GPT-OSS, then re-quantized; the converted file beside it goes.
+    let gguf = scratch.0.join("tiny.gguf");
+    lowbit(&["quantize", model, "--type", "Q8_0", "-o", gguf.to_str().unwrap()]);
+    let files: Vec<_> = std::fs::read_dir(&scratch.0).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(files, [std::ffi::OsString::from("tiny.gguf")]);
+    let shown = lowbit(&["inspect", gguf.to_str().unwrap()]);
+    assert!(shown.contains("blk.1.ffn_up_exps.weight") && shown.contains("Q8_0"), "{shown}");
     let methods: [&[&str]; 3] = [
         &["--method", "rtn", "--bits", "8", "--group", "32"],
         &["--method", "nf4"],

@@ -131,6 +131,7 @@ impl ModelConfig {
             "llama" | "mistral" => Arch::Llama,
             "qwen2" => Arch::Qwen2,
             "gemma3" => Arch::Gemma3,
+            GPT_OSS_GGUF => Arch::GptOss,
             other => {
                 return Err(FormatError::Unsupported {
                     path: path.to_path_buf(),
@@ -209,6 +210,44 @@ impl ModelConfig {
             cfg.embedding_scale = Some((hidden_size as f32).sqrt());
             cfg.activation = Activation::GeluTanh;
         }
+        if arch == Arch::GptOss {
+            // llama.cpp's gpt-oss: experts have their own width, YaRN comes from the rope.scaling keys with
+            // transformers' default betas.
+            cfg.layer_attention = gguf_gpt_oss_layers(n_layers, usize_key("attention.sliding_window")?);
+            cfg.intermediate_size = usize_key("expert_feed_forward_length")?;
+            let n_experts = usize_key("expert_count")?;
+            let experts_per_token = usize_key("expert_used_count")?;
+            if n_experts == 0 || experts_per_token == 0 || experts_per_token > n_experts {
+                return Err(err(format!("{experts_per_token} of {n_experts} experts per token")));
+            }
+            cfg.moe = Some(MoeConfig { n_experts, experts_per_token });
+            if file.get_str(&key("rope.scaling.type"))? != "yarn" {
+                return Err(err("rope.scaling.type must be \"yarn\" for gpt-oss".into()));
+            }
+            let factor = file.get_f32(&key("rope.scaling.factor"))?;
+            if factor <= 1.0 {
+                return Err(err(format!("rope.scaling.factor {factor} does not extend the context")));
+            }
+            cfg.yarn = Some(YarnConfig {
+                factor,
+                original_context: usize_key("rope.scaling.original_context_length")?,
+                beta_fast: file.get_f32(&key("rope.scaling.yarn_beta_fast")).unwrap_or(32.0),
+                beta_slow: file.get_f32(&key("rope.scaling.yarn_beta_slow")).unwrap_or(1.0),
+            });
+            cfg.rope_style = RopeStyle::Neox;
+            cfg.qkv_bias = true;
+            cfg.attention_sinks = true;
+        }
         Ok(cfg)
     }
+}
+
+/// llama.cpp's architecture name for GPT-OSS (`LLM_ARCH_OPENAI_MOE`).
+pub const GPT_OSS_GGUF: &str = "gpt-oss";
+
+/// The attention of a GGUF gpt-oss model's layers: llama.cpp slides over `window` on even layers
+/// (`load_swa_pattern(ml, 2)`) and attends fully on odd ones.
+pub fn gguf_gpt_oss_layers(n_layers: usize, window: usize) -> Vec<AttentionKind> {
+    let kind = |i: usize| if i.is_multiple_of(2) { AttentionKind::Sliding { window } } else { AttentionKind::Full };
+    (0..n_layers).map(kind).collect()
 }

@@ -2,8 +2,10 @@
 //!
 //! A stack `blk.N.ffn_{gate_up,down}_exps` holds one matrix per expert. Hugging Face checkpoints store it as
 //! MXFP4 halves (`.blocks` U8 `[experts, rows, cols/32, 16]`, `.scales` U8 `[experts, rows, cols/32]`) or as
-//! `.weight` in transformers' orientation `[experts, cols, rows]` (`x @ W`); lowbit's native directories store
-//! `.weight` as Linear weights, `[experts, rows, cols]`. [`ExpertStack::expert_f32`] gives expert `e` as a
+//! `.weight` in transformers' orientation `[experts, cols, rows]` (`x @ W`); lowbit's native directories and GGUF
+//! files store `.weight` as Linear weights, `[experts, rows, cols]`. GGUF files (llama.cpp's converter) split the
+//! fused gate/up stack into `ffn_gate_exps` and `ffn_up_exps`; seen through the fused name, their rows interleave
+//! again (gate row i is fused row 2i, up row i is 2i + 1). [`ExpertStack::expert_f32`] gives expert `e` as a
 //! row-major `[rows, cols]` Linear weight whatever the storage, so that quantizers and loaders hold one expert
 //! at a time.
 
@@ -27,6 +29,8 @@ pub enum StackStorage {
     Nf4 { tensor: String },
     /// A native directory's palettized stack (its rows, expert after expert, no palette shared by two).
     Palette { tensor: String },
+    /// A GGUF file's gate and up stacks (`[experts, ff, cols]` each, one storage type) read as the fused one.
+    SplitGateUp { gate: String, up: String, dtype: DType },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,7 +79,7 @@ impl ExpertStack {
             ModelSource::Native(_) if source.group_view(name).is_some() => (a, b, StackStorage::Group { tensor }),
             ModelSource::Native(_) if source.nf4_stack(name).is_some() => (a, b, StackStorage::Nf4 { tensor }),
             ModelSource::Native(_) if source.palette_view(name).is_some() => (a, b, StackStorage::Palette { tensor }),
-            ModelSource::Native(_) => (a, b, StackStorage::Rows { tensor, dtype }),
+            ModelSource::Native(_) | ModelSource::Gguf(_) => (a, b, StackStorage::Rows { tensor, dtype }),
             _ => (b, a, StackStorage::Transposed { tensor, dtype }),
         };
         Ok(Some(ExpertStack { name: name.to_string(), experts, rows, cols, storage }))
@@ -84,11 +88,59 @@ impl ExpertStack {
     /// The stack whose canonical weight name is `weight` (`blk.3.ffn_down_exps.weight`), stored either way.
     pub fn named(source: &ModelSource, weight: &str) -> Result<ExpertStack> {
         let blocks = weight.strip_suffix(".weight").map(|base| format!("{base}.blocks"));
+        let names = source.tensor_names();
         let first = match blocks {
-            Some(b) if source.tensor_names().contains(&b.as_str()) => b,
+            Some(b) if names.contains(&b.as_str()) => b,
             _ => weight.to_string(),
         };
+        if let Some(block) =
+            weight.strip_suffix(".ffn_gate_up_exps.weight").filter(|_| !names.contains(&first.as_str()))
+        {
+            return ExpertStack::split_gate_up(source, weight, block);
+        }
         ExpertStack::of(source, &first)?.ok_or_else(|| FormatError::MissingTensor(weight.to_string()))
+    }
+
+    /// The fused stack `weight` made of a GGUF file's `{block}.ffn_gate_exps.weight` and `{block}.ffn_up_exps.weight`.
+    fn split_gate_up(source: &ModelSource, weight: &str, block: &str) -> Result<ExpertStack> {
+        let (gate, up) = (format!("{block}.ffn_gate_exps.weight"), format!("{block}.ffn_up_exps.weight"));
+        let (g, u) = (source.tensor(&gate)?, source.tensor(&up)?);
+        let [experts, ff, cols] = g.shape[..] else {
+            return Err(FormatError::Invalid(format!("tensor {gate}: expert stack of shape {:?}", g.shape)));
+        };
+        if (u.shape.as_slice(), u.dtype) != (g.shape.as_slice(), g.dtype) {
+            return Err(FormatError::Invalid(format!(
+                "tensors {gate} ({} {:?}) and {up} ({} {:?}) differ",
+                g.dtype, g.shape, u.dtype, u.shape
+            )));
+        }
+        let storage = StackStorage::SplitGateUp { gate, up, dtype: g.dtype };
+        Ok(ExpertStack { name: weight.to_string(), experts, rows: 2 * ff, cols, storage })
+    }
+
+    /// Expert `e` in its storage type, rows outermost: the bytes of a `[rows, cols]` matrix of that type, for
+    /// stacks stored as rows (`Rows`, `SplitGateUp`); `None` for other storage.
+    pub fn expert_rows(&self, source: &ModelSource, e: usize) -> Result<Option<(DType, Vec<u8>)>> {
+        if e >= self.experts {
+            return Err(FormatError::Invalid(format!("{}: expert {e} of {}", self.name, self.experts)));
+        }
+        let part = |tensor: &str| -> Result<Vec<u8>> {
+            let t = source.tensor(tensor)?;
+            let per = t.data.len() / self.experts;
+            let bytes = t.data[e * per..(e + 1) * per].to_vec();
+            source.release(&crate::source::TensorRef { data: &t.data[e * per..(e + 1) * per], ..t.clone() });
+            Ok(bytes)
+        };
+        match &self.storage {
+            StackStorage::Rows { tensor, dtype } => Ok(Some((*dtype, part(tensor)?))),
+            StackStorage::SplitGateUp { gate, up, dtype } => {
+                let (g, u) = (part(gate)?, part(up)?);
+                let row = g.len() / (self.rows / 2);
+                let fused = g.chunks_exact(row).zip(u.chunks_exact(row)).flat_map(|(a, b)| a.iter().chain(b)).copied();
+                Ok(Some((*dtype, fused.collect())))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Expert `e`'s weight, row-major `[rows, cols]`. Tells the source its bytes may leave memory afterwards.
@@ -128,6 +180,10 @@ impl ExpertStack {
                 Ok(stack.expert(e)?.dequantize())
             }
             StackStorage::Palette { .. } => Ok(self.palette_expert(source, e)?.dequantize()),
+            StackStorage::SplitGateUp { dtype, .. } => {
+                let bytes = self.expert_rows(source, e)?.map(|(_, b)| b).unwrap_or_default();
+                Ok(dequantize(*dtype, &bytes, n)?)
+            }
             StackStorage::Rows { tensor, dtype } | StackStorage::Transposed { tensor, dtype } => {
                 let (t, r) = slice(tensor)?;
                 let raw = dequantize(*dtype, &t.data[r.clone()], n)?;

@@ -12,6 +12,8 @@ pub mod dtype;
 pub mod error;
 pub mod experts;
 pub mod gguf;
+pub mod gguf_convert;
+pub mod gguf_tokenizer;
 pub mod gguf_write;
 pub mod hf_config;
 pub mod layout;

@@ -59,7 +59,7 @@ impl Moe {
             router: DenseF32::new(router.into(), e, d),
             router_bias: l.vector(&n("ffn_gate_inp.bias"), e)?,
             gate_up: experts(l, &n("ffn_gate_up_exps"), e, 2 * ff, d)?,
-            gate_up_bias: l.vector(&n("ffn_gate_up_exps.bias"), e * 2 * ff)?,
+            gate_up_bias: gate_up_bias(l, block, e * 2 * ff)?,
             down: experts(l, &n("ffn_down_exps"), e, d, ff)?,
             down_bias: l.vector(&n("ffn_down_exps.bias"), e * d)?,
             top_k: moe.experts_per_token,
@@ -167,9 +167,21 @@ fn swiglu(gate: f32, up: f32) -> f32 {
     g / (1.0 + (-SWIGLU_ALPHA * g).exp()) * (u + 1.0)
 }
 
+/// `[experts, 2·ff]` with gate and up interleaved as in the fused matrix: the fused tensor, or a GGUF file's gate and
+/// up biases (`[experts, ff]` each).
+fn gate_up_bias(l: &Loader, block: usize, len: usize) -> Result<Vec<f32>, ModelError> {
+    let fused = format!("blk.{block}.ffn_gate_up_exps.bias");
+    if l.source.tensor_names().contains(&fused.as_str()) {
+        return l.vector(&fused, len);
+    }
+    let gate = l.vector(&format!("blk.{block}.ffn_gate_exps.bias"), len / 2)?;
+    let up = l.vector(&format!("blk.{block}.ffn_up_exps.bias"), len / 2)?;
+    Ok(gate.iter().zip(&up).flat_map(|(&g, &u)| [g, u]).collect())
+}
+
 /// One `Linear` per expert of the stack `base` (`{base}.blocks`/`.scales` in MXFP4, or `{base}.weight`), each
 /// `rows`×`cols`. MXFP4 stays in the file's mapped pages, a native group stack keeps its format, anything else
-/// goes through the factory one expert at a time.
+/// (a GGUF file's experts among them) goes through the factory one expert at a time.
 fn experts(l: &Loader, base: &str, e: usize, rows: usize, cols: usize) -> Result<Vec<Box<dyn Linear>>, ModelError> {
     let stack = ExpertStack::named(l.source, &format!("{base}.weight"))?;
     if (stack.experts, stack.rows, stack.cols) != (e, rows, cols) {
@@ -224,9 +236,13 @@ fn experts(l: &Loader, base: &str, e: usize, rows: usize, cols: usize) -> Result
             .collect(),
         _ => (0..e)
             .map(|i| {
-                let bytes: Vec<u8> = stack.expert_f32(l.source, i)?.iter().flat_map(|v| v.to_le_bytes()).collect();
-                let t = TensorRef { name: &stack.name, dtype: DType::F32, shape: vec![rows, cols], data: &bytes };
-                Ok(l.factory.build(&t)?)
+                // Row-stored experts keep their storage type (a GGUF file's blocks); transposed ones become f32 rows.
+                let (dtype, bytes) = match stack.expert_rows(l.source, i)? {
+                    Some(rows) => rows,
+                    None => (DType::F32, stack.expert_f32(l.source, i)?.iter().flat_map(|v| v.to_le_bytes()).collect()),
+                };
+                let name = format!("{}[{i}]", stack.name);
+                Ok(l.factory.build(&TensorRef { name: &name, dtype, shape: vec![rows, cols], data: &bytes })?)
             })
             .collect(),
     }

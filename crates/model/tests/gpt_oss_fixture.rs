@@ -14,7 +14,10 @@
 
 use std::path::{Path, PathBuf};
 
+use lowbit_formats::gguf_convert::convert_gpt_oss;
+use lowbit_formats::gguf_tokenizer::{BpeVocab, TOKEN_NORMAL};
 use lowbit_formats::source::ModelSource;
+use lowbit_formats::DType;
 use lowbit_model::{F32Factory, LinearFactory, Logits, Model, NativeFactory, Site};
 
 const ATOL: f32 = 1e-4;
@@ -99,8 +102,13 @@ fn greedy(model: &Model, prompt: &[u32], steps: usize) -> Vec<u32> {
 /// (name, max |error|, max |golden|) of every golden tensor against `factory`'s build; checks the greedy
 /// tokens exactly.
 fn errors(variant: &str, factory: &dyn LinearFactory) -> Vec<(String, f32, f32)> {
+    errors_of(&fixture(variant), variant, factory)
+}
+
+/// [`errors`] of the model at `path`, against `variant`'s goldens.
+fn errors_of(path: &Path, variant: &str, factory: &dyn LinearFactory) -> Vec<(String, f32, f32)> {
     let golden = Golden::open(variant);
-    let source = ModelSource::open(&fixture(variant)).unwrap();
+    let source = ModelSource::open(path).unwrap();
     let model = Model::load(&source, factory).unwrap();
     let ids = golden.tokens("input_ids");
     let mut cache = model.new_cache(ids.len()).unwrap();
@@ -126,6 +134,51 @@ fn reference_matches(variant: &str) {
     for (name, err, _) in errors(variant, &F32Factory) {
         assert!(err <= ATOL, "{variant} {name}: {err:e} > {ATOL:e}");
     }
+}
+
+/// The fixture converted to GGUF as llama.cpp lays GPT-OSS out (gate and up experts split, MXFP4 in ggml's
+/// blocks), read back by the GGUF loader, against the same goldens. The tokenizer is a stand-in of the
+/// fixture's 512 ids: the model never reads it.
+fn gguf_matches(variant: &str) {
+    let vocab = BpeVocab {
+        pre: "gpt-4o".into(),
+        tokens: (0..512).map(|i| format!("t{i}")).collect(),
+        token_types: vec![TOKEN_NORMAL; 512],
+        merges: Vec::new(),
+        bos: Some(0),
+        eos: Some(2),
+        pad: Some(1),
+        add_bos: false,
+        chat_template: None,
+    };
+    let out = std::env::temp_dir().join(format!("lowbit-gpt-oss-{variant}-{}.gguf", std::process::id()));
+    let source = ModelSource::open(&fixture(variant)).unwrap();
+    convert_gpt_oss(&source, &vocab, variant, &out, &|_, _| {}).unwrap();
+    let file = ModelSource::open(&out).unwrap();
+    let names = file.tensor_names();
+    assert!(names.contains(&"blk.1.ffn_gate_exps.weight") && !names.iter().any(|n| n.contains("gate_up")));
+    let experts = file.tensor("blk.0.ffn_up_exps.weight").unwrap().dtype;
+    assert_eq!(experts, if variant == "tiny_mxfp4" { DType::MXFP4 } else { DType::F32 });
+    let (reference, native) =
+        (errors_of(&out, variant, &F32Factory), errors_of(&out, variant, &NativeFactory::default()));
+    std::fs::remove_file(&out).unwrap();
+    for (name, err, _) in reference {
+        assert!(err <= ATOL, "{variant} as GGUF {name}: {err:e} > {ATOL:e}");
+    }
+    // The native runtime multiplies ggml's MXFP4 blocks by int8 activations (the experts' QuantLinear).
+    for (name, err, mag) in native {
+        assert!(err <= NATIVE_REL * mag, "{variant} as GGUF, native {name}: {err:e} > {NATIVE_REL} × {mag}");
+    }
+}
+
+#[test]
+fn tiny_f32_as_gguf_matches_transformers() {
+    gguf_matches("tiny_f32");
+}
+
+#[test]
+fn tiny_mxfp4_as_gguf_matches_transformers() {
+    gguf_matches("tiny_mxfp4");
 }
 
 #[test]

@@ -107,7 +107,7 @@ impl Importance {
     /// The per-column weights of tensor `name` with `cols` columns and `n_mat` matrices (experts), as llama-quantize
     /// derives them; `None` when the matrix has no entry (it is then quantized unweighted, as llama-quantize does).
     pub fn weights(&self, name: &str, cols: usize, n_mat: usize) -> Result<Option<Vec<f32>>, ImatrixError> {
-        let Some(e) = self.entries.get(name) else { return Ok(None) };
+        let Some(e) = self.entry(name) else { return Ok(None) };
         if e.sum2.len() != cols * n_mat {
             return Err(ImatrixError::Columns {
                 tensor: name.to_string(),
@@ -124,6 +124,16 @@ impl Importance {
         Ok(Some(w))
     }
 
+    /// The entry of tensor `name`. A GGUF file's gate and up expert stacks (llama.cpp splits GPT-OSS's fused one)
+    /// read the fused stack's entry: they share its input.
+    fn entry(&self, name: &str) -> Option<&Entry> {
+        self.entries.get(name).or_else(|| {
+            let block =
+                name.strip_suffix(".ffn_gate_exps.weight").or_else(|| name.strip_suffix(".ffn_up_exps.weight"))?;
+            self.entries.get(&format!("{block}.ffn_gate_up_exps.weight"))
+        })
+    }
+
     /// Per expert of the stack `name` (`experts` matrices of `cols` columns): its weights, or `None` for an expert
     /// that saw fewer than [`MIN_EXPERT_TOKENS`] routed tokens (quantized unweighted); `None` when the stack has no
     /// entry.
@@ -134,7 +144,7 @@ impl Importance {
         experts: usize,
     ) -> Result<Option<Vec<Option<Vec<f32>>>>, ImatrixError> {
         let Some(all) = self.weights(name, cols, experts)? else { return Ok(None) };
-        let counts = &self.entries[name].counts;
+        let Some(Entry { counts, .. }) = self.entry(name) else { return Ok(None) };
         Ok(Some(
             all.chunks_exact(cols)
                 .enumerate()
@@ -146,10 +156,18 @@ impl Importance {
     /// Checks that every entry names a tensor of the model (`tensors`: name, columns, matrices).
     pub fn check_against(&self, tensors: &[(&str, usize, usize)]) -> Result<(), ImatrixError> {
         for name in self.entries.keys() {
-            let Some(&(_, cols, n_mat)) = tensors.iter().find(|t| t.0 == name) else {
+            // A fused gate/up stack's entry serves a GGUF file's split gate and up stacks.
+            let block = name.strip_suffix(".ffn_gate_up_exps.weight");
+            let split = block.map(|b| [format!("{b}.ffn_gate_exps.weight"), format!("{b}.ffn_up_exps.weight")]);
+            let named =
+                |t: &&(&str, usize, usize)| t.0 == name || split.as_ref().is_some_and(|s| s.iter().any(|n| n == t.0));
+            let found: Vec<_> = tensors.iter().filter(named).collect();
+            if found.is_empty() {
                 return Err(ImatrixError::UnknownTensor(name.clone()));
-            };
-            self.weights(name, cols, n_mat)?;
+            }
+            for &&(tensor, cols, n_mat) in &found {
+                self.weights(tensor, cols, n_mat)?;
+            }
         }
         Ok(())
     }
@@ -384,6 +402,30 @@ mod tests {
         let model = [("blk.0.attn_q.weight", 4, 1), ("blk.0.ffn_down_exps.weight", 2, 2)];
         m.check_against(&model).unwrap();
         assert!(matches!(m.check_against(&model[..1]), Err(ImatrixError::UnknownTensor(_))));
+    }
+
+    /// The fused gate/up stack's entry weighs a GGUF file's split gate and up stacks (llama.cpp's GPT-OSS layout).
+    #[test]
+    fn a_fused_gate_up_entry_serves_the_split_stacks() {
+        let entry = Entry { sum2: vec![2.0, 4.0, 6.0, 8.0], counts: vec![2, 1] };
+        let m = Importance {
+            entries: BTreeMap::from([("blk.3.ffn_gate_up_exps.weight".to_string(), entry)]),
+            datasets: Vec::new(),
+            chunk_count: 1,
+            chunk_size: 4,
+        };
+        for half in ["gate", "up"] {
+            let name = format!("blk.3.ffn_{half}_exps.weight");
+            assert_eq!(m.weights(&name, 2, 2).unwrap().unwrap(), [1.0, 2.0, 6.0, 8.0]);
+        }
+        assert_eq!(m.weights("blk.4.ffn_up_exps.weight", 2, 2).unwrap(), None);
+        let split = [("blk.3.ffn_gate_exps.weight", 2, 2), ("blk.3.ffn_up_exps.weight", 2, 2)];
+        m.check_against(&split).unwrap();
+        assert!(matches!(m.check_against(&[("blk.3.ffn_up_exps.weight", 4, 2)]), Err(ImatrixError::Columns { .. })));
+        assert!(matches!(
+            m.check_against(&[("blk.3.ffn_down_exps.weight", 2, 2)]),
+            Err(ImatrixError::UnknownTensor(_))
+        ));
     }
 
     fn legacy(entries: &[(&str, i32, &[f32])], trailer: Option<(i32, &str)>) -> Vec<u8> {

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use lowbit_formats::error::FormatError;
 use lowbit_formats::gguf::GgufFile;
+use lowbit_formats::gguf_tokenizer::BpeVocab;
 
 pub use stream::StreamDecoder;
 
@@ -117,6 +118,11 @@ impl Tokenizer {
     pub fn o200k_harmony(chat_template: Option<String>) -> Result<Tokenizer> {
         let parts = harmony::o200k_harmony()?;
         Ok(Self::assemble(Parts { chat_template, ..parts }))
+    }
+
+    /// [`Tokenizer::o200k_harmony`] as GGUF metadata: what a GPT-OSS GGUF file carries.
+    pub fn o200k_harmony_gguf(chat_template: Option<String>) -> Result<BpeVocab> {
+        harmony::o200k_harmony_gguf(chat_template)
     }
 
     fn assemble(mut parts: Parts) -> Tokenizer {

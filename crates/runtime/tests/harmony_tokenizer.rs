@@ -2,6 +2,8 @@
 //! own encoder for it (`tiktoken-rs`, an independent BPE implementation over the same ranks), and its special
 //! tokens against the released GPT-OSS-20B tokenizer_config.json.
 
+use lowbit_formats::gguf::{GgufFile, Value};
+use lowbit_formats::gguf_write::GgufWriter;
 use lowbit_runtime::tokenizer::Tokenizer;
 
 const REFERENCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/reference/gpt-oss-20b");
@@ -35,6 +37,31 @@ fn encodes_as_tiktoken_does() {
         assert_eq!(got, want, "{text:?}");
         assert_eq!(ours.decode(&got).unwrap(), *text);
     }
+}
+
+/// The vocabulary lowbit writes into GPT-OSS GGUF files (`tokenizer.ggml.*`, pre-tokenizer "gpt-4o"), read back by
+/// the GGUF tokenizer, still encodes as tiktoken does and keeps the special tokens.
+#[test]
+fn its_gguf_vocabulary_encodes_as_tiktoken_does() {
+    let mut w = GgufWriter::new();
+    w.metadata("general.architecture", Value::String("gpt-oss".into())).unwrap();
+    Tokenizer::o200k_harmony_gguf(Some("{{ messages }}".into())).unwrap().write_metadata(&mut w).unwrap();
+    let path = std::env::temp_dir().join(format!("lowbit-o200k-{}.gguf", std::process::id()));
+    w.write(&path).unwrap();
+    let file = GgufFile::open(&path).unwrap();
+    let ours = Tokenizer::from_gguf(&file);
+    std::fs::remove_file(&path).unwrap();
+    let ours = ours.unwrap();
+    let theirs = tiktoken_rs::o200k_harmony().unwrap();
+    for text in &texts() {
+        let got = ours.encode(text, true).unwrap();
+        assert_eq!(got, theirs.encode_with_special_tokens(text), "{text:?}");
+        assert_eq!(ours.decode(&got).unwrap(), *text);
+    }
+    assert_eq!(ours.vocab_size(), 201_088);
+    assert_eq!((ours.bos_id(), ours.eos_id(), ours.adds_bos()), (Some(199_998), Some(200_002), false));
+    assert!(ours.is_special(200_012) && ours.eos_ids().contains(&200_012));
+    assert_eq!(ours.chat_template(), Some("{{ messages }}"));
 }
 
 #[test]

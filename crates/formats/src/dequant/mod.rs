@@ -13,7 +13,10 @@ mod ternary;
 
 pub use kquants::{unpack_q3k_scales, unpack_scale_min_k4, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
 pub use legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, QK};
-pub use mxfp4::{dequantize_split as dequantize_split_mxfp4, e8m0_half, BlockMxfp4, MXFP4_VALUES, QK_MXFP4};
+pub use mxfp4::{
+    dequantize_split as dequantize_split_mxfp4, e8m0_half, split_to_blocks as split_mxfp4_to_blocks, BlockMxfp4,
+    MXFP4_VALUES, QK_MXFP4,
+};
 pub use ternary::{tq1_trit, BlockTQ1_0, BlockTQ2_0};
 
 use half::{bf16, f16};

@@ -64,9 +64,41 @@ pub fn dequantize_split(codes: &[u8], scales: &[u8]) -> Option<Vec<f32>> {
     Some(out)
 }
 
+/// Hugging Face's MXFP4 (`codes` and `scales` apart, as [`dequantize_split`] reads them) as ggml's 17-byte blocks: the
+/// exponent, then element j in the low nibble and element j + 16 in the high nibble of byte j. What llama.cpp's
+/// converter writes for GPT-OSS's experts; the values are unchanged. `None` unless `codes` is 16 bytes per scale.
+pub fn split_to_blocks(codes: &[u8], scales: &[u8]) -> Option<Vec<u8>> {
+    if codes.len() != scales.len().checked_mul(QK_MXFP4 / 2)? {
+        return None;
+    }
+    let mut out = Vec::with_capacity(scales.len() * 17);
+    for (block, &e) in codes.chunks_exact(QK_MXFP4 / 2).zip(scales) {
+        let code = |i: usize| (block[i / 2] >> (4 * (i % 2))) & 0x0F;
+        out.push(e);
+        out.extend((0..QK_MXFP4 / 2).map(|j| code(j) | (code(j + 16) << 4)));
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn split_mxfp4_repacks_into_the_same_values() {
+        // Every code in every position, under small, unit and large exponents.
+        let codes: Vec<u8> = (0..16 * 6).map(|i| (i * 37 + 11) as u8).collect();
+        let scales = [1u8, 127, 128, 130, 200, 254];
+        let blocks = split_to_blocks(&codes, &scales).unwrap();
+        let mut ggml = Vec::new();
+        for b in blocks.chunks_exact(17) {
+            let mut y = [0.0; QK_MXFP4];
+            BlockMxfp4::from_bytes(b.try_into().unwrap()).dequantize(&mut y);
+            ggml.extend(y);
+        }
+        assert_eq!(ggml, dequantize_split(&codes, &scales).unwrap());
+        assert_eq!(split_to_blocks(&codes[1..], &scales), None);
+    }
 
     #[test]
     fn e8m0_half_is_two_to_the_e_minus_128() {

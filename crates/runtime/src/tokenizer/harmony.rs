@@ -17,10 +17,12 @@ use tokenizers::pre_tokenizers::sequence::Sequence as PreTokenizerSequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, DecoderWrapper, PreTokenizerWrapper, SplitDelimiterBehavior};
 
+use lowbit_formats::gguf_tokenizer::{BpeVocab, TOKEN_CONTROL, TOKEN_NORMAL};
+
 use super::{Parts, Result, TokenizerError};
 
 /// o200k's pre-tokenizer regex (tiktoken's `o200k_base` pattern).
-const O200K_PATTERN: &str = concat!(
+pub(super) const O200K_PATTERN: &str = concat!(
     r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
     r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
     r"|\p{N}{1,3}",
@@ -76,7 +78,13 @@ fn byte_alphabet() -> [char; 256] {
     map
 }
 
-pub(super) fn o200k_harmony() -> Result<Parts> {
+/// o200k_base's ranks as byte-level BPE: each rank's text in GPT-2's byte alphabet, and the merges.
+struct O200k {
+    tokens: Vec<String>,
+    merges: Merges,
+}
+
+fn o200k_base() -> Result<O200k> {
     let base = tiktoken_rs::o200k_base().map_err(|e| build_error(e.to_string()))?;
     let mut ranks: HashMap<Vec<u8>, u32> = HashMap::with_capacity(BASE_TOKENS as usize);
     let mut by_rank = Vec::with_capacity(BASE_TOKENS as usize);
@@ -87,7 +95,6 @@ pub(super) fn o200k_harmony() -> Result<Parts> {
     }
     let alphabet = byte_alphabet();
     let text = |b: &[u8]| b.iter().map(|&x| alphabet[usize::from(x)]).collect::<String>();
-    let vocab: Vocab = by_rank.iter().zip(0..).map(|(b, r)| (text(b), r)).collect();
     // Every split of a token into two tokens, in the order of the token's rank (then of the halves' ranks).
     let mut merges: Merges = Vec::new();
     for token in &by_rank {
@@ -96,6 +103,32 @@ pub(super) fn o200k_harmony() -> Result<Parts> {
         splits.sort_unstable();
         merges.extend(splits.into_iter().map(|(_, _, i)| (text(&token[..i]), text(&token[i..]))));
     }
+    Ok(O200k { tokens: by_rank.iter().map(|b| text(b)).collect(), merges })
+}
+
+/// o200k_harmony as a GGUF `gpt2` vocabulary (llama.cpp's pre-tokenizer "gpt-4o"), BOS, EOS and padding as
+/// transformers' gpt-oss tokenizer names them.
+pub(super) fn o200k_harmony_gguf(chat_template: Option<String>) -> Result<BpeVocab> {
+    let O200k { mut tokens, merges } = o200k_base()?;
+    tokens.extend((BASE_TOKENS..=LAST_SPECIAL).map(special_text));
+    let mut token_types = vec![TOKEN_NORMAL; BASE_TOKENS as usize];
+    token_types.resize(tokens.len(), TOKEN_CONTROL);
+    Ok(BpeVocab {
+        pre: "gpt-4o".into(),
+        tokens,
+        token_types,
+        merges: merges.into_iter().map(|(l, r)| format!("{l} {r}")).collect(),
+        bos: Some(199_998),
+        eos: Some(200_002),
+        pad: Some(199_999),
+        add_bos: false,
+        chat_template,
+    })
+}
+
+pub(super) fn o200k_harmony() -> Result<Parts> {
+    let O200k { tokens, merges } = o200k_base()?;
+    let vocab: Vocab = tokens.into_iter().zip(0..).collect();
     let bpe = BPE::builder()
         .vocab_and_merges(vocab, merges)
         .ignore_merges(true)

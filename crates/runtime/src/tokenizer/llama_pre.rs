@@ -3,7 +3,7 @@
 //! llama.cpp applies a list of regexes in turn: each one splits every piece produced so far,
 //! keeping both the matches and the text between them. A `Split` pre-tokenizer with `Isolated`
 //! behaviour does exactly that, so the list becomes a `Sequence` of `Split`s. The regexes are
-//! copied verbatim from `llm_tokenizer_bpe` in llama.cpp's `src/llama-vocab.cpp`.
+//! copied verbatim from `llm_tokenizer_bpe` in llama.cpp's `src/llama-vocab.cpp`, except o200k's.
 
 /// GPT-2's regex without the trailing `|\s+`; the text it leaves unmatched is kept as a piece.
 const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
@@ -31,6 +31,9 @@ pub(super) fn for_pre(pre: &str) -> Option<PreTokenizer> {
         }
         "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "pixtral" => (&[LLAMA3], true, true),
         "qwen2" | "deepseek-r1-qwen" | "megrez" | "stablelm2" => (&[QWEN2], false, false),
+        // o200k (GPT-OSS): tiktoken's own regex, which llama.cpp approximates for its regex engine; tiktoken looks a
+        // pre-token up whole before merging.
+        "gpt-4o" => (&[super::harmony::O200K_PATTERN], true, false),
         _ => return None,
     };
     Some(PreTokenizer { regexes, ignore_merges, adds_bos })
