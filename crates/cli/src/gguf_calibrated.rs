@@ -1,5 +1,6 @@
 //! `lowbit quantize MODEL -o OUT.gguf --type T --method gptq|awq|awq-gptq [--act-order] [--no-importance]`: a
-//! calibrated method into llama.cpp's block types, a GGUF file llama.cpp loads.
+//! calibrated method into llama.cpp's block types, a GGUF file llama.cpp loads. A GPT-OSS directory calibrates as it
+//! is and writes its converted GGUF file (llama.cpp's layout), its experts rounded one by one.
 //!
 //! Every tensor gets the type llama.cpp's mix gives it with an importance matrix. The block projections (and an
 //! untied output matrix) are rounded onto their type's blocks, whose scales are fitted by llama.cpp's
@@ -13,6 +14,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
+use lowbit_formats::gguf::GgufFile;
 use lowbit_formats::quantize::{quantize, RowBlocks};
 use lowbit_formats::source::ModelSource;
 use lowbit_model::Proj;
@@ -24,15 +26,26 @@ use lowbit_quant::FileType;
 use crate::native_quantize::NativeArgs;
 use crate::table::{thousands, Table};
 
-pub fn run(model: &Path, out: &Path, ftype: FileType, pure: bool, args: &NativeArgs, plan: Plan) -> anyhow::Result<()> {
-    args.check_gguf()?;
-    let source = ModelSource::open(model)?;
-    let Some(gguf) = source.gguf() else {
-        anyhow::bail!("{}: GGUF output is made from a GGUF model so far", model.display());
-    };
+/// Calibrates on `source` and writes `gguf` (the same model as a GGUF file: `source` itself, or a GPT-OSS directory
+/// converted) to `out` with the calibrated tensors.
+pub fn run(
+    source: &ModelSource,
+    gguf: &GgufFile,
+    out: &Path,
+    ftype: FileType,
+    pure: bool,
+    args: &NativeArgs,
+    plan: Plan,
+) -> anyhow::Result<()> {
+    let model = source.path();
     let types = planned_types(gguf, ftype, pure, true)?;
     let n_layers = source.config()?.n_layers;
-    let mut rounded: Vec<String> = (0..n_layers).flat_map(|l| Proj::ALL.map(|p| p.tensor_name(l))).collect();
+    let experts = ["ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"];
+    let mut rounded: Vec<String> = (0..n_layers)
+        .flat_map(|l| {
+            Proj::ALL.map(|p| p.tensor_name(l)).into_iter().chain(experts.map(|e| format!("blk.{l}.{e}.weight")))
+        })
+        .collect();
     // A tied output matrix is also the token embedding, whose rows the calibrated rounding would fit to the head alone.
     rounded.push("output.weight".into());
     let mut targets = HashMap::new();
@@ -47,12 +60,35 @@ pub fn run(model: &Path, out: &Path, ftype: FileType, pure: bool, args: &NativeA
         );
         targets.insert(t.name.clone(), Target::Gguf { dtype, weighted: !args.no_importance });
     }
+    // The model rounds a fused gate/up expert stack, which the file splits (llama.cpp's GPT-OSS layout): one type
+    // serves both halves.
+    for l in 0..n_layers {
+        let [gate, up] = ["ffn_gate_exps", "ffn_up_exps"].map(|e| targets.get(&format!("blk.{l}.{e}.weight")).copied());
+        if let (Some(g), Some(u)) = (gate, up) {
+            anyhow::ensure!(g == u, "block {l}: {ftype} gives the gate and up experts different types");
+            targets.insert(format!("blk.{l}.ffn_gate_up_exps.weight"), g);
+        }
+    }
     let (result, details) =
-        crate::native_quantize::calibrated(&source, args, plan, &|name, _| targets.get(name).copied())?;
+        crate::native_quantize::calibrated(source, args, plan, &|name, _| targets.get(name).copied())?;
     let mut prequantized = BTreeMap::new();
     for (name, q) in result.tensors {
         let Quantized::Gguf { dtype, bytes } = q else { anyhow::bail!("{name}: a native group matrix for GGUF") };
-        prequantized.insert(name, Prequantized { dtype, bytes });
+        match name.strip_suffix(".ffn_gate_up_exps.weight") {
+            // Rows interleave gate and up; each half takes its own.
+            Some(block) => {
+                let gate = format!("{block}.ffn_gate_exps.weight");
+                let t = gguf.tensor_info(&gate).with_context(|| format!("{gate}: not in the model"))?;
+                let row = dtype.storage_bytes(t.dims[0])? as usize;
+                for (half, first) in [(gate, 0), (format!("{block}.ffn_up_exps.weight"), 1)] {
+                    let bytes = bytes.chunks_exact(row).skip(first).step_by(2).flatten().copied().collect();
+                    prequantized.insert(half, Prequantized { dtype, bytes });
+                }
+            }
+            None => {
+                prequantized.insert(name, Prequantized { dtype, bytes });
+            }
+        }
     }
     let rounded_count = prequantized.len();
     for (name, values) in result.values {

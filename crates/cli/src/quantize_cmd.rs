@@ -57,10 +57,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let native_moe = (args.native.method.as_deref().is_some_and(|m| per_expert.contains(&m))
         || args.native.target.is_some())
         && args.ftype.is_none();
-    let gguf_types = args.ftype.is_some() && args.native.method.is_none();
+    let gguf_types =
+        args.ftype.is_some() && args.native.method.as_deref().is_none_or(|m| ["gptq", "awq", "awq-gptq"].contains(&m));
     if !native_moe && !gguf_types && ModelSource::open(&args.model)?.config()?.moe.is_some() {
         anyhow::bail!(
-            "{}: mixture-of-experts models (GPT-OSS) are quantized with --method {} or a --target into a native directory, or with --type alone into GGUF",
+            "{}: mixture-of-experts models (GPT-OSS) are quantized with --method {} or a --target into a native directory, or with --type [--method gptq|awq|awq-gptq] into GGUF",
             args.model.display(),
             per_expert.join(", ")
         );
@@ -79,7 +80,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.importance.imatrix.is_none() && args.importance.save_imatrix.is_none(),
             "the calibrated methods weight their block scales with their own calibration statistics; drop --imatrix/--save-imatrix"
         );
-        return crate::gguf_calibrated::run(&args.model, &args.out, parse_type(t)?, args.pure, &args.native, plan);
+        let ftype = parse_type(t)?;
+        args.native.check_gguf()?;
+        let source = ModelSource::open(&args.model)?;
+        let converted = Converted::of(&source, &args.out)?;
+        let gguf = converted.as_ref().map(|c| &c.file).or(source.gguf()).context("no GGUF to export")?;
+        return crate::gguf_calibrated::run(&source, gguf, &args.out, ftype, args.pure, &args.native, plan);
     }
     if !args.native.native() && args.format != "gguf" {
         anyhow::bail!("--format {}: only gguf output exists so far", args.format);
@@ -98,13 +104,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return crate::native_quantize::run(&args.model, &args.out, &args.native, imatrix.map(|i| i.matrix).as_ref());
     };
     let source = ModelSource::open(&args.model)?;
-    let converted = match source.gguf() {
-        Some(_) => None,
-        None => Some(Converted::new(&source, &args.out)?),
-    };
-    let Some(gguf) = converted.as_ref().map(|c| &c.file).or(source.gguf()) else {
-        anyhow::bail!("{}: no GGUF to export", args.model.display());
-    };
+    let converted = Converted::of(&source, &args.out)?;
+    let gguf = converted.as_ref().map(|c| &c.file).or(source.gguf()).context("no GGUF to export")?;
     let bar = ProgressBar::new(gguf.tensors().len() as u64)
         .with_style(ProgressStyle::with_template("{bar:30} {pos}/{len} tensors  {msg}  [{elapsed} < {eta}]")?);
     let imatrix = imatrix.as_ref().map(|i| ImatrixInput { matrix: &i.matrix, file: &i.file });
@@ -136,7 +137,11 @@ struct Converted {
 }
 
 impl Converted {
-    fn new(source: &ModelSource, out: &Path) -> anyhow::Result<Converted> {
+    /// `None` for a GGUF source, which is exported as it is.
+    fn of(source: &ModelSource, out: &Path) -> anyhow::Result<Option<Converted>> {
+        if source.gguf().is_some() {
+            return Ok(None);
+        }
         let model = source.path();
         if source.config()?.arch != Arch::GptOss || !matches!(source, ModelSource::Hf(_)) {
             anyhow::bail!(
@@ -166,7 +171,7 @@ impl Converted {
             thousands(done.bytes)
         );
         match GgufFile::open(&path) {
-            Ok(file) => Ok(Converted { file, path }),
+            Ok(file) => Ok(Some(Converted { file, path })),
             Err(e) => {
                 let _ = std::fs::remove_file(&path);
                 Err(e.into())

@@ -463,7 +463,7 @@ fn quantize_writes_a_mixture_of_experts_per_expert_and_to_gguf() {
     let out = scratch.0.join("out");
     let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/gpt-oss-tiny/tiny_f32");
     let out_arg = out.to_str().unwrap();
-    refuses(&["quantize", model, "--method", "gptq", "--type", "Q4_K_M", "-o", out_arg], &out, "mixture-of-experts");
+    refuses(&["quantize", model, "--method", "palette", "--type", "Q4_K_M", "-o", out_arg], &out, "mixture-of-experts");
     // GGUF: converted as llama.cpp converts GPT-OSS, then re-quantized; the converted file beside it goes.
     let gguf = scratch.0.join("tiny.gguf");
     lowbit(&["quantize", model, "--type", "Q8_0", "-o", gguf.to_str().unwrap()]);
@@ -494,24 +494,7 @@ fn quantize_writes_a_mixture_of_experts_per_expert_and_to_gguf() {
 #[test]
 fn accept_builds_and_validates_a_mixture_of_experts() {
     let dir = Scratch::new("accept-moe");
-    let reference = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/reference/gpt-oss-20b/config.json");
-    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(reference).unwrap()).unwrap();
-    for (key, value) in [
-        ("hidden_size", 128),
-        ("intermediate_size", 128),
-        ("num_attention_heads", 2),
-        ("num_key_value_heads", 1),
-        ("num_local_experts", 4),
-        ("num_experts_per_tok", 2),
-        ("experts_per_token", 2),
-    ] {
-        config[key] = value.into();
-    }
-    std::fs::create_dir_all(dir.path("config")).unwrap();
-    let config_path = dir.path("config/config.json");
-    std::fs::write(&config_path, config.to_string()).unwrap();
-    let model = dir.path("small-gpt-oss");
-    lowbit(&["synth", &config_path, "--layers", "2", "-o", &model]);
+    let model = small_gpt_oss(&dir);
 
     let out = dir.path("builds");
     let prompts = dir.path("prompts.txt");
@@ -550,6 +533,56 @@ fn accept_builds_and_validates_a_mixture_of_experts() {
     assert!(config["calibration"]["expert_coverage"]["tensors"].as_object().unwrap().len() == 4);
     let chosen = attempts.iter().find(|a| a["name"] == summary["chosen"]).unwrap();
     assert_eq!(summary["pass"], chosen["pass"]);
+}
+
+/// GPTQ into GGUF block types on a mixture of experts: calibrated on the directory, each expert rounded by GPTQ,
+/// written in llama.cpp's GPT-OSS layout (the fused gate/up rounding split into its two stacks), and close to the
+/// original.
+#[test]
+fn gptq_writes_a_mixture_of_experts_to_gguf() {
+    let dir = Scratch::new("gptq-moe-gguf");
+    let model = small_gpt_oss(&dir);
+    let out = dir.path("gptq.gguf");
+    let shown = lowbit(
+        &[
+            &["quantize", &model, "-o", &out, "--method", "gptq", "--type", "Q4_K_M"][..],
+            &["--calib", CALIB, "--samples", "4", "--seq-len", "64"],
+        ]
+        .concat(),
+    );
+    // 2 blocks of attention (4) and experts (3), and the output projection.
+    assert!(shown.lines().last().unwrap().trim_end().ends_with(" 15"), "{shown}");
+    let tensors = lowbit(&["inspect", &out]);
+    assert!(tensors.contains("blk.1.ffn_gate_exps.weight") && !tensors.contains("gate_up"), "{tensors}");
+    let plain = dir.path("plain.gguf");
+    lowbit(&["quantize", &model, "-o", &plain, "--type", "Q4_K_M"]);
+    let (gptq, rtn) = (kld(&out, &model), kld(&plain, &model));
+    println!("mean KLD against the original: GPTQ {gptq:.5}, round to nearest {rtn:.5}");
+    assert!(gptq < 0.05 && rtn < 0.05, "GPTQ {gptq}, round to nearest {rtn}");
+}
+
+/// A GPT-OSS-shaped mixture of experts made by `lowbit synth` from the released config, small: 2 layers of 4 experts,
+/// hidden size 128, the real vocabulary and tokenizer.
+fn small_gpt_oss(dir: &Scratch) -> String {
+    let reference = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/reference/gpt-oss-20b/config.json");
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(reference).unwrap()).unwrap();
+    for (key, value) in [
+        ("hidden_size", 128),
+        ("intermediate_size", 128),
+        ("num_attention_heads", 2),
+        ("num_key_value_heads", 1),
+        ("num_local_experts", 4),
+        ("num_experts_per_tok", 2),
+        ("experts_per_token", 2),
+    ] {
+        config[key] = value.into();
+    }
+    std::fs::create_dir_all(dir.path("config")).unwrap();
+    let config_path = dir.path("config/config.json");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let model = dir.path("small-gpt-oss");
+    lowbit(&["synth", &config_path, "--layers", "2", "-o", &model]);
+    model
 }
 
 /// `chat` answers each line of stdin in turn, the conversation so far in the template each time.

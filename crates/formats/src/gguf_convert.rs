@@ -26,7 +26,7 @@ use crate::gguf::Value;
 use crate::gguf_tokenizer::BpeVocab;
 use crate::gguf_write::{GgufWriter, TensorData, TensorSink};
 use crate::quantize::quantize;
-use crate::source::ModelSource;
+use crate::source::{ModelSource, TensorRef};
 
 /// What the conversion wrote.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -223,7 +223,12 @@ fn is_float(dtype: DType) -> bool {
 impl OutTensor {
     fn write(&self, source: &ModelSource, sink: &mut TensorSink) -> Result<()> {
         match &self.part {
-            Part::Copy(tensor) => sink.write(source.tensor(tensor)?.data),
+            Part::Copy(tensor) => {
+                let t = source.tensor(tensor)?;
+                sink.write(t.data)?;
+                source.release(&t);
+                Ok(())
+            }
             Part::F32(tensor) => sink.write(&f32_bytes(&source.tensor_f32(tensor)?.1)),
             Part::Columns { tensor, first, step } => {
                 let (shape, values) = source.tensor_f32(tensor)?;
@@ -249,6 +254,10 @@ impl OutTensor {
                                     FormatError::Invalid(format!("{}: MXFP4 parts do not match", stack.name))
                                 })?;
                                 sink.write(&ggml)?;
+                            }
+                            // Read once: the pages may go, so memory holds an expert, not the model.
+                            for (tensor, data) in [(blocks, codes), (scales, exps)] {
+                                source.release(&TensorRef { data, ..source.tensor(tensor)? });
                             }
                         }
                         _ => {

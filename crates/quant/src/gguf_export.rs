@@ -57,6 +57,9 @@ pub struct Prequantized {
     pub bytes: Vec<u8>,
 }
 
+/// Bytes a tensor copied unchanged is written in, releasing each slice's mapped pages after it.
+const COPY_SLICE: usize = 64 << 20;
+
 /// llama-quantize's record of the imatrix, set after `general.file_type` in this order.
 const IMATRIX_KEYS: [&str; 4] = [
     "quantize.imatrix.file",
@@ -156,12 +159,19 @@ pub fn export_prequantized(
         let data = if let Some(p) = prequantized.get(&t.name) {
             TensorData::Borrowed(&p.bytes)
         } else if dtype == t.dtype {
-            TensorData::Borrowed(raw)
+            // Copied in slices whose mapped pages then go, so memory does not hold every copied tensor.
+            TensorData::deferred(move |sink| {
+                for part in raw.chunks(COPY_SLICE) {
+                    sink.write(part)?;
+                    source.release(part);
+                }
+                Ok(())
+            })
         } else {
             let failure = &failure;
             TensorData::deferred(move |sink| {
                 progress(i, &t.name);
-                convert(t, raw, dtype, importance, sink).map_err(|e| {
+                convert(source, t, raw, dtype, importance, sink).map_err(|e| {
                     let message = FormatError::Invalid(e.to_string());
                     *failure.borrow_mut() = Some(e);
                     message
@@ -218,6 +228,7 @@ fn mats(t: &TensorInfo) -> usize {
 /// Dequantizes one source tensor and writes it quantized as `dtype`, each matrix (expert) with its importance
 /// weights when `importance` has them.
 fn convert(
+    source: &GgufFile,
     t: &TensorInfo,
     raw: &[u8],
     dtype: DType,
@@ -227,6 +238,7 @@ fn convert(
     let tensor = || t.name.clone();
     let values = dequantize(t.dtype, raw, t.n_elements as usize)
         .map_err(|e| QuantError::Tensor { tensor: tensor(), what: e.to_string() })?;
+    source.release(raw);
     let (row_len, n_mat) = (cols(t), mats(t));
     let weights = match importance {
         Some(m) => m.weights(&t.name, row_len, n_mat)?,
