@@ -50,8 +50,8 @@ fn parse_type(s: &str) -> anyhow::Result<FileType> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    // Mixture-of-experts weights are quantized expert by expert into native directories; GGUF output for them is
-    // not built.
+    // Mixture-of-experts weights are quantized expert by expert from a Hugging Face directory, into a native
+    // directory or (with --type) GGUF; a GGUF mixture of experts re-quantizes with --type alone.
     let per_expert =
         ["rtn", "gptq", "awq", "awq-gptq", "nf4", "palette", "palette-gptq", "absmean", "ternary", "ptbitnet"];
     let native_moe = (args.native.method.as_deref().is_some_and(|m| per_expert.contains(&m))
@@ -59,13 +59,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         && args.ftype.is_none();
     let gguf_types =
         args.ftype.is_some() && args.native.method.as_deref().is_none_or(|m| ["gptq", "awq", "awq-gptq"].contains(&m));
-    if !native_moe && !gguf_types && ModelSource::open(&args.model)?.config()?.moe.is_some() {
-        anyhow::bail!(
-            "{}: mixture-of-experts models (GPT-OSS) are quantized with --method {} or a --target into a native directory, or with --type [--method gptq|awq|awq-gptq] into GGUF",
-            args.model.display(),
-            per_expert.join(", ")
-        );
+    let source = ModelSource::open(&args.model)?;
+    if source.config()?.moe.is_some() {
+        if !native_moe && !gguf_types {
+            anyhow::bail!(
+                "{}: mixture-of-experts models (GPT-OSS) are quantized with --method {} or a --target into a native directory, or with --type [--method gptq|awq|awq-gptq] into GGUF",
+                args.model.display(),
+                per_expert.join(", ")
+            );
+        }
+        if source.gguf().is_some() && (native_moe || args.native.method.is_some()) {
+            anyhow::bail!(
+                "{}: a GGUF mixture of experts re-quantizes with --type alone; the per-expert methods read its Hugging Face directory",
+                args.model.display()
+            );
+        }
     }
+    drop(source);
     if args.accept.accept {
         anyhow::ensure!(args.native.target.is_none(), "--accept chooses its own build: drop --target");
         anyhow::ensure!(

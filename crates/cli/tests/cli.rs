@@ -471,6 +471,12 @@ fn quantize_writes_a_mixture_of_experts_per_expert_and_to_gguf() {
     assert_eq!(files, [std::ffi::OsString::from("tiny.gguf")]);
     let shown = lowbit(&["inspect", gguf.to_str().unwrap()]);
     assert!(shown.contains("blk.1.ffn_up_exps.weight") && shown.contains("Q8_0"), "{shown}");
+    // The GGUF file re-quantizes as any GGUF model does; the per-expert methods want the directory.
+    let again = scratch.0.join("again.gguf");
+    lowbit(&["quantize", gguf.to_str().unwrap(), "--type", "Q4_0", "-o", again.to_str().unwrap()]);
+    let per_expert = ["quantize", gguf.to_str().unwrap(), "--method", "rtn", "--bits", "4", "-o", out_arg];
+    refuses(&per_expert, &out, "re-quantizes with --type");
+    std::fs::remove_file(&again).unwrap();
     let methods: [&[&str]; 3] = [
         &["--method", "rtn", "--bits", "8", "--group", "32"],
         &["--method", "nf4"],

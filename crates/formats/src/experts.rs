@@ -93,9 +93,9 @@ impl ExpertStack {
             Some(b) if names.contains(&b.as_str()) => b,
             _ => weight.to_string(),
         };
-        if let Some(block) =
-            weight.strip_suffix(".ffn_gate_up_exps.weight").filter(|_| !names.contains(&first.as_str()))
-        {
+        // Only a GGUF file splits the stack; anywhere else a missing fused stack is missing.
+        let split = matches!(source, ModelSource::Gguf(_)) && !names.contains(&first.as_str());
+        if let Some(block) = weight.strip_suffix(".ffn_gate_up_exps.weight").filter(|_| split) {
             return ExpertStack::split_gate_up(source, weight, block);
         }
         ExpertStack::of(source, &first)?.ok_or_else(|| FormatError::MissingTensor(weight.to_string()))
