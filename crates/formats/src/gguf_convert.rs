@@ -101,37 +101,37 @@ fn metadata(w: &mut GgufWriter, c: &ModelConfig, window: usize, name: &str, file
     w.metadata("general.architecture", Value::String(GPT_OSS_GGUF.into()))?;
     w.metadata("general.type", Value::String("model".into()))?;
     w.metadata("general.name", Value::String(name.into()))?;
+    w.metadata("general.file_type", Value::U32(file_type))?;
+    w.metadata("general.quantization_version", Value::U32(2))?;
     let sizes = [
         ("block_count", c.n_layers),
         ("context_length", c.context_length),
         ("embedding_length", c.hidden_size),
         ("feed_forward_length", c.intermediate_size),
+        ("expert_feed_forward_length", c.intermediate_size),
         ("attention.head_count", c.n_heads),
         ("attention.head_count_kv", c.n_kv_heads),
+        ("attention.key_length", c.head_dim),
+        ("attention.value_length", c.head_dim),
+        ("attention.sliding_window", window),
+        ("expert_count", moe.n_experts),
+        ("expert_used_count", moe.experts_per_token),
+        ("rope.scaling.original_context_length", yarn.original_context),
     ];
     for (k, v) in sizes {
         w.metadata(&key(k), u32_of(v)?)?;
     }
-    w.metadata(&key("rope.freq_base"), Value::F32(c.rope_theta))?;
-    w.metadata(&key("attention.layer_norm_rms_epsilon"), Value::F32(c.rms_eps))?;
-    let more = [
-        ("expert_count", moe.n_experts),
-        ("expert_used_count", moe.experts_per_token),
-        ("attention.key_length", c.head_dim),
-        ("attention.value_length", c.head_dim),
+    let reals = [
+        ("rope.freq_base", c.rope_theta),
+        ("attention.layer_norm_rms_epsilon", c.rms_eps),
+        ("rope.scaling.factor", yarn.factor),
+        ("rope.scaling.yarn_beta_fast", yarn.beta_fast),
+        ("rope.scaling.yarn_beta_slow", yarn.beta_slow),
     ];
-    for (k, v) in more {
-        w.metadata(&key(k), u32_of(v)?)?;
+    for (k, v) in reals {
+        w.metadata(&key(k), Value::F32(v))?;
     }
-    w.metadata("general.file_type", Value::U32(file_type))?;
-    w.metadata(&key("rope.scaling.type"), Value::String("yarn".into()))?;
-    w.metadata(&key("rope.scaling.factor"), Value::F32(yarn.factor))?;
-    w.metadata(&key("rope.scaling.original_context_length"), u32_of(yarn.original_context)?)?;
-    w.metadata(&key("rope.scaling.yarn_beta_fast"), Value::F32(yarn.beta_fast))?;
-    w.metadata(&key("rope.scaling.yarn_beta_slow"), Value::F32(yarn.beta_slow))?;
-    w.metadata(&key("attention.sliding_window"), u32_of(window)?)?;
-    w.metadata(&key("expert_feed_forward_length"), u32_of(c.intermediate_size)?)?;
-    w.metadata("general.quantization_version", Value::U32(2))
+    w.metadata(&key("rope.scaling.type"), Value::String("yarn".into()))
 }
 
 /// Where an output tensor's values come from.
