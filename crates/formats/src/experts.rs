@@ -124,20 +124,34 @@ impl ExpertStack {
         if e >= self.experts {
             return Err(FormatError::Invalid(format!("{}: expert {e} of {}", self.name, self.experts)));
         }
-        let part = |tensor: &str| -> Result<Vec<u8>> {
+        let part = |tensor: &str| -> Result<(crate::source::TensorRef<'_>, std::ops::Range<usize>)> {
             let t = source.tensor(tensor)?;
             let per = t.data.len() / self.experts;
-            let bytes = t.data[e * per..(e + 1) * per].to_vec();
-            source.release(&crate::source::TensorRef { data: &t.data[e * per..(e + 1) * per], ..t.clone() });
-            Ok(bytes)
+            Ok((t, e * per..(e + 1) * per))
+        };
+        // The caller keeps a copy: the pages may go.
+        let release = |t: &crate::source::TensorRef<'_>, r: std::ops::Range<usize>| {
+            source.release(&crate::source::TensorRef { data: &t.data[r], ..t.clone() })
         };
         match &self.storage {
-            StackStorage::Rows { tensor, dtype } => Ok(Some((*dtype, part(tensor)?))),
+            StackStorage::Rows { tensor, dtype } => {
+                let (t, r) = part(tensor)?;
+                let bytes = t.data[r.clone()].to_vec();
+                release(&t, r);
+                Ok(Some((*dtype, bytes)))
+            }
             StackStorage::SplitGateUp { gate, up, dtype } => {
-                let (g, u) = (part(gate)?, part(up)?);
-                let row = g.len() / (self.rows / 2);
-                let fused = g.chunks_exact(row).zip(u.chunks_exact(row)).flat_map(|(a, b)| a.iter().chain(b)).copied();
-                Ok(Some((*dtype, fused.collect())))
+                let ((g, gr), (u, ur)) = (part(gate)?, part(up)?);
+                let (gate_rows, up_rows) = (&g.data[gr.clone()], &u.data[ur.clone()]);
+                let row = (gate_rows.len() / (self.rows / 2).max(1)).max(1);
+                let mut fused = Vec::with_capacity(gate_rows.len() + up_rows.len());
+                for (a, b) in gate_rows.chunks_exact(row).zip(up_rows.chunks_exact(row)) {
+                    fused.extend_from_slice(a);
+                    fused.extend_from_slice(b);
+                }
+                release(&g, gr);
+                release(&u, ur);
+                Ok(Some((*dtype, fused)))
             }
             _ => Ok(None),
         }
