@@ -88,8 +88,9 @@ fn prefill(ty: QuantType, n: usize, k: usize, m: usize) {
     );
 }
 
-/// `blocks` blocks of `ty` with random codes and packed scales, and f16 fields of about 2⁻⁷ (f16 0x2000
-/// + mantissa). The speed does not depend on the values; finite ones keep the outputs readable.
+/// `blocks` blocks of `ty` with random codes and packed scales, f16 fields of about 2⁻⁷ (f16 0x2000
+/// + mantissa) and MXFP4 exponents near 2⁻⁷. Normal, finite scales keep the outputs readable and the float
+/// arithmetic at its usual speed (random E8M0 bytes would make subnormals and infinities, which are slow).
 fn random_blocks(ty: QuantType, blocks: usize, seed: u64) -> Vec<u8> {
     let mut r = Rng::new(seed);
     let mut w: Vec<u8> = (0..blocks * ty.block_bytes()).map(|_| r.next_u64() as u8).collect();
@@ -106,6 +107,9 @@ fn random_blocks(ty: QuantType, blocks: usize, seed: u64) -> Vec<u8> {
     for b in w.chunks_exact_mut(ty.block_bytes()) {
         for &f in fields {
             b[f..f + 2].copy_from_slice(&(0x2000 | (r.next_u64() as u16 & 0x3FF)).to_le_bytes());
+        }
+        if ty == QuantType::MXFP4 {
+            b[0] = 120 + (r.next_u64() % 4) as u8;
         }
     }
     w
