@@ -15,6 +15,7 @@
 mod common;
 
 use common::{cold_copies, hot_and_cold, seconds_per_call, Args};
+use lowbit_kernels::quant::split_mxfp4::matmul_split_mxfp4_f32;
 use lowbit_kernels::quant::{self, matmul_quant_f32, QuantType};
 use lowbit_kernels::{matmul_f32, threads};
 use lowbit_testdata::Rng;
@@ -56,11 +57,27 @@ fn decode(ty: QuantType, k: usize, m: usize) {
     let ws: Vec<Vec<u8>> =
         (0..cold_copies(bytes)).map(|c| random_blocks(ty, m * k / ty.block_elems(), c as u64 + 2)).collect();
     let [hot, cold] = hot_and_cold(&ws, m, |w, out| matmul_quant_f32(ty, Default::default(), w, &x, out, 1, k, m));
+    report(ty.name(), k, m, bytes, [hot, cold]);
+    if ty == QuantType::MXFP4 {
+        // The same matrices in Hugging Face's split layout (codes, then scales), on their own kernel.
+        let split: Vec<(Vec<u8>, Vec<u8>)> = ws
+            .iter()
+            .map(|w| {
+                let blocks = w.chunks_exact(ty.block_bytes());
+                let scales = blocks.clone().map(|b| b[0]).collect();
+                (blocks.flat_map(|b| b[1..].iter().copied()).collect(), scales)
+            })
+            .collect();
+        let times = hot_and_cold(&split, m, |(c, s), out| matmul_split_mxfp4_f32(c, s, &x, out, 1, k));
+        report("MXFP4 split", k, m, bytes, times);
+    }
+}
+
+fn report(name: &str, k: usize, m: usize, bytes: usize, [hot, cold]: [f64; 2]) {
     let gop = (2 * m * k) as f64 / 1e9;
     for (label, s) in [("hot ", hot), ("cold", cold)] {
         println!(
-            "decode  {} 1×{k} · ({m}×{k})ᵀ {label}: {:9.1} µs  {:6.1} GB/s  {:6.1} GOP/s",
-            ty.name(),
+            "decode  {name} 1×{k} · ({m}×{k})ᵀ {label}: {:9.1} µs  {:6.1} GB/s  {:6.1} GOP/s",
             s * 1e6,
             bytes as f64 / 1e9 / s,
             gop / s
