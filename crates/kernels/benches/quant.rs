@@ -105,8 +105,8 @@ fn prefill(ty: QuantType, n: usize, k: usize, m: usize) {
     );
 }
 
-/// `blocks` blocks of `ty` with random codes and packed scales, f16 fields of about 2⁻⁷ (f16 0x2000
-/// + mantissa) and MXFP4 exponents near 2⁻⁷. Normal, finite scales keep the outputs readable and the float
+/// `blocks` blocks of `ty` with random codes and packed scales, f16 fields of about 2⁻⁷ (f16 0x2000 plus
+/// a mantissa) and MXFP4 exponents near 2⁻⁷. Normal, finite scales keep the outputs readable and the float
 /// arithmetic at its usual speed (random E8M0 bytes would make subnormals and infinities, which are slow).
 fn random_blocks(ty: QuantType, blocks: usize, seed: u64) -> Vec<u8> {
     let mut r = Rng::new(seed);
