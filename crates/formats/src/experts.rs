@@ -12,7 +12,7 @@
 use crate::dequant::{dequantize, dequantize_split_mxfp4};
 use crate::dtype::DType;
 use crate::error::{FormatError, Result};
-use crate::source::ModelSource;
+use crate::source::{ModelSource, TensorRef};
 
 /// How a stack's bytes are laid out.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,39 +118,37 @@ impl ExpertStack {
         Ok(ExpertStack { name: weight.to_string(), experts, rows: 2 * ff, cols, storage })
     }
 
-    /// Expert `e` in its storage type, rows outermost: the bytes of a `[rows, cols]` matrix of that type, for
-    /// stacks stored as rows (`Rows`, `SplitGateUp`); `None` for other storage.
-    pub fn expert_rows(&self, source: &ModelSource, e: usize) -> Result<Option<(DType, Vec<u8>)>> {
+    /// Expert `e`'s part of one of the stack's tensors (`tensor`): its bytes, whose pages the caller may hand back
+    /// with [`ModelSource::release`] once it has what it needs.
+    pub fn part<'s>(&self, source: &'s ModelSource, tensor: &str, e: usize) -> Result<TensorRef<'s>> {
         if e >= self.experts {
             return Err(FormatError::Invalid(format!("{}: expert {e} of {}", self.name, self.experts)));
         }
-        let part = |tensor: &str| -> Result<(crate::source::TensorRef<'_>, std::ops::Range<usize>)> {
-            let t = source.tensor(tensor)?;
-            let per = t.data.len() / self.experts;
-            Ok((t, e * per..(e + 1) * per))
-        };
-        // The caller keeps a copy: the pages may go.
-        let release = |t: &crate::source::TensorRef<'_>, r: std::ops::Range<usize>| {
-            source.release(&crate::source::TensorRef { data: &t.data[r], ..t.clone() })
-        };
+        let t = source.tensor(tensor)?;
+        let per = t.data.len() / self.experts;
+        Ok(TensorRef { data: &t.data[e * per..(e + 1) * per], ..t })
+    }
+
+    /// Expert `e` in its storage type, rows outermost: the bytes of a `[rows, cols]` matrix of that type, for
+    /// stacks stored as rows (`Rows`, `SplitGateUp`); `None` for other storage.
+    pub fn expert_rows(&self, source: &ModelSource, e: usize) -> Result<Option<(DType, Vec<u8>)>> {
         match &self.storage {
             StackStorage::Rows { tensor, dtype } => {
-                let (t, r) = part(tensor)?;
-                let bytes = t.data[r.clone()].to_vec();
-                release(&t, r);
+                let t = self.part(source, tensor, e)?;
+                let bytes = t.data.to_vec();
+                source.release(&t);
                 Ok(Some((*dtype, bytes)))
             }
             StackStorage::SplitGateUp { gate, up, dtype } => {
-                let ((g, gr), (u, ur)) = (part(gate)?, part(up)?);
-                let (gate_rows, up_rows) = (&g.data[gr.clone()], &u.data[ur.clone()]);
-                let row = (gate_rows.len() / (self.rows / 2).max(1)).max(1);
-                let mut fused = Vec::with_capacity(gate_rows.len() + up_rows.len());
-                for (a, b) in gate_rows.chunks_exact(row).zip(up_rows.chunks_exact(row)) {
+                let (g, u) = (self.part(source, gate, e)?, self.part(source, up, e)?);
+                let row = (g.data.len() / (self.rows / 2).max(1)).max(1);
+                let mut fused = Vec::with_capacity(g.data.len() + u.data.len());
+                for (a, b) in g.data.chunks_exact(row).zip(u.data.chunks_exact(row)) {
                     fused.extend_from_slice(a);
                     fused.extend_from_slice(b);
                 }
-                release(&g, gr);
-                release(&u, ur);
+                source.release(&g);
+                source.release(&u);
                 Ok(Some((*dtype, fused)))
             }
             _ => Ok(None),
@@ -163,20 +161,13 @@ impl ExpertStack {
             return Err(FormatError::Invalid(format!("{}: expert {e} of {}", self.name, self.experts)));
         }
         let n = self.rows * self.cols;
-        let slice = |tensor: &str| -> Result<(crate::source::TensorRef<'_>, std::ops::Range<usize>)> {
-            let t = source.tensor(tensor)?;
-            let per = t.data.len() / self.experts;
-            Ok((t, e * per..(e + 1) * per))
-        };
         match &self.storage {
             StackStorage::Mxfp4 { blocks, scales } => {
-                let (b, br) = slice(blocks)?;
-                let (s, sr) = slice(scales)?;
-                let values =
-                    dequantize_split_mxfp4(&b.data[br.clone()], &s.data[sr]).filter(|v| v.len() == n).ok_or_else(
-                        || FormatError::Invalid(format!("{}: MXFP4 parts do not hold {n} values", self.name)),
-                    )?;
-                source.release(&crate::source::TensorRef { data: &b.data[br], ..b.clone() });
+                let (b, s) = (self.part(source, blocks, e)?, self.part(source, scales, e)?);
+                let values = dequantize_split_mxfp4(b.data, s.data).filter(|v| v.len() == n).ok_or_else(|| {
+                    FormatError::Invalid(format!("{}: MXFP4 parts do not hold {n} values", self.name))
+                })?;
+                source.release(&b);
                 Ok(values)
             }
             StackStorage::Group { tensor } => {
@@ -199,9 +190,9 @@ impl ExpertStack {
                 Ok(dequantize(*dtype, &bytes, n)?)
             }
             StackStorage::Rows { tensor, dtype } | StackStorage::Transposed { tensor, dtype } => {
-                let (t, r) = slice(tensor)?;
-                let raw = dequantize(*dtype, &t.data[r.clone()], n)?;
-                source.release(&crate::source::TensorRef { data: &t.data[r], ..t.clone() });
+                let t = self.part(source, tensor, e)?;
+                let raw = dequantize(*dtype, t.data, n)?;
+                source.release(&t);
                 if matches!(self.storage, StackStorage::Rows { .. }) {
                     return Ok(raw);
                 }

@@ -26,7 +26,7 @@ use crate::gguf::Value;
 use crate::gguf_tokenizer::BpeVocab;
 use crate::gguf_write::{GgufWriter, TensorData, TensorSink};
 use crate::quantize::quantize;
-use crate::source::{ModelSource, TensorRef};
+use crate::source::ModelSource;
 
 /// What the conversion wrote.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -242,13 +242,12 @@ impl OutTensor {
                     let rows = (*first..stack.rows).step_by(*step);
                     match &stack.storage {
                         StackStorage::Mxfp4 { blocks, scales } => {
-                            let (codes, exps) =
-                                (expert_bytes(source, blocks, stack, e)?, expert_bytes(source, scales, stack, e)?);
-                            let (row_codes, row_exps) = (codes.len() / stack.rows, exps.len() / stack.rows);
+                            let (codes, exps) = (stack.part(source, blocks, e)?, stack.part(source, scales, e)?);
+                            let (row_codes, row_exps) = (codes.data.len() / stack.rows, exps.data.len() / stack.rows);
                             for r in rows {
                                 let ggml = split_mxfp4_to_blocks(
-                                    &codes[r * row_codes..(r + 1) * row_codes],
-                                    &exps[r * row_exps..(r + 1) * row_exps],
+                                    &codes.data[r * row_codes..(r + 1) * row_codes],
+                                    &exps.data[r * row_exps..(r + 1) * row_exps],
                                 )
                                 .ok_or_else(|| {
                                     FormatError::Invalid(format!("{}: MXFP4 parts do not match", stack.name))
@@ -256,9 +255,8 @@ impl OutTensor {
                                 sink.write(&ggml)?;
                             }
                             // Read once: the pages may go, so memory holds an expert, not the model.
-                            for (tensor, data) in [(blocks, codes), (scales, exps)] {
-                                source.release(&TensorRef { data, ..source.tensor(tensor)? });
-                            }
+                            source.release(&codes);
+                            source.release(&exps);
                         }
                         _ => {
                             let values = stack.expert_f32(source, e)?;
@@ -272,13 +270,6 @@ impl OutTensor {
             }
         }
     }
-}
-
-/// Expert `e`'s slice of one of a stack's tensors.
-fn expert_bytes<'s>(source: &'s ModelSource, tensor: &str, stack: &ExpertStack, e: usize) -> Result<&'s [u8]> {
-    let data = source.tensor(tensor)?.data;
-    let per = data.len() / stack.experts;
-    Ok(&data[e * per..(e + 1) * per])
 }
 
 fn f32_bytes(values: &[f32]) -> Vec<u8> {
